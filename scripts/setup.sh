@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Sets up encodec-cpp on a fresh Debian 12 machine: installs the Debian packages
+# it builds with, then configures and builds everything (Release) into build/.
+# Run as root (or with sudo). Re-running it only rebuilds what changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(
+  build-essential cmake ninja-build pkg-config
+  libtorch-dev libopenblas0-openmp
+  libsndfile1-dev libsoxr-dev libcurl4-openssl-dev libssl-dev libzip-dev
+  libcli11-dev nlohmann-json3-dev libspdlog-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+)
+
+if [[ "${ENCODEC_SKIP_APT:-0}" != 1 ]]; then
+  SUDO=""
+  [[ $(id -u) -ne 0 ]] && SUDO=sudo
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update
+  $SUDO apt-get install -y --no-install-recommends "${PACKAGES[@]}"
+fi
+
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
+cmake --build build -j "$(nproc)"
+echo "Built: build/core/encodec (the CLI), tests in build/tests, benchmarks in build/bench"

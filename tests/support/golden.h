@@ -1,0 +1,46 @@
+// Access to the reference golden data in ../shared/golden (see its README.md):
+// its location, the manifest, and .npy arrays. Golden suites call
+// ENCODEC_REQUIRE_GOLDEN() first so that they skip, with a message saying where
+// the data was looked for, when it is absent.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+namespace encodec::testing {
+
+// $ENCODEC_GOLDEN_DIR, else the directory configured at build time
+// (<source>/../shared/golden); nullopt when it holds no manifest.json.
+std::optional<std::string> golden_dir();
+
+// Text for the skip message: where the golden data was looked for.
+std::string golden_missing_message();
+
+// manifest.json, parsed. Requires golden_dir().
+const nlohmann::json& golden_manifest();
+
+// Absolute path of a file named relative to the golden directory.
+std::string golden_path(const std::string& relative);
+
+// Reads a .npy file (version 1.x, little-endian, C order; int16, int32, int64,
+// float32 or float64) into a tensor of the matching dtype and shape.
+torch::Tensor load_npy(const std::string& path);
+
+// The whole contents of a file, as bytes.
+std::string read_file_bytes(const std::string& path);
+
+// A fresh empty directory under the build tree for a test's output files.
+std::string make_temp_dir(const std::string& test_name);
+
+}  // namespace encodec::testing
+
+#define ENCODEC_REQUIRE_GOLDEN()                                            \
+  do {                                                                      \
+    if (!::encodec::testing::golden_dir()) {                                \
+      GTEST_SKIP() << ::encodec::testing::golden_missing_message();         \
+    }                                                                       \
+  } while (0)
