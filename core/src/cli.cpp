@@ -1,9 +1,19 @@
 #include "encodec/cli.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
+#include <optional>
 #include <sstream>
 
 #include "encodec/audio_io.h"
@@ -14,7 +24,11 @@ namespace encodec {
 namespace {
 namespace fs = std::filesystem;
 
-constexpr const char* kEcdcSuffix = ".ecdc";
+constexpr const char* kEcdcExtension = ".ecdc";
+constexpr const char* kWavExtension = ".wav";
+// Exit codes: argparse's conventions, which the reference CLI has.
+constexpr int kExitFailure = 1;
+constexpr int kExitUsage = 2;
 
 struct CliOptions {
   std::string input;
@@ -50,35 +64,126 @@ std::string format_bandwidths(const std::vector<double>& bandwidths) {
   return out.str();
 }
 
+std::string system_error_text() { return std::strerror(errno); }
+
+void check_input(const CliOptions& options) {
+  std::error_code ec;
+  const fs::file_status status = fs::status(options.input, ec);
+  if (!fs::exists(status)) throw CliError("input file " + options.input + " does not exist");
+  if (fs::is_directory(status)) throw CliError("input " + options.input + " is a directory");
+}
+
+// The early check, before any work: the output's folder must exist and an
+// existing output is refused without --force. (commit_output re-checks
+// atomically at the end.)
 void check_output_path(const CliOptions& options) {
   const fs::path output(options.output);
   const fs::path folder = output.has_parent_path() ? output.parent_path() : fs::path(".");
   std::error_code ec;
   if (!fs::is_directory(folder, ec)) {
-    throw CliError("output folder " + folder.string() + " for " + options.output + " does not exist");
+    throw CliError("output folder " + folder.string() + " for " + options.output +
+                   " does not exist");
   }
-  if (fs::exists(output, ec) && fs::equivalent(output, fs::path(options.input), ec)) {
+  const bool output_exists = fs::exists(fs::symlink_status(output, ec));
+  if (output_exists && fs::equivalent(output, fs::path(options.input), ec)) {
     throw CliError("output " + options.output + " is the input file");
   }
-  if (fs::exists(output, ec) && !options.force) {
+  if (output_exists && !options.force) {
     throw CliError("output file " + options.output + " exists; use -f / --force to overwrite it");
   }
 }
 
+// A uniquely named placeholder beside the output that the writers replace
+// atomically; removed unless it was committed.
+class StagingFile {
+ public:
+  explicit StagingFile(const std::string& output) {
+    std::string name_template = output + ".tmp-XXXXXX";
+    const int fd = ::mkstemp(name_template.data());
+    if (fd < 0) {
+      throw CliError("cannot write " + output + ": cannot create a temporary file beside it: " +
+                     system_error_text());
+    }
+    ::close(fd);
+    path_ = name_template;
+  }
+  StagingFile(const StagingFile&) = delete;
+  StagingFile& operator=(const StagingFile&) = delete;
+  ~StagingFile() {
+    if (!committed_) ::unlink(path_.c_str());
+  }
+  const std::string& path() const { return path_; }
+  void mark_committed() { committed_ = true; }
+
+ private:
+  std::string path_;
+  bool committed_ = false;
+};
+
+[[noreturn]] void throw_output_appeared(const std::string& output) {
+  throw CliError("output file " + output +
+                 " appeared while encodec was running; use -f / --force to overwrite it");
+}
+
+// Writes the output with `write` and moves it into place. `write` must replace
+// the file at the path it is given atomically (write_wav_atomic and
+// write_file_atomic do), so the output gets their permissions, not the
+// placeholder's 0600. A failure leaves nothing behind. Without --force an
+// existing file is never replaced, not even one that appeared while we were
+// working: the final rename refuses to overwrite.
+void commit_output(const CliOptions& options,
+                   const std::function<void(const std::string& path)>& write) {
+  StagingFile staging(options.output);
+  write(staging.path());
+  const char* from = staging.path().c_str();
+  const char* to = options.output.c_str();
+  if (options.force) {
+    if (std::rename(from, to) != 0) {
+      throw CliError("cannot write " + options.output + ": " + system_error_text());
+    }
+  } else if (::renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) != 0) {
+    const int rename_error = errno;
+    if (rename_error == EEXIST) throw_output_appeared(options.output);
+    if (rename_error != EINVAL && rename_error != ENOSYS && rename_error != ENOTSUP) {
+      throw CliError("cannot write " + options.output + ": " + std::strerror(rename_error));
+    }
+    // This filesystem cannot rename without replacing: fall back to
+    // check-then-rename, as the early check did.
+    std::error_code ec;
+    if (fs::exists(fs::symlink_status(options.output, ec))) throw_output_appeared(options.output);
+    if (std::rename(from, to) != 0) {
+      throw CliError("cannot write " + options.output + ": " + system_error_text());
+    }
+  }
+  staging.mark_committed();
+}
+
 // Loads the codec named `model_name`: from --checkpoint when given, otherwise
-// the official checkpoint through the model store.
+// the official checkpoint through the model store (--model-dir, else
+// $ENCODEC_MODEL_DIR, else the hub cache with download).
 EncodecModel load_model(const CliOptions& options, const std::string& model_name) {
   if (!options.checkpoint.empty()) {
-    return EncodecModel::from_checkpoint(options.checkpoint, model_name);
+    try {
+      return EncodecModel::from_checkpoint(options.checkpoint, model_name);
+    } catch (const std::exception& error) {
+      // Say which file was meant for which model: a 24 kHz checkpoint given
+      // for a 48 kHz file otherwise reads as a mere missing tensor.
+      const std::string what = dynamic_cast<const c10::Error*>(&error)
+                                   ? static_cast<const c10::Error&>(error).what_without_backtrace()
+                                   : error.what();
+      throw CliError("cannot load " + model_name + " from --checkpoint " + options.checkpoint +
+                     ": " + what);
+    }
   }
   ModelStoreOptions store;
   if (!options.model_dir.empty()) store.model_dir = options.model_dir;
   store.show_progress = !options.quiet;
-  if (model_name == "encodec_24khz") return EncodecModel::encodec_model_24khz(store);
-  if (model_name == "encodec_48khz") return EncodecModel::encodec_model_48khz(store);
+  if (model_name == kModelName24kHz) return EncodecModel::encodec_model_24khz(store);
+  if (model_name == kModelName48kHz) return EncodecModel::encodec_model_48khz(store);
   throw CliError("the audio was compressed with an unsupported model '" + model_name + "'");
 }
 
+// The reference's check_clipping: without -r, samples beyond 0.99 get clamped.
 void warn_if_clipping(const torch::Tensor& wav, const CliOptions& options) {
   if (options.rescale) return;
   const float peak = wav.numel() ? wav.abs().max().item<float>() : 0.0f;
@@ -93,98 +198,143 @@ void write_decoded(const DecompressedAudio& audio, const CliOptions& options) {
   warn_if_clipping(audio.samples, options);
   WavWriteOptions wav_options;
   wav_options.rescale = options.rescale;
-  write_wav_atomic(options.output, audio.samples, audio.sample_rate_hz, wav_options);
+  commit_output(options, [&](const std::string& path) {
+    write_wav_atomic(path, audio.samples, audio.sample_rate_hz, wav_options);
+  });
 }
 
 void run_decompress(CliOptions& options) {
   if (options.output.empty()) {
     fs::path output(options.input);
-    output.replace_filename(output.stem().string() + options.decompress_suffix + ".wav");
+    output.replace_filename(output.stem().string() + options.decompress_suffix + kWavExtension);
     options.output = output.string();
-  } else if (lowercase_extension(options.output) != ".wav") {
-    throw CliError("output " + options.output + ": decompressed output must be a .wav file");
+  } else if (lowercase_extension(options.output) != kWavExtension) {
+    throw CliError("output " + options.output +
+                   ": the output of decompression must be a .wav file");
   }
   check_output_path(options);
   std::ifstream in(options.input, std::ios::binary);
-  if (!in) throw CliError("cannot open " + options.input);
-  const DecompressedAudio audio =
-      decompress_from_stream(in, [&](const std::string& name) { return load_model(options, name); });
+  if (!in) throw CliError("cannot open " + options.input + ": " + system_error_text());
+  DecompressedAudio audio;
+  try {
+    audio = decompress_from_stream(
+        in, [&](const std::string& name) { return load_model(options, name); });
+  } catch (const EcdcFormatError& error) {
+    throw CliError("cannot decompress " + options.input + ": " + error.what());
+  }
   write_decoded(audio, options);
 }
 
 void run_compress(CliOptions& options) {
   if (options.output.empty()) {
-    options.output = fs::path(options.input).replace_extension(kEcdcSuffix).string();
+    options.output = fs::path(options.input).replace_extension(kEcdcExtension).string();
   }
   const std::string output_extension = lowercase_extension(options.output);
-  if (output_extension != kEcdcSuffix && output_extension != ".wav") {
-    throw CliError("output " + options.output + ": extension must be .ecdc (compress) or .wav " +
-                   "(compress then decompress)");
+  if (output_extension != kEcdcExtension && output_extension != kWavExtension) {
+    throw CliError("output " + options.output + ": the extension must be .ecdc (compress) or " +
+                   ".wav (compress, then decompress)");
   }
   check_output_path(options);
-  const std::string model_name = options.hq ? "encodec_48khz" : "encodec_24khz";
+  if (options.lm) {
+    throw CliError("--lm (LM entropy coding) is not available yet; compress without --lm");
+  }
+  const std::string model_name = options.hq ? kModelName48kHz : kModelName24kHz;
+  // Checked against the official list before the model is loaded, so that a
+  // typo fails at once rather than after a download.
   const EncodecConfig official =
       options.hq ? EncodecConfig::official_48khz() : EncodecConfig::official_24khz();
   const auto& allowed = official.target_bandwidths;
   if (std::find(allowed.begin(), allowed.end(), options.bandwidth_kbps) == allowed.end()) {
     std::ostringstream message;
-    message << "bandwidth " << options.bandwidth_kbps << " kbps is not supported by " << model_name
-            << " (choose one of " << format_bandwidths(allowed) << ")";
+    message << "bandwidth " << options.bandwidth_kbps << " kbps is not supported by "
+            << model_name << " (choose one of " << format_bandwidths(allowed) << ")";
     throw CliError(message.str());
-  }
-  if (options.lm) {
-    throw CliError("--lm (LM entropy coding) is not available in this build yet");
   }
   // Read the input before loading the model so that a bad input fails fast.
   const Audio input = read_audio(options.input);
-  EncodecModel model = load_model(options, model_name);
+  if (input.samples.size(1) == 0) throw CliError("input " + options.input + " has no samples");
+  std::optional<EncodecModel> loaded;
+  try {
+    loaded = load_model(options, model_name);
+  } catch (const CliError& error) {
+    // The model follows --hq, not the checkpoint: say so for the likely mistake.
+    if (options.checkpoint.empty() || options.hq) throw;
+    throw CliError(std::string(error.what()) + " (a 48 kHz checkpoint needs --hq)");
+  }
+  EncodecModel model = std::move(*loaded);
   model.set_target_bandwidth(options.bandwidth_kbps);
-  const torch::Tensor wav = convert_audio(input.samples, input.sample_rate_hz,
-                                          model.sample_rate_hz(), model.channels());
-  if (wav.size(1) == 0) throw CliError("input " + options.input + " has no samples");
-  const std::string compressed = compress(model, wav, options.lm);
-  if (output_extension == kEcdcSuffix) {
-    write_file_atomic(options.output, compressed);
+  torch::Tensor wav;
+  try {
+    wav = convert_audio(input.samples, input.sample_rate_hz, model.sample_rate_hz(),
+                        model.channels());
+  } catch (const AudioError& error) {
+    throw CliError("cannot convert " + options.input + " for " + model_name + ": " +
+                   error.what());
+  }
+  const std::string compressed = compress(model, wav);
+  if (output_extension == kEcdcExtension) {
+    commit_output(options,
+                  [&](const std::string& path) { write_file_atomic(path, compressed); });
     return;
   }
-  const DecompressedAudio audio =
-      decompress(compressed, [&](const std::string&) { return model; });
+  // Compress then decompress, through the bytes, exactly as a round trip via a file.
+  const DecompressedAudio audio = decompress(compressed, [&](const std::string&) { return model; });
   write_decoded(audio, options);
 }
+
+constexpr const char* kDescription =
+    "High fidelity neural audio codec (EnCodec).\n"
+    "If INPUT is a .ecdc file, decompresses it to .wav. Otherwise compresses INPUT (any format "
+    "libsndfile reads; resampled and converted to the model's channels) to .ecdc, or, when OUTPUT "
+    "ends in .wav, compresses and decompresses it in one go.";
+
+constexpr const char* kFooter =
+    "An existing OUTPUT is never replaced without -f; outputs appear only when complete.\n"
+    "Models: the official checkpoints come from --model-dir, else $ENCODEC_MODEL_DIR, else the "
+    "torch hub cache ($TORCH_HOME/hub/checkpoints, downloaded on first use); --checkpoint "
+    "replaces them.\n"
+    "Exit status: 0 on success, 1 on errors, 2 on invalid arguments.";
 
 }  // namespace
 
 int run_encodec_cli(int argc, const char* const* argv) {
   CliOptions options;
-  CLI::App app{
-      "High fidelity neural audio codec (EnCodec). If INPUT is a .ecdc file, decompresses it to "
-      ".wav. Otherwise compresses INPUT (any format libsndfile reads) to .ecdc; if OUTPUT ends in "
-      ".wav, compresses and decompresses in one go.",
-      "encodec"};
-  app.add_option("input", options.input, "Input file: audio to compress, or .ecdc to decompress")
+  CLI::App app{kDescription, "encodec"};
+  app.footer(kFooter);
+  app.add_option("INPUT", options.input,
+                 "Input file: audio to compress, or a .ecdc file to decompress")
       ->required();
-  app.add_option("output", options.output,
-                 "Output file (default: INPUT with .ecdc when compressing, .wav when decompressing)");
+  app.add_option("OUTPUT", options.output,
+                 "Output file: .ecdc or .wav when compressing, .wav when decompressing "
+                 "(default: INPUT with .ecdc when compressing, with .wav when decompressing)");
   app.add_option("-b,--bandwidth", options.bandwidth_kbps,
                  "Target bandwidth in kbps: 1.5, 3, 6, 12 or 24 (1.5 is not supported with --hq)")
       ->capture_default_str();
   app.add_flag("-f,--force", options.force, "Overwrite the output file if it exists");
-  app.add_flag("--hq", options.hq, "Use the 48 kHz stereo model (default: 24 kHz mono)");
+  app.add_flag("--hq", options.hq,
+               "Compress with the 48 kHz stereo model (default: the 24 kHz mono model)");
   app.add_flag("-l,--lm", options.lm,
-               "Entropy-code the codes with the language model (smaller files, slower)");
+               "Entropy-code the codes with the language model (smaller files, slower; "
+               "not available yet)");
   app.add_flag("-r,--rescale", options.rescale,
-               "Rescale the decoded audio to avoid clipping (otherwise it is clamped to +-0.99)");
-  app.add_option("-s,--decompress-suffix", options.decompress_suffix,
-                 "Suffix added to the stem of the default decompressed file name");
-  app.add_flag("-q,--quiet", options.quiet, "No progress output");
+               "Rescale the decoded audio so that its peak is 0.99 (otherwise samples beyond "
+               "+-0.99 are clamped, with a warning)");
+  app.add_option("-s,--decompress-suffix,--decompress_suffix", options.decompress_suffix,
+                 "Suffix added to the stem of the default decompressed file name "
+                 "(-s _dec: x.ecdc -> x_dec.wav)");
+  app.add_flag("-q,--quiet", options.quiet,
+               "No progress output (download progress); errors and warnings are still printed");
   app.add_option("--checkpoint", options.checkpoint,
-                 "Load the codec from exactly this checkpoint file (any width; no checksum)")
+                 "Load the codec from exactly this checkpoint file instead of the official one "
+                 "(any width: inferred from the tensor shapes; no checksum). With --hq it must "
+                 "be a 48 kHz checkpoint; when decompressing, the one the file's header names")
       ->check(CLI::ExistingFile);
   app.add_option("--lm-checkpoint", options.lm_checkpoint,
-                 "Load the language model from exactly this checkpoint file (no checksum)")
+                 "Load the language model from exactly this checkpoint file (no checksum; "
+                 "LM coding is not available yet)")
       ->check(CLI::ExistingFile);
   app.add_option("--model-dir", options.model_dir,
-                 "Look for the official checkpoints in this folder instead of the torch hub "
+                 "Look up the official checkpoint names in this folder instead of the torch hub "
                  "cache, with no download (default: $ENCODEC_MODEL_DIR)")
       ->check(CLI::ExistingDirectory);
   app.add_option("--threads", options.threads,
@@ -193,14 +343,17 @@ int run_encodec_cli(int argc, const char* const* argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {
-    return app.exit(error);
+    // --help: CLI11 prints it and gives 0.
+    if (error.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(error);
+    std::cerr << "encodec: error: " << error.what() << "\n"
+              << "Run with --help for more information.\n";
+    return kExitUsage;
   }
 
   try {
     if (options.threads > 0) torch::set_num_threads(options.threads);
-    std::error_code ec;
-    if (!fs::exists(options.input, ec)) throw CliError("input file " + options.input + " does not exist");
-    if (lowercase_extension(options.input) == kEcdcSuffix) {
+    check_input(options);
+    if (lowercase_extension(options.input) == kEcdcExtension) {
       run_decompress(options);
     } else {
       run_compress(options);
@@ -208,11 +361,12 @@ int run_encodec_cli(int argc, const char* const* argv) {
     return 0;
   } catch (const c10::Error& error) {
     std::cerr << "encodec: error: " << error.what_without_backtrace() << "\n";
-    return 1;
+  } catch (const std::bad_alloc&) {
+    std::cerr << "encodec: error: out of memory\n";
   } catch (const std::exception& error) {
     std::cerr << "encodec: error: " << error.what() << "\n";
-    return 1;
   }
+  return kExitFailure;
 }
 
 }  // namespace encodec

@@ -1,40 +1,112 @@
 #include "encodec/compress.h"
 
+#include <algorithm>
 #include <cmath>
 #include <sstream>
+#include <stdexcept>
 
 namespace encodec {
 namespace {
 
-// Frames the reference's decompress expects for a chunk of `chunk_length` samples.
+// Frames the reference's decompress expects for a chunk of `chunk_length`
+// samples: int(math.ceil(length * frame_rate / sample_rate)), in double as Python.
 int64_t frames_for_chunk(const EncodecConfig& config, int64_t chunk_length) {
   return static_cast<int64_t>(std::ceil(static_cast<double>(chunk_length) * config.frame_rate() /
                                         config.sample_rate_hz));
 }
 
-// Audio length of each chunk of a file whose audio is `audio_length` samples long.
-std::vector<int64_t> chunk_lengths(const EncodecConfig& config, int64_t audio_length) {
-  const int64_t segment_length = config.segment_length().value_or(audio_length);
-  const int64_t stride = config.segment_stride().value_or(audio_length);
-  std::vector<int64_t> lengths;
-  for (int64_t offset = 0; offset < audio_length; offset += stride) {
-    lengths.push_back(std::min(audio_length - offset, segment_length));
+// The chunks of a file whose audio is `audio_length` samples long, as the
+// reference's `range(0, audio_length, segment_stride)` walks them. Computed on
+// demand: "al" comes from the file, and a corrupt one can be near 2^63.
+class ChunkLayout {
+ public:
+  ChunkLayout(const EncodecConfig& config, int64_t audio_length)
+      : audio_length_(audio_length),
+        segment_length_(config.segment_length().value_or(audio_length)),
+        stride_(config.segment_stride().value_or(audio_length)) {}
+
+  int64_t count() const { return audio_length_ == 0 ? 0 : (audio_length_ - 1) / stride_ + 1; }
+  // Samples of chunk `index` (< count()); index * stride < audio_length cannot overflow.
+  int64_t length(int64_t index) const {
+    return std::min(audio_length_ - index * stride_, segment_length_);
   }
-  return lengths;
+
+ private:
+  int64_t audio_length_;
+  int64_t segment_length_;
+  int64_t stride_;
+};
+
+std::string chunk_label(int64_t index, int64_t count) {
+  return "chunk " + std::to_string(index + 1) + " of " + std::to_string(count);
+}
+
+// Reads one chunk's raw codes, frame-major ([num_frames, num_codebooks] in the
+// stream), and returns them as [1, num_codebooks, num_frames].
+torch::Tensor read_chunk_codes(std::istream& in, int64_t num_frames, int num_codebooks,
+                               const EncodecConfig& config, const std::string& label) {
+  // Reserve at most what a few minutes of audio need; beyond that the vector
+  // grows only as the stream really delivers values.
+  constexpr int64_t kMaxReservedValues = int64_t{1} << 20;
+  const int64_t num_values = num_frames * num_codebooks;
+  std::vector<int64_t> values;
+  values.reserve(static_cast<size_t>(std::min(num_values, kMaxReservedValues)));
+  BitUnpacker unpacker(config.bits_per_codebook(), in);
+  for (int64_t i = 0; i < num_values; ++i) {
+    const std::optional<uint32_t> value = unpacker.pull();
+    if (!value) {
+      throw EcdcFormatError("truncated .ecdc file: the stream ended inside the codes of " + label +
+                            ", after " + std::to_string(i / num_codebooks) + " of its " +
+                            std::to_string(num_frames) + " frames");
+    }
+    // Only reachable when bins is not a power of two (a custom model).
+    if (*value >= static_cast<uint32_t>(config.bins)) {
+      throw EcdcFormatError("corrupt .ecdc file: code " + std::to_string(*value) + " in " + label +
+                            " is out of range for a codebook of " + std::to_string(config.bins) +
+                            " entries");
+    }
+    values.push_back(*value);
+  }
+  // from_blob borrows `values`: clone before it goes away.
+  return torch::from_blob(values.data(), {num_frames, num_codebooks}, torch::kInt64)
+      .t()
+      .unsqueeze(0)
+      .clone(torch::MemoryFormat::Contiguous);
+}
+
+EcdcFormatError lm_not_supported_error() {
+  return EcdcFormatError(
+      "this .ecdc file uses LM entropy coding (\"lm\": true), which is not supported yet; "
+      "only files compressed without --lm can be decompressed");
 }
 
 }  // namespace
+
+bool is_known_model_name(const std::string& model_name) {
+  return model_name == kModelName24kHz || model_name == kModelName48kHz;
+}
 
 void write_ecdc(std::ostream& out, const EcdcHeader& header, const std::vector<EncodedFrame>& frames,
                 int bits_per_codebook) {
   write_ecdc_header(out, header);
   for (const EncodedFrame& frame : frames) {
+    if (frame.codes.dim() != 3 || frame.codes.size(0) != 1 ||
+        frame.codes.size(1) != header.num_codebooks) {
+      throw std::invalid_argument("write_ecdc: each frame's codes must be [1, " +
+                                  std::to_string(header.num_codebooks) + ", T], got " +
+                                  c10::str(frame.codes.sizes()));
+    }
     if (frame.scale) write_be_float32(out, frame.scale->item<float>());
     // Frame-major order: every codebook of time step t, then t + 1.
     torch::Tensor codes = frame.codes[0].t().contiguous().to(torch::kInt64);
     const int64_t* values = codes.data_ptr<int64_t>();
     BitPacker packer(bits_per_codebook, out);
-    for (int64_t i = 0; i < codes.numel(); ++i) packer.push(static_cast<uint32_t>(values[i]));
+    for (int64_t i = 0; i < codes.numel(); ++i) {
+      if (values[i] < 0) {
+        throw std::invalid_argument("write_ecdc: negative code " + std::to_string(values[i]));
+      }
+      packer.push(static_cast<uint32_t>(values[i]));
+    }
     packer.flush();
   }
   if (!out) throw std::runtime_error("failed to write the .ecdc stream");
@@ -43,11 +115,22 @@ void write_ecdc(std::ostream& out, const EcdcHeader& header, const std::vector<E
 void compress_to_stream(const EncodecModel& model, const torch::Tensor& wav, std::ostream& out,
                         bool use_lm) {
   if (use_lm) {
-    throw std::invalid_argument("LM entropy coding (--lm) is not implemented yet");
+    throw std::invalid_argument("LM entropy coding (--lm) is not available yet");
   }
-  TORCH_CHECK(wav.dim() == 2, "compress expects audio of shape [channels, T], got ", wav.sizes());
+  if (!is_known_model_name(model.name())) {
+    // The reader looks the header's name up, so a file naming another model
+    // could never be decompressed (the reference refuses it too).
+    throw std::invalid_argument("cannot compress with model '" + model.name() +
+                                "': .ecdc files only name " + kModelName24kHz + " or " +
+                                kModelName48kHz);
+  }
+  if (wav.dim() != 2 || wav.size(0) != model.channels()) {
+    throw std::invalid_argument("compress with " + model.name() + " expects audio of shape [" +
+                                std::to_string(model.channels()) + ", T], got " +
+                                c10::str(wav.sizes()) + " (convert_audio converts channels)");
+  }
   if (wav.size(1) == 0) throw std::invalid_argument("cannot compress empty audio (0 samples)");
-  const std::vector<EncodedFrame> frames = model.encode(wav.unsqueeze(0));
+  const std::vector<EncodedFrame> frames = model.encode(wav.to(torch::kFloat32).unsqueeze(0));
   EcdcHeader header;
   header.model_name = model.name();
   header.audio_length = wav.size(-1);
@@ -64,37 +147,31 @@ std::string compress(const EncodecModel& model, const torch::Tensor& wav, bool u
 
 std::vector<EncodedFrame> read_ecdc_frames(std::istream& in, const EcdcHeader& header,
                                            const EncodecConfig& config) {
-  std::vector<EncodedFrame> frames;
-  if (header.use_lm) {
-    throw EcdcFormatError(
-        "this .ecdc file uses LM entropy coding (\"lm\": true), which is not supported yet");
-  }
-  if (header.num_codebooks > config.n_q) {
-    throw EcdcFormatError("the file uses " + std::to_string(header.num_codebooks) +
-                          " codebooks but model " + config.name + " has only " +
+  if (header.use_lm) throw lm_not_supported_error();
+  if (header.num_codebooks < 1 || header.num_codebooks > config.n_q) {
+    throw EcdcFormatError("the .ecdc file uses " + std::to_string(header.num_codebooks) +
+                          " codebooks but model " + config.name + " has " +
                           std::to_string(config.n_q));
   }
-  const std::vector<int64_t> lengths = chunk_lengths(config, header.audio_length);
-  for (size_t chunk = 0; chunk < lengths.size(); ++chunk) {
+  if (header.audio_length < 0) {
+    throw EcdcFormatError("negative .ecdc audio length " + std::to_string(header.audio_length));
+  }
+  const ChunkLayout layout(config, header.audio_length);
+  const int64_t num_chunks = layout.count();
+  std::vector<EncodedFrame> frames;
+  for (int64_t chunk = 0; chunk < num_chunks; ++chunk) {
+    const std::string label = chunk_label(chunk, num_chunks);
     EncodedFrame frame;
     if (config.normalize) {
-      frame.scale = torch::full({1, 1}, read_be_float32(in), torch::kFloat32);
-    }
-    const int64_t num_frames = frames_for_chunk(config, lengths[chunk]);
-    torch::Tensor codes = torch::empty({num_frames, header.num_codebooks}, torch::kInt64);
-    int64_t* values = codes.data_ptr<int64_t>();
-    BitUnpacker unpacker(config.bits_per_codebook(), in);
-    for (int64_t i = 0; i < codes.numel(); ++i) {
-      std::optional<uint32_t> value = unpacker.pull();
-      if (!value) {
-        throw EcdcFormatError("the .ecdc stream ended early: chunk " + std::to_string(chunk + 1) +
-                              " of " + std::to_string(lengths.size()) + " has " +
-                              std::to_string(i / header.num_codebooks) + " of its " +
-                              std::to_string(num_frames) + " frames");
+      try {
+        frame.scale = torch::full({1, 1}, read_be_float32(in), torch::kFloat32);
+      } catch (const EcdcFormatError& error) {
+        throw EcdcFormatError("truncated .ecdc file: the stream ended inside the scale of " + label +
+                              " (" + error.what() + ")");
       }
-      values[i] = *value;
     }
-    frame.codes = codes.t().unsqueeze(0).contiguous();
+    frame.codes = read_chunk_codes(in, frames_for_chunk(config, layout.length(chunk)),
+                                   header.num_codebooks, config, label);
     frames.push_back(std::move(frame));
   }
   return frames;
@@ -102,17 +179,34 @@ std::vector<EncodedFrame> read_ecdc_frames(std::istream& in, const EcdcHeader& h
 
 DecompressedAudio decompress_from_stream(std::istream& in, const ModelProvider& models) {
   const EcdcHeader header = read_ecdc_header(in);
+  // Both checks come before the model is loaded (perhaps downloaded) for nothing.
+  if (header.use_lm) throw lm_not_supported_error();
+  if (!is_known_model_name(header.model_name)) {
+    throw EcdcFormatError("the audio was compressed with an unsupported model '" +
+                          header.model_name + "' (known: " + kModelName24kHz + ", " +
+                          kModelName48kHz + ")");
+  }
   const EncodecModel model = models(header.model_name);
+  if (model.name() != header.model_name) {
+    throw std::invalid_argument("the file needs model " + header.model_name +
+                                " but the model provider gave " + model.name());
+  }
   const std::vector<EncodedFrame> frames = read_ecdc_frames(in, header, model.config());
   DecompressedAudio audio;
   audio.header = header;
   audio.sample_rate_hz = model.sample_rate_hz();
-  if (frames.empty()) {
+  if (frames.empty()) {  // "al": 0
     audio.samples = torch::zeros({model.channels(), 0}, torch::kFloat32);
     return audio;
   }
-  torch::Tensor wav = model.decode(frames);
-  audio.samples = wav[0].narrow(-1, 0, std::min(wav.size(-1), header.audio_length)).contiguous();
+  const torch::Tensor wav = model.decode(frames);
+  // The decoder yields whole frames (and overlapped chunks), so at least
+  // audio_length samples; fewer would mean the chunk layout above is wrong.
+  if (wav.size(-1) < header.audio_length) {
+    throw std::logic_error("decoding gave " + std::to_string(wav.size(-1)) +
+                           " samples for a file of " + std::to_string(header.audio_length));
+  }
+  audio.samples = wav[0].narrow(-1, 0, header.audio_length).contiguous();
   return audio;
 }
 

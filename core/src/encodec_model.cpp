@@ -127,6 +127,8 @@ std::shared_ptr<EncodecModel::Weights> build_weights(const EncodecConfig& config
       ResidualVectorQuantizer(loader, "quantizer", config.n_q, config.bins, config.dimension),
       SEANetDecoder(loader, "decoder", seanet)});
   loader.expect_all_used();
+  weights->fast_encoder = std::make_unique<fast::SEANet>(weights->encoder.layers());
+  weights->fast_decoder = std::make_unique<fast::SEANet>(weights->decoder.layers());
   return weights;
 }
 
@@ -220,7 +222,8 @@ EncodedFrame EncodecModel::encode_chunk(const torch::Tensor& wav) const {
     x = x / scale;
     frame.scale = scale.view({-1, 1});
   }
-  torch::Tensor embeddings = weights_->encoder.forward(x);
+  torch::Tensor embeddings = kernels_ == Kernels::kFast ? weights_->fast_encoder->forward(x)
+                                                        : weights_->encoder.forward(x);
   frame.codes = weights_->quantizer.encode(embeddings, num_codebooks()).transpose(0, 1);
   return frame;
 }
@@ -241,7 +244,8 @@ std::vector<EncodedFrame> EncodecModel::encode(const torch::Tensor& wav) const {
 torch::Tensor EncodecModel::decode_chunk(const EncodedFrame& frame) const {
   torch::NoGradGuard no_grad;
   torch::Tensor embeddings = weights_->quantizer.decode(frame.codes.transpose(0, 1));
-  torch::Tensor out = weights_->decoder.forward(embeddings);
+  torch::Tensor out = kernels_ == Kernels::kFast ? weights_->fast_decoder->forward(embeddings)
+                                                 : weights_->decoder.forward(embeddings);
   if (frame.scale) out = out * frame.scale->view({-1, 1, 1});
   return out;
 }

@@ -2,7 +2,10 @@
 // (and later by the streaming engine).
 #pragma once
 
+#include <memory>
+
 #include "encodec/encodec.h"
+#include "fast/fast_seanet.h"
 #include "modules/seanet.h"
 #include "quantization/vq.h"
 
@@ -13,6 +16,9 @@ struct EncodecModel::Weights {
   SEANetEncoder encoder;
   ResidualVectorQuantizer quantizer;
   SEANetDecoder decoder;
+  // The same layers on the fast kernels; they refer to the layers above.
+  std::unique_ptr<fast::SEANet> fast_encoder;
+  std::unique_ptr<fast::SEANet> fast_decoder;
 };
 
 SEANetConfig seanet_config(const EncodecConfig& config);

@@ -31,3 +31,8 @@ const EncodecModel& golden_model(const std::string& model);
 torch::Tensor concatenated_codes(const std::vector<EncodedFrame>& frames);
 
 }  // namespace encodec::testing
+
+namespace encodec::testing {
+// Short test names in GoogleTest and ctest output.
+inline void PrintTo(const GoldenCase& golden, std::ostream* out) { *out << golden.label; }
+}  // namespace encodec::testing

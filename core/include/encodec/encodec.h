@@ -61,6 +61,18 @@ struct EncodecConfig {
   int num_codebooks(std::optional<double> bandwidth_kbps) const;
 };
 
+// Which kernels run the convolutions and LSTMs.
+enum class Kernels {
+  // The reference's own operations (LibTorch, as the Python package calls
+  // them): codes and .ecdc files bit-identical to the Python package run with
+  // the same LibTorch, BLAS kernels and thread count.
+  kReference,
+  // oneDNN on time-major activations with weights prepared once: several times
+  // faster; equal to the reference to float rounding, so a code sitting on a
+  // near-tie can differ.
+  kFast,
+};
+
 // One chunk's codes [B, K, T] (int64) and, for normalizing models, its scale [B, 1].
 struct EncodedFrame {
   torch::Tensor codes;
@@ -98,6 +110,9 @@ class EncodecModel {
   std::optional<double> bandwidth() const { return bandwidth_kbps_; }
   int num_codebooks() const { return config().num_codebooks(bandwidth_kbps_); }
 
+  void set_kernels(Kernels kernels) { kernels_ = kernels; }
+  Kernels kernels() const { return kernels_; }
+
   // wav: float32 [B, channels, T]. One frame per chunk (a single one without segments).
   std::vector<EncodedFrame> encode(const torch::Tensor& wav) const;
   // Overlap-adds chunks as the reference; the result can be longer than the input.
@@ -115,6 +130,7 @@ class EncodecModel {
   explicit EncodecModel(std::shared_ptr<const Weights> weights);
   std::shared_ptr<const Weights> weights_;
   std::optional<double> bandwidth_kbps_;
+  Kernels kernels_ = Kernels::kReference;
 };
 
 // Cross-fades chunk outputs with triangular weights (the reference's _linear_overlap_add).

@@ -1,0 +1,87 @@
+// Offline encode/decode speed of official-size models (random weights: speed
+// does not depend on the values), as real-time factors (audio seconds per wall
+// second) on 1 and 2 threads.
+//
+//   build/bench/offline_throughput [--seconds 10] [--repeats 3]
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include "encodec/encodec.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Noise plus a few tones, like real audio in level and spectrum.
+torch::Tensor test_signal(int channels, int sample_rate_hz, double seconds) {
+  const int64_t length = static_cast<int64_t>(seconds * sample_rate_hz);
+  torch::manual_seed(1234);
+  torch::Tensor t = torch::arange(length, torch::kFloat32) / static_cast<float>(sample_rate_hz);
+  torch::Tensor tones = 0.2 * torch::sin(2 * M_PI * 220 * t) + 0.1 * torch::sin(2 * M_PI * 1375 * t);
+  torch::Tensor wav = tones.unsqueeze(0).repeat({channels, 1}) + 0.05 * torch::randn({channels, length});
+  return wav.unsqueeze(0);
+}
+
+// Best of `repeats` runs, in seconds.
+template <typename Fn>
+double best_time(int repeats, Fn&& fn) {
+  double best = INFINITY;
+  for (int i = 0; i < repeats; ++i) {
+    const auto start = Clock::now();
+    fn();
+    best = std::min(best, std::chrono::duration<double>(Clock::now() - start).count());
+  }
+  return best;
+}
+
+std::string cpu_model() {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  for (std::string line; std::getline(cpuinfo, line);) {
+    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+  }
+  return "unknown CPU";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  double seconds = 10;
+  int repeats = 3;
+  CLI::App app{"Offline EnCodec throughput (real-time factors)"};
+  app.add_option("--seconds", seconds, "Audio length per run")->capture_default_str();
+  app.add_option("--repeats", repeats, "Runs per measurement (best is reported)")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  torch::NoGradGuard no_grad;
+  std::printf("machine: %s, %u hardware threads; %.0f s of audio, best of %d\n", cpu_model().c_str(),
+              std::thread::hardware_concurrency(), seconds, repeats);
+  std::printf("%-14s %-5s %-10s %8s %12s %12s\n", "model", "kbps", "kernels", "threads",
+              "encode RTF", "decode RTF");
+  for (const auto& config : {encodec::EncodecConfig::official_24khz(),
+                             encodec::EncodecConfig::official_48khz()}) {
+    encodec::EncodecModel model = encodec::EncodecModel::with_random_weights(config);
+    model.set_target_bandwidth(6.0);
+    const torch::Tensor wav = test_signal(config.channels, config.sample_rate_hz, seconds);
+    for (int threads : {1, 2}) {
+      // The reference kernels are the baseline: the Python package's own operations.
+      for (auto kernels : {encodec::Kernels::kReference, encodec::Kernels::kFast}) {
+        torch::set_num_threads(threads);
+        model.set_kernels(kernels);
+        std::vector<encodec::EncodedFrame> frames = model.encode(wav);  // warm-up
+        model.decode(frames);
+        const double encode_s = best_time(repeats, [&] { frames = model.encode(wav); });
+        const double decode_s = best_time(repeats, [&] { model.decode(frames); });
+        std::printf("%-14s %-5.1f %-10s %8d %11.1fx %11.1fx\n", config.name.c_str(), 6.0,
+                    kernels == encodec::Kernels::kFast ? "fast" : "reference", threads,
+                    seconds / encode_s, seconds / decode_s);
+      }
+    }
+  }
+  return 0;
+}

@@ -1,0 +1,344 @@
+// compress / decompress against the reference's .ecdc files: byte-identical
+// compression of every golden input at every bandwidth, decompression of the
+// reference files to the reference audio, and clear errors (never a crash) for
+// truncated, corrupt, LM-coded and unknown-model files.
+#include "encodec/compress.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <iostream>
+#include <cstdint>
+#include <limits>
+#include <sstream>
+#include <string>
+
+#include "encodec/audio_io.h"
+#include "encodec/ecdc.h"
+#include "golden_cases.h"
+
+namespace encodec {
+namespace testing {
+// Parameter names in test output instead of a hex dump of the struct.
+inline void PrintTo(const GoldenCase& golden, std::ostream* out) { *out << golden.label; }
+}  // namespace testing
+
+namespace {
+
+using testing::GoldenCase;
+
+// How `actual` differs from `expected`, for failure messages: sizes, number of
+// differing bytes in the common prefix and the first differing offset.
+std::string describe_byte_difference(const std::string& actual, const std::string& expected) {
+  size_t differing = 0;
+  size_t first = std::string::npos;
+  const size_t common = std::min(actual.size(), expected.size());
+  for (size_t i = 0; i < common; ++i) {
+    if (actual[i] != expected[i]) {
+      ++differing;
+      if (first == std::string::npos) first = i;
+    }
+  }
+  std::ostringstream out;
+  out << actual.size() << " bytes vs " << expected.size() << " expected; " << differing
+      << " of the first " << common << " bytes differ";
+  if (first != std::string::npos) out << ", first at offset " << first;
+  return out.str();
+}
+
+// A provider that hands out the golden models and records the requests.
+struct GoldenModels {
+  std::vector<std::string> requested;
+  ModelProvider provider() {
+    return [this](const std::string& name) {
+      requested.push_back(name);
+      return testing::golden_model(name);
+    };
+  }
+};
+
+DecompressedAudio decompress_with_golden_models(const std::string& bytes) {
+  GoldenModels models;
+  return decompress(bytes, models.provider());
+}
+
+// The size of the header (fixed part plus JSON metadata) at the start of `bytes`.
+size_t ecdc_header_size(const std::string& bytes) {
+  uint32_t size = 0;
+  for (int i = 5; i < 9; ++i) size = (size << 8) | static_cast<unsigned char>(bytes.at(i));
+  return 9 + size;
+}
+
+std::string header_bytes(const EcdcHeader& header) {
+  std::ostringstream out;
+  write_ecdc_header(out, header);
+  return out.str();
+}
+
+// Decompresses `bytes` expecting an EcdcFormatError whose message contains
+// every one of `message_parts`.
+void expect_decompress_format_error(const std::string& bytes,
+                                    const std::vector<std::string>& message_parts,
+                                    const std::string& context) {
+  try {
+    decompress_with_golden_models(bytes);
+    ADD_FAILURE() << context << ": no EcdcFormatError";
+  } catch (const EcdcFormatError& error) {
+    for (const std::string& part : message_parts) {
+      EXPECT_NE(std::string(error.what()).find(part), std::string::npos)
+          << context << ": message '" << error.what() << "' lacks '" << part << "'";
+    }
+  }
+}
+
+class GoldenCompressTest : public ::testing::TestWithParam<GoldenCase> {
+ protected:
+  void SetUp() override { ENCODEC_REQUIRE_GOLDEN(); }
+};
+
+TEST_P(GoldenCompressTest, CompressIsByteIdenticalToTheReferenceFile) {
+  const GoldenCase& golden = GetParam();
+  EncodecModel model = testing::golden_model(golden.model);
+  model.set_target_bandwidth(golden.bandwidth_kbps);
+  const Audio input = read_audio(testing::golden_path(golden.input));
+  ASSERT_EQ(input.sample_rate_hz, model.sample_rate_hz());
+
+  const std::string compressed = compress(model, input.samples);
+  const std::string expected = testing::read_file_bytes(testing::golden_path(golden.ecdc));
+  EXPECT_TRUE(compressed == expected) << golden.ecdc << ": "
+                                      << describe_byte_difference(compressed, expected);
+}
+
+TEST_P(GoldenCompressTest, DecompressOfTheReferenceFileGivesTheReferenceAudio) {
+  const GoldenCase& golden = GetParam();
+  const std::string bytes = testing::read_file_bytes(testing::golden_path(golden.ecdc));
+  GoldenModels models;
+  const DecompressedAudio audio = decompress(bytes, models.provider());
+  EXPECT_EQ(models.requested, std::vector<std::string>{golden.model});
+
+  const auto& model_info = testing::golden_manifest().at("models").at(golden.model);
+  EXPECT_EQ(audio.sample_rate_hz, model_info.at("sample_rate").get<int>());
+  EXPECT_EQ(audio.header.model_name, golden.model);
+  EXPECT_EQ(audio.header.audio_length, golden.num_samples);
+  EXPECT_EQ(audio.header.num_codebooks, golden.num_codebooks);
+  EXPECT_FALSE(audio.header.use_lm);
+
+  const torch::Tensor decoded = testing::load_npy(testing::golden_path(golden.decoded));
+  const torch::Tensor expected = decoded.narrow(1, 0, golden.num_samples);
+  ASSERT_EQ(audio.samples.dtype(), torch::kFloat32);
+  ASSERT_EQ(audio.samples.sizes(),
+            (std::vector<int64_t>{model_info.at("channels").get<int64_t>(), golden.num_samples}));
+  const torch::Tensor error = audio.samples - expected;
+  const double max_error = error.abs().max().item<double>();
+  const double signal = expected.pow(2).sum().item<double>();
+  const double noise = error.pow(2).sum().item<double>();
+  const double snr_db = noise > 0 ? 10 * std::log10(signal / noise) : INFINITY;
+  std::cout << "[ decode   ] " << golden.label << ": max abs error " << max_error << ", SNR "
+            << snr_db << " dB\n";
+  EXPECT_TRUE(max_error <= 1e-4 || snr_db >= 60)
+      << "max abs error " << max_error << ", SNR " << snr_db << " dB";
+}
+
+TEST_P(GoldenCompressTest, ReadingAndRewritingTheFramesReproducesTheReferenceFile) {
+  const GoldenCase& golden = GetParam();
+  const std::string bytes = testing::read_file_bytes(testing::golden_path(golden.ecdc));
+  std::istringstream in(bytes);
+  const EcdcHeader header = read_ecdc_header(in);
+  const EncodecConfig& config = testing::golden_model(golden.model).config();
+  const std::vector<EncodedFrame> frames = read_ecdc_frames(in, header, config);
+  EXPECT_EQ(in.peek(), std::char_traits<char>::eof()) << "bytes left after the last chunk";
+
+  ASSERT_EQ(frames.size(), golden.frames_per_chunk.size());
+  const torch::Tensor expected_codes =
+      testing::load_npy(testing::golden_path(golden.codes)).to(torch::kInt64);
+  EXPECT_TRUE(testing::concatenated_codes(frames).equal(expected_codes));
+  if (!golden.scales.empty()) {
+    const torch::Tensor scales = testing::load_npy(testing::golden_path(golden.scales));
+    for (size_t chunk = 0; chunk < frames.size(); ++chunk) {
+      ASSERT_TRUE(frames[chunk].scale.has_value());
+      EXPECT_EQ(frames[chunk].scale->item<float>(), scales[chunk].item<float>());
+    }
+  }
+
+  std::ostringstream out;
+  write_ecdc(out, header, frames, config.bits_per_codebook());
+  EXPECT_TRUE(out.str() == bytes) << describe_byte_difference(out.str(), bytes);
+}
+
+INSTANTIATE_TEST_SUITE_P(Reference, GoldenCompressTest,
+                         ::testing::ValuesIn(testing::golden_cases()),
+                         [](const auto& info) { return info.param.label; });
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(GoldenCompressTest);
+
+class CompressCorruptEcdcTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ENCODEC_REQUIRE_GOLDEN(); }
+};
+
+TEST_F(CompressCorruptEcdcTest, LmCodedReferenceFilesAreRejectedBeforeLoadingAModel) {
+  int files_checked = 0;
+  for (const GoldenCase& golden : testing::golden_cases()) {
+    if (golden.lm_ecdc.empty()) continue;
+    const std::string bytes = testing::read_file_bytes(testing::golden_path(golden.lm_ecdc));
+    GoldenModels models;
+    try {
+      decompress(bytes, models.provider());
+      ADD_FAILURE() << golden.lm_ecdc << ": an LM-coded file decompressed without error";
+    } catch (const EcdcFormatError& error) {
+      const std::string message = error.what();
+      EXPECT_NE(message.find("LM entropy coding"), std::string::npos) << message;
+      EXPECT_NE(message.find("not supported yet"), std::string::npos) << message;
+    }
+    EXPECT_TRUE(models.requested.empty())
+        << golden.lm_ecdc << ": a model was loaded for a file that cannot be decoded";
+    ++files_checked;
+  }
+  EXPECT_GT(files_checked, 0) << "the manifest lists no lm_ecdc file";
+}
+
+TEST_F(CompressCorruptEcdcTest, TruncatedFilesNameWhereTheyEnd) {
+  // 24 kHz: one chunk of 188 frames, 8 codebooks.
+  const std::string speech =
+      testing::read_file_bytes(testing::golden_path("cases/speech_24k_6kbps.ecdc"));
+  const size_t speech_header = ecdc_header_size(speech);
+  expect_decompress_format_error(speech.substr(0, 5), {"truncated .ecdc header"},
+                                 "cut inside the fixed header");
+  expect_decompress_format_error(speech.substr(0, speech_header - 3), {"truncated .ecdc metadata"},
+                                 "cut inside the metadata");
+  // 10 bytes of 10-bit codes are 8 values: frame 0 of 8 codebooks, nothing of frame 1.
+  expect_decompress_format_error(speech.substr(0, speech_header + 10),
+                                 {"truncated .ecdc file", "codes of chunk 1 of 1", "after 1 of",
+                                  "188 frames"},
+                                 "cut inside the codes");
+  expect_decompress_format_error(speech.substr(0, speech.size() - 1),
+                                 {"codes of chunk 1 of 1", "after 187 of"},
+                                 "last byte missing");
+
+  // 48 kHz at 6 kbps: chunks of 150, 150 and 48 frames with 4 codebooks, so
+  // each full chunk is a 4-byte scale and 750 bytes of codes.
+  const std::string music =
+      testing::read_file_bytes(testing::golden_path("cases/music_stereo_48k_6kbps.ecdc"));
+  const size_t music_header = ecdc_header_size(music);
+  ASSERT_EQ(music.size(), music_header + 2 * (4 + 750) + 4 + 240);
+  expect_decompress_format_error(music.substr(0, music_header + 2),
+                                 {"truncated .ecdc file", "scale of chunk 1 of 3"},
+                                 "cut inside the first scale");
+  expect_decompress_format_error(music.substr(0, music_header + 4 + 750 + 3),
+                                 {"truncated .ecdc file", "scale of chunk 2 of 3"},
+                                 "cut inside the second scale");
+  expect_decompress_format_error(music.substr(0, music_header + 2 * (4 + 750)),
+                                 {"scale of chunk 3 of 3"}, "cut before the last scale");
+  expect_decompress_format_error(music.substr(0, music_header + 2 * (4 + 750) + 4 + 100),
+                                 {"codes of chunk 3 of 3", "of its 48 frames"},
+                                 "cut inside the last chunk's codes");
+}
+
+TEST_F(CompressCorruptEcdcTest, EveryStrictPrefixOfAFileIsAFormatError) {
+  // The last byte of every file holds bits of its last code, so no prefix can
+  // decode; each one must be a clean EcdcFormatError, never a crash.
+  for (const char* file : {"cases/short_48k_6kbps.ecdc", "cases/tiny_24k_24kbps.ecdc"}) {
+    const std::string bytes = testing::read_file_bytes(testing::golden_path(file));
+    for (size_t length = 0; length < bytes.size(); ++length) {
+      EXPECT_THROW(decompress_with_golden_models(bytes.substr(0, length)), EcdcFormatError)
+          << file << " cut to " << length << " of " << bytes.size() << " bytes";
+    }
+  }
+}
+
+TEST_F(CompressCorruptEcdcTest, UnknownModelNameIsAnErrorAndNoModelIsRequested) {
+  EcdcHeader header;
+  header.model_name = "encodec_96khz";
+  header.audio_length = 320;
+  header.num_codebooks = 2;
+  GoldenModels models;
+  try {
+    decompress(header_bytes(header) + std::string(3, '\0'), models.provider());
+    ADD_FAILURE() << "no error for an unknown model";
+  } catch (const EcdcFormatError& error) {
+    EXPECT_NE(std::string(error.what()).find("unsupported model 'encodec_96khz'"),
+              std::string::npos)
+        << error.what();
+  }
+  EXPECT_TRUE(models.requested.empty());
+}
+
+TEST_F(CompressCorruptEcdcTest, HugeAudioLengthInAShortFileIsATruncationErrorNotAnAllocation) {
+  // A corrupt "al" must not make the reader allocate for the claimed length.
+  for (const char* model : {"encodec_24khz", "encodec_48khz"}) {
+    for (const int64_t audio_length :
+         {int64_t{1} << 40, std::numeric_limits<int64_t>::max() - 1,
+          std::numeric_limits<int64_t>::max()}) {
+      EcdcHeader header;
+      header.model_name = model;
+      header.audio_length = audio_length;
+      header.num_codebooks = 2;
+      expect_decompress_format_error(header_bytes(header) + std::string(64, '\x55'),
+                                     {"truncated .ecdc file", "chunk 1 of"},
+                                     std::string(model) + " al=" + std::to_string(audio_length));
+    }
+  }
+}
+
+TEST_F(CompressCorruptEcdcTest, MoreCodebooksThanTheModelHasIsAnError) {
+  EcdcHeader header;
+  header.model_name = "encodec_48khz";  // 16 codebooks
+  header.audio_length = 960;
+  header.num_codebooks = 17;
+  expect_decompress_format_error(header_bytes(header) + std::string(200, '\0'),
+                                 {"17 codebooks", "encodec_48khz has 16"}, "nc 17 for 48 kHz");
+}
+
+TEST_F(CompressCorruptEcdcTest, ZeroLengthAudioDecodesToEmptyAudio) {
+  for (const char* model : {"encodec_24khz", "encodec_48khz"}) {
+    EcdcHeader header;
+    header.model_name = model;
+    header.audio_length = 0;
+    header.num_codebooks = 4;
+    const DecompressedAudio audio = decompress_with_golden_models(header_bytes(header));
+    const auto& info = testing::golden_manifest().at("models").at(model);
+    EXPECT_EQ(audio.samples.sizes(),
+              (std::vector<int64_t>{info.at("channels").get<int64_t>(), 0}))
+        << model;
+    EXPECT_EQ(audio.sample_rate_hz, info.at("sample_rate").get<int>()) << model;
+    EXPECT_EQ(audio.header.audio_length, 0);
+  }
+}
+
+TEST_F(CompressCorruptEcdcTest, AProviderGivingAnotherModelIsRefused) {
+  const std::string bytes =
+      testing::read_file_bytes(testing::golden_path("cases/short_48k_6kbps.ecdc"));
+  EXPECT_THROW(decompress(bytes,
+                          [](const std::string&) {
+                            return testing::golden_model("encodec_24khz");
+                          }),
+               std::invalid_argument);
+}
+
+class CompressArgumentsTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ENCODEC_REQUIRE_GOLDEN(); }
+};
+
+TEST_F(CompressArgumentsTest, RejectsAudioTheModelCannotTake) {
+  EncodecModel model = testing::golden_model("encodec_24khz");
+  model.set_target_bandwidth(6.0);
+  EXPECT_THROW(compress(model, torch::zeros({2, 800})), std::invalid_argument);  // stereo
+  EXPECT_THROW(compress(model, torch::zeros({800})), std::invalid_argument);     // no channel dim
+  EXPECT_THROW(compress(model, torch::zeros({1, 0})), std::invalid_argument);    // empty
+  EXPECT_THROW(compress(model, torch::zeros({1, 800}), /*use_lm=*/true), std::invalid_argument);
+}
+
+TEST_F(CompressArgumentsTest, WithoutABandwidthEveryCodebookIsWritten) {
+  // The reference model's bandwidth defaults to None: all n_q codebooks.
+  const EncodecModel& model = testing::golden_model("encodec_24khz");
+  ASSERT_FALSE(model.bandwidth().has_value());
+  const std::string bytes = compress(model, torch::rand({1, 640}) - 0.5);
+  std::istringstream in(bytes);
+  const EcdcHeader header = read_ecdc_header(in);
+  EXPECT_EQ(header.num_codebooks, 32);
+  EXPECT_EQ(header.audio_length, 640);
+  EXPECT_EQ(bytes.size(), ecdc_header_size(bytes) + 2 * 32 * 10 / 8);  // 2 frames
+}
+
+}  // namespace
+}  // namespace encodec
