@@ -7,8 +7,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <iostream>
 #include <cstdint>
+#include <iostream>
 #include <limits>
 #include <sstream>
 #include <string>
@@ -18,11 +18,6 @@
 #include "golden_cases.h"
 
 namespace encodec {
-namespace testing {
-// Parameter names in test output instead of a hex dump of the struct.
-inline void PrintTo(const GoldenCase& golden, std::ostream* out) { *out << golden.label; }
-}  // namespace testing
-
 namespace {
 
 using testing::GoldenCase;

@@ -6,15 +6,17 @@ ResnetBlock::ResnetBlock(const SEANetResnetBlock& reference) {
   block_.reserve(reference.block().size());
   for (const SConv1d& conv : reference.block()) block_.emplace_back(conv);
   if (reference.shortcut()) shortcut_.emplace(*reference.shortcut());
+  TORCH_CHECK(block_.size() >= 2, "a SEANet residual block has at least two convs");
 }
 
 torch::Tensor ResnetBlock::forward(const torch::Tensor& x, const Epilogue& epilogue) const {
-  // Every conv of the block is preceded by an ELU: the first one here, the
-  // others fused into the conv before them.
-  torch::Tensor h = torch::elu(x);
-  for (size_t i = 0; i + 1 < block_.size(); ++i) h = block_[i].forward(h, Epilogue{nullptr, true});
-  const torch::Tensor skip = shortcut_ ? shortcut_->forward(x) : x;
-  return block_.back().forward(h, Epilogue{&skip, epilogue.elu});
+  // Every conv of the block is preceded by an ELU: the first one is applied
+  // while padding, the others fused into the conv before them.
+  torch::Tensor h = block_.front().forward(x, Epilogue{{}, block_.size() > 1}, /*elu_input=*/true);
+  for (size_t i = 1; i + 1 < block_.size(); ++i) h = block_[i].forward(h, Epilogue{{}, true});
+  // The last conv adds its output onto the shortcut's, in place.
+  torch::Tensor skip = shortcut_ ? shortcut_->forward(x) : x.contiguous().clone();
+  return block_.back().forward(h, Epilogue{skip, epilogue.elu});
 }
 
 SEANet::SEANet(const std::vector<SEANetLayer>& reference_layers) {
@@ -50,7 +52,7 @@ torch::Tensor SEANet::forward(const torch::Tensor& x) const {
           if constexpr (std::is_same_v<Module, Elu>) {
             return i == 0 ? torch::elu(h) : h;  // otherwise applied by the previous layer
           } else {
-            return module.forward(h, Epilogue{nullptr, elu_next});
+            return module.forward(h, Epilogue{{}, elu_next});
           }
         },
         layers_[i]);

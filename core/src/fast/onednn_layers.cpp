@@ -40,9 +40,11 @@ dnnl::primitive_attr make_attr(bool fuse_sum, bool fuse_elu) {
 }
 
 // Applies the parts of an epilogue a primitive could not fuse.
-torch::Tensor finish(torch::Tensor y, const Epilogue& epilogue, bool residual_done, bool elu_done) {
-  if (epilogue.residual && !residual_done) y.add_(*epilogue.residual);
-  if (epilogue.elu && !elu_done) y = torch::elu(y);
+torch::Tensor finish(torch::Tensor y, const Epilogue& epilogue, bool accumulated, bool elu_done) {
+  if (epilogue.accumulate_into.defined() && !accumulated) {
+    y = epilogue.accumulate_into.add_(y);
+  }
+  if (epilogue.elu && !elu_done) y = torch::elu_(y);
   return y;
 }
 
@@ -53,7 +55,8 @@ const dnnl::engine& cpu_engine() {
   return engine;
 }
 
-torch::Tensor reflect_pad_time_major(const torch::Tensor& x, int64_t left, int64_t right) {
+torch::Tensor reflect_pad_time_major(const torch::Tensor& x, int64_t left, int64_t right,
+                                     bool elu) {
   const int64_t batch = x.size(0), length = x.size(1), channels = x.size(2);
   // The reference appends zeros when the input is too short to reflect, then
   // drops them again: positions map into that zero-extended signal.
@@ -77,6 +80,7 @@ torch::Tensor reflect_pad_time_major(const torch::Tensor& x, int64_t left, int64
       }
     }
   }
+  if (elu) torch::elu_(out);
   return out;
 }
 
@@ -120,23 +124,31 @@ const Conv1d::Compiled& Conv1d::compiled(int64_t batch, int64_t padded_length, b
   return *slot;
 }
 
-torch::Tensor Conv1d::forward(const torch::Tensor& x, const Epilogue& epilogue) const {
+torch::Tensor Conv1d::forward(const torch::Tensor& x, const Epilogue& epilogue,
+                             bool elu_input) const {
   const int64_t padding = reference_.padding_total();
   const int64_t extra = extra_padding_for_conv1d(x.size(1), reference_.effective_kernel_size(),
                                                  reference_.stride(), padding);
   const int64_t padding_right = reference_.causal() ? extra : padding / 2 + extra;
   const int64_t padding_left = reference_.causal() ? padding : padding - padding / 2;
-  const torch::Tensor padded = reflect_pad_time_major(x.contiguous(), padding_left, padding_right);
+  torch::Tensor padded;
+  if (padding_left == 0 && padding_right == 0) {
+    padded = elu_input ? torch::elu(x).contiguous() : x.contiguous();  // 1x1 convs: no copy
+  } else {
+    padded = reflect_pad_time_major(x.contiguous(), padding_left, padding_right, elu_input);
+  }
   const int64_t batch = padded.size(0), padded_length = padded.size(1);
   const int64_t out_length =
       (padded_length - reference_.effective_kernel_size()) / reference_.stride() + 1;
 
   // Post-ops can only be fused when nothing (a group norm) comes between the conv and them.
   const bool plain = !reference_.group_norm().has_value();
-  const bool fuse_sum = plain && epilogue.residual != nullptr;
+  const bool fuse_sum = plain && epilogue.accumulate_into.defined();
   const bool fuse_elu = plain && epilogue.elu;
-  torch::Tensor y = fuse_sum ? epilogue.residual->clone()
+  torch::Tensor y = fuse_sum ? epilogue.accumulate_into
                              : torch::empty({batch, out_length, out_channels_}, x.options());
+  TORCH_CHECK(y.is_contiguous() && y.size(1) == out_length && y.size(2) == out_channels_,
+              "accumulation target has the wrong shape");
   const Compiled& conv = compiled(batch, padded_length, fuse_elu, fuse_sum);
   dnnl::stream stream = make_stream();
   conv.primitive.execute(
@@ -198,7 +210,7 @@ torch::Tensor ConvTranspose1d::forward(const torch::Tensor& x, const Epilogue& e
   const int64_t out_length =
       (length - 1) * reference_.stride() + reference_.kernel_size() - padding_left_ - padding_right_;
   const bool plain = !reference_.group_norm().has_value();
-  const bool fuse_elu = plain && epilogue.elu && !epilogue.residual;
+  const bool fuse_elu = plain && epilogue.elu && !epilogue.accumulate_into.defined();
   torch::Tensor y = torch::empty({batch, out_length, out_channels_}, input.options());
   const Compiled& deconv = compiled(batch, length, fuse_elu);
   dnnl::stream stream = make_stream();
@@ -216,66 +228,91 @@ torch::Tensor ConvTranspose1d::forward(const torch::Tensor& x, const Epilogue& e
   return finish(y, epilogue, false, fuse_elu);
 }
 
-Lstm::Lstm(const SLSTM& reference)
-    : dimension_(reference.dimension()), num_layers_(reference.num_layers()) {
-  // PyTorch: per layer W_ih, W_hh [4H, in] with gates i, f, g, o, and two biases.
-  // oneDNN: ldigo weights [layers, 1, in, 4, H] with the same gate order, one bias.
-  std::vector<torch::Tensor> layer_weights, iter_weights, biases;
-  const auto& parameters = reference.parameters();
-  for (int64_t layer = 0; layer < num_layers_; ++layer) {
-    const torch::Tensor& w_ih = parameters[4 * layer];
-    const torch::Tensor& w_hh = parameters[4 * layer + 1];
-    layer_weights.push_back(w_ih.view({4, dimension_, dimension_}).permute({2, 0, 1}));
-    iter_weights.push_back(w_hh.view({4, dimension_, dimension_}).permute({2, 0, 1}));
-    biases.push_back((parameters[4 * layer + 2] + parameters[4 * layer + 3]).view({4, dimension_}));
-  }
-  weights_layer_ldigo_ = torch::stack(layer_weights).unsqueeze(1).contiguous();
-  weights_iter_ldigo_ = torch::stack(iter_weights).unsqueeze(1).contiguous();
-  bias_ldgo_ = torch::stack(biases).unsqueeze(1).contiguous();
+namespace {
+
+// exp for the gate nonlinearities: Cephes' single-precision polynomial (about
+// 1 ulp), branch-free so that the gate loop vectorizes.
+inline float exp_approx(float x) {
+  x = std::min(std::max(x, -87.0f), 88.0f);
+  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
+  float r = x - n * 0.693359375f;
+  r = r + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t exponent_bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &exponent_bits, sizeof(scale));
+  return p * scale;
 }
 
-const Lstm::Compiled& Lstm::compiled(int64_t batch, int64_t length) const {
-  std::lock_guard<std::mutex> lock(cache_->mutex);
-  auto& slot = cache_->entries[{batch, length}];
-  if (!slot) {
-    const int64_t layers = num_layers_, hidden = dimension_;
-    const memory::desc sequence({length, batch, hidden}, DataType::f32, Tag::tnc);
-    const memory::desc weights_any({layers, 1, hidden, 4, hidden}, DataType::f32, Tag::any);
-    const memory::desc weights_plain({layers, 1, hidden, 4, hidden}, DataType::f32, Tag::ldigo);
-    const memory::desc bias({layers, 1, 4, hidden}, DataType::f32, Tag::ldgo);
-    const memory::desc no_state;
-    dnnl::lstm_forward::desc desc(dnnl::prop_kind::forward_inference,
-                                  dnnl::rnn_direction::unidirectional_left2right, sequence, no_state,
-                                  no_state, weights_any, weights_any, bias, sequence, no_state,
-                                  no_state);
-    dnnl::lstm_forward::primitive_desc primitive_desc(desc, cpu_engine());
-    slot = std::make_unique<Compiled>(Compiled{
-        dnnl::lstm_forward(primitive_desc),
-        reorder_weights(weights_plain, weights_layer_ldigo_, primitive_desc.weights_layer_desc()),
-        reorder_weights(weights_plain, weights_iter_ldigo_, primitive_desc.weights_iter_desc())});
+inline float sigmoid_approx(float x) { return 1.0f / (1.0f + exp_approx(-x)); }
+inline float tanh_approx(float x) { return 2.0f / (1.0f + exp_approx(-2.0f * x)) - 1.0f; }
+
+}  // namespace
+
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void lstm_gates(const float* recurrent, const float* projected, float* cell, float* hidden,
+                int64_t batch, int64_t hidden_size) {
+  for (int64_t b = 0; b < batch; ++b) {
+    const float* r = recurrent + b * 4 * hidden_size;
+    const float* p = projected + b * 4 * hidden_size;
+    const int64_t f = hidden_size, g = 2 * hidden_size, o = 3 * hidden_size;
+    float* c = cell + b * hidden_size;
+    float* h = hidden + b * hidden_size;
+    for (int64_t j = 0; j < hidden_size; ++j) {
+      const float new_cell = sigmoid_approx(r[f + j] + p[f + j]) * c[j] +
+                             sigmoid_approx(r[j] + p[j]) * tanh_approx(r[g + j] + p[g + j]);
+      c[j] = new_cell;
+      h[j] = sigmoid_approx(r[o + j] + p[o + j]) * tanh_approx(new_cell);
+    }
   }
-  return *slot;
+}
+
+Lstm::Lstm(const SLSTM& reference)
+    : dimension_(reference.dimension()), num_layers_(reference.num_layers()) {
+  const auto& parameters = reference.parameters();
+  for (int64_t layer = 0; layer < num_layers_; ++layer) {
+    input_weights_.push_back(parameters[4 * layer].contiguous());
+    recurrent_weights_.push_back(parameters[4 * layer + 1].contiguous());
+    biases_.push_back(parameters[4 * layer + 2] + parameters[4 * layer + 3]);
+  }
 }
 
 torch::Tensor Lstm::forward(const torch::Tensor& x, const Epilogue& epilogue) const {
-  // oneDNN wants time-major [T, B, C]; for one stream that is the same memory.
-  const torch::Tensor sequence = x.transpose(0, 1).contiguous();
-  const int64_t length = sequence.size(0), batch = sequence.size(1);
-  torch::Tensor output = torch::empty_like(sequence);
-  const Compiled& lstm = compiled(batch, length);
-  const memory::desc sequence_desc({length, batch, dimension_}, DataType::f32, Tag::tnc);
-  dnnl::stream stream = make_stream();
-  lstm.primitive.execute(
-      stream, {{DNNL_ARG_SRC_LAYER, wrap(sequence_desc, sequence)},
-               {DNNL_ARG_WEIGHTS_LAYER, lstm.weights_layer},
-               {DNNL_ARG_WEIGHTS_ITER, lstm.weights_iter},
-               {DNNL_ARG_BIAS,
-                wrap(memory::desc({num_layers_, 1, 4, dimension_}, DataType::f32, Tag::ldgo),
-                     bias_ldgo_)},
-               {DNNL_ARG_DST_LAYER, wrap(sequence_desc, output)}});
-  stream.wait();
-  output.add_(sequence);  // SLSTM's skip connection
-  torch::Tensor y = output.transpose(0, 1).contiguous();
+  const torch::Tensor sequence = x.transpose(0, 1).contiguous();  // [T, B, H]
+  const int64_t length = sequence.size(0), batch = sequence.size(1), hidden = dimension_;
+  torch::Tensor layer_input = sequence;
+  torch::Tensor gates = torch::empty({batch, 4 * hidden}, x.options());
+  for (int64_t layer = 0; layer < num_layers_; ++layer) {
+    // All steps' input projections (plus both biases) at once: [T, B, 4H].
+    const torch::Tensor projected =
+        torch::addmm(biases_[layer], layer_input.reshape({length * batch, hidden}),
+                     input_weights_[layer].t())
+            .view({length, batch, 4 * hidden});
+    torch::Tensor output = torch::empty({length, batch, hidden}, x.options());
+    torch::Tensor cell = torch::zeros({batch, hidden}, x.options());
+    torch::Tensor state = torch::zeros({batch, hidden}, x.options());
+    const torch::Tensor& recurrent = recurrent_weights_[layer];
+    for (int64_t t = 0; t < length; ++t) {
+      if (batch == 1) {
+        torch::Tensor row = gates[0];
+        torch::mv_out(row, recurrent, state[0]);
+      } else {
+        torch::mm_out(gates, state, recurrent.t());
+      }
+      torch::Tensor step_output = output[t];
+      lstm_gates(gates.data_ptr<float>(), projected[t].data_ptr<float>(), cell.data_ptr<float>(),
+                 step_output.data_ptr<float>(), batch, hidden);
+      state = step_output;
+    }
+    layer_input = output;
+  }
+  torch::Tensor y = layer_input.add_(sequence).transpose(0, 1).contiguous();  // skip connection
   return finish(y, epilogue, false, false);
 }
 
