@@ -202,6 +202,19 @@ TEST_F(CliTest, CompressWritesExactlyTheReferenceFile) {
   EXPECT_EQ(files_in(dir_), std::vector<std::string>{"out.ecdc"}) << "temporary files left behind";
 }
 
+TEST_F(CliTest, FastKernelsWriteAValidFileWhoseCodesMatchTheReference) {
+  const CliRun run = run_cli({"-f", "--fast", "-b", "6", "--checkpoint", checkpoint_24khz(),
+                              testing::golden_path("inputs/long_24k.wav"), path("fast.ecdc")});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  // Same header and size; codes equal but for near-ties (none at 6 kbps on this input).
+  const std::string fast = testing::read_file_bytes(path("fast.ecdc"));
+  const std::string reference = reference_ecdc("long_24k_6kbps");
+  ASSERT_EQ(fast.size(), reference.size());
+  size_t differing = 0;
+  for (size_t i = 0; i < fast.size(); ++i) differing += fast[i] != reference[i];
+  EXPECT_LE(differing, fast.size() / 100) << differing << " of " << fast.size() << " bytes differ";
+}
+
 TEST_F(CliTest, DefaultOutputIsTheInputWithEcdcAndDefaultBandwidthIs6Kbps) {
   const std::string input = copy_golden("inputs/chirp_odd_24k.wav", "chirp.wav");
   const CliRun run = run_cli({"--checkpoint", checkpoint_24khz(), input});
