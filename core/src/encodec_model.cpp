@@ -125,7 +125,7 @@ std::shared_ptr<EncodecModel::Weights> build_weights(const EncodecConfig& config
   auto weights = std::make_shared<EncodecModel::Weights>(EncodecModel::Weights{
       config, SEANetEncoder(loader, "encoder", seanet),
       ResidualVectorQuantizer(loader, "quantizer", config.n_q, config.bins, config.dimension),
-      SEANetDecoder(loader, "decoder", seanet)});
+      SEANetDecoder(loader, "decoder", seanet), nullptr, nullptr});
   loader.expect_all_used();
   weights->fast_encoder = std::make_unique<fast::SEANet>(weights->encoder.layers());
   weights->fast_decoder = std::make_unique<fast::SEANet>(weights->decoder.layers());
