@@ -4,6 +4,7 @@
 #include <stdexcept>
 
 #include "encodec/encodec.h"
+#include "fast/fast_quantizer.h"
 #include "model_weights.h"
 
 namespace encodec {
@@ -224,7 +225,11 @@ EncodedFrame EncodecModel::encode_chunk(const torch::Tensor& wav) const {
   }
   torch::Tensor embeddings = kernels_ == Kernels::kFast ? weights_->fast_encoder->forward(x)
                                                         : weights_->encoder.forward(x);
-  frame.codes = weights_->quantizer.encode(embeddings, num_codebooks()).transpose(0, 1);
+  const torch::Tensor codes =
+      kernels_ == Kernels::kFast
+          ? fast::quantize_residual(weights_->quantizer, embeddings, num_codebooks())
+          : weights_->quantizer.encode(embeddings, num_codebooks());
+  frame.codes = codes.transpose(0, 1);
   return frame;
 }
 

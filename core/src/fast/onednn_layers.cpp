@@ -9,6 +9,31 @@ using dnnl::memory;
 using Tag = memory::format_tag;
 using DataType = memory::data_type;
 
+// exp for the gate nonlinearities: Cephes' single-precision polynomial (about
+// 1 ulp), branch-free so that the gate loop vectorizes.
+inline float exp_approx(float x) {
+  x = x < -87.0f ? -87.0f : x;
+  x = x > 88.0f ? 88.0f : x;
+  // Round to nearest with the 1.5 * 2^23 trick: no libm call, so loops vectorize.
+  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  float r = x - n * 0.693359375f;
+  r = r + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t exponent_bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &exponent_bits, sizeof(scale));
+  return p * scale;
+}
+
+inline float sigmoid_approx(float x) { return 1.0f / (1.0f + exp_approx(-x)); }
+inline float tanh_approx(float x) { return 2.0f / (1.0f + exp_approx(-2.0f * x)) - 1.0f; }
+
 dnnl::stream make_stream() { return dnnl::stream(cpu_engine()); }
 
 memory::desc time_major_desc(int64_t batch, int64_t length, int64_t channels) {
@@ -48,6 +73,24 @@ torch::Tensor finish(torch::Tensor y, const Epilogue& epilogue, bool accumulated
   return y;
 }
 
+// dst = ELU(src), vectorized (LibTorch's ELU kernel takes three times longer).
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void copy_elu(const float* __restrict source, float* __restrict target, int64_t count) {
+  for (int64_t i = 0; i < count; ++i) {
+    const float value = source[i];
+    const float negative = exp_approx(value < 0.0f ? value : 0.0f) - 1.0f;
+    target[i] = value > 0.0f ? value : negative;
+  }
+}
+
+void copy_rows(const float* source, float* target, int64_t count, bool elu) {
+  if (elu) {
+    copy_elu(source, target, count);
+  } else {
+    std::memcpy(target, source, count * sizeof(float));
+  }
+}
+
 }  // namespace
 
 const dnnl::engine& cpu_engine() {
@@ -64,23 +107,24 @@ torch::Tensor reflect_pad_time_major(const torch::Tensor& x, int64_t left, int64
   torch::Tensor out = torch::empty({batch, left + length + right, channels}, x.options());
   const float* source = x.data_ptr<float>();
   float* target = out.data_ptr<float>();
-  const size_t row_bytes = channels * sizeof(float);
   for (int64_t b = 0; b < batch; ++b) {
     const float* source_rows = source + b * length * channels;
     float* target_rows = target + b * (left + length + right) * channels;
+    copy_rows(source_rows, target_rows + left * channels, length * channels, elu);
     for (int64_t j = 0; j < left + length + right; ++j) {
+      if (j == left) j += length;  // the middle was copied above
+      if (j >= left + length + right) break;
       int64_t position = j - left;
       if (position < 0) position = -position;
       if (position >= extended) position = 2 * (extended - 1) - position;
       float* row = target_rows + j * channels;
       if (position < length) {
-        std::memcpy(row, source_rows + position * channels, row_bytes);
+        copy_rows(source_rows + position * channels, row, channels, elu);
       } else {
-        std::memset(row, 0, row_bytes);
+        std::fill(row, row + channels, 0.0f);  // ELU(0) = 0 too
       }
     }
   }
-  if (elu) torch::elu_(out);
   return out;
 }
 
@@ -93,36 +137,65 @@ torch::Tensor group_norm_time_major(const torch::Tensor& x, const GroupNormWeigh
   return normalized * norm.weight + norm.bias;
 }
 
-Conv1d::Conv1d(const SConv1d& reference)
-    : reference_(reference),
-      in_channels_(reference.weight().size(1)),
-      out_channels_(reference.weight().size(0)),
-      weight_oiw_(reference.weight().contiguous()),
-      bias_(reference.bias().contiguous()) {}
+ConvPrimitive::ConvPrimitive(torch::Tensor weight, torch::Tensor bias, int64_t stride,
+                             int64_t dilation, int64_t padding_left, int64_t padding_right)
+    : weight_(weight.contiguous()),
+      bias_(bias.contiguous()),
+      stride_(stride),
+      dilation_(dilation),
+      padding_left_(padding_left),
+      padding_right_(padding_right) {}
 
-const Conv1d::Compiled& Conv1d::compiled(int64_t batch, int64_t padded_length, bool fuse_elu,
-                                         bool fuse_sum) const {
+int64_t ConvPrimitive::output_length(int64_t input_length) const {
+  const int64_t effective_kernel = (weight_.size(2) - 1) * dilation_ + 1;
+  return (input_length + padding_left_ + padding_right_ - effective_kernel) / stride_ + 1;
+}
+
+const ConvPrimitive::Compiled& ConvPrimitive::compiled(int64_t batch, int64_t length,
+                                                       bool accumulate, bool elu) const {
   std::lock_guard<std::mutex> lock(cache_->mutex);
-  auto& slot = cache_->entries[{batch, padded_length, fuse_elu, fuse_sum}];
+  auto& slot = cache_->entries[{batch, length, accumulate, elu}];
   if (!slot) {
-    const int64_t kernel = reference_.kernel_size(), stride = reference_.stride(),
-                  dilation = reference_.dilation();
-    const int64_t out_length = (padded_length - reference_.effective_kernel_size()) / stride + 1;
-    const memory::desc weights_plain({out_channels_, in_channels_, kernel}, DataType::f32, Tag::oiw);
-    const memory::desc weights_any({out_channels_, in_channels_, kernel}, DataType::f32, Tag::any);
-    const memory::desc bias_desc({out_channels_}, DataType::f32, Tag::a);
+    const int64_t out_channels = weight_.size(0), in_channels = weight_.size(1),
+                  kernel = weight_.size(2);
+    const memory::desc weights_plain({out_channels, in_channels, kernel}, DataType::f32, Tag::oiw);
+    const memory::desc weights_any({out_channels, in_channels, kernel}, DataType::f32, Tag::any);
+    const memory::desc bias_desc({out_channels}, DataType::f32, Tag::a);
     dnnl::convolution_forward::desc desc(
         dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
-        time_major_desc(batch, padded_length, in_channels_), weights_any, bias_desc,
-        time_major_desc(batch, out_length, out_channels_), {stride}, {dilation - 1}, {0}, {0});
-    dnnl::convolution_forward::primitive_desc primitive_desc(desc, make_attr(fuse_sum, fuse_elu),
+        time_major_desc(batch, length, in_channels), weights_any, bias_desc,
+        time_major_desc(batch, output_length(length), out_channels), {stride_}, {dilation_ - 1},
+        {padding_left_}, {padding_right_});
+    dnnl::convolution_forward::primitive_desc primitive_desc(desc, make_attr(accumulate, elu),
                                                               cpu_engine());
-    slot = std::make_unique<Compiled>(Compiled{
-        dnnl::convolution_forward(primitive_desc),
-        reorder_weights(weights_plain, weight_oiw_, primitive_desc.weights_desc())});
+    slot = std::make_unique<Compiled>(
+        Compiled{dnnl::convolution_forward(primitive_desc),
+                 reorder_weights(weights_plain, weight_, primitive_desc.weights_desc())});
   }
   return *slot;
 }
+
+void ConvPrimitive::run(const torch::Tensor& x, torch::Tensor& out, bool accumulate,
+                        bool elu) const {
+  const int64_t batch = x.size(0), length = x.size(1);
+  const int64_t out_channels = weight_.size(0), out_length = output_length(length);
+  TORCH_CHECK(x.is_contiguous() && x.size(2) == weight_.size(1), "conv input has the wrong shape");
+  TORCH_CHECK(out.is_contiguous() && out.size(0) == batch && out.size(1) == out_length &&
+                  out.size(2) == out_channels,
+              "conv output has the wrong shape");
+  const Compiled& conv = compiled(batch, length, accumulate, elu);
+  dnnl::stream stream = make_stream();
+  conv.primitive.execute(
+      stream, {{DNNL_ARG_SRC, wrap(time_major_desc(batch, length, x.size(2)), x)},
+               {DNNL_ARG_WEIGHTS, conv.weights},
+               {DNNL_ARG_BIAS, wrap(memory::desc({out_channels}, DataType::f32, Tag::a), bias_)},
+               {DNNL_ARG_DST, wrap(time_major_desc(batch, out_length, out_channels), out)}});
+  stream.wait();
+}
+
+Conv1d::Conv1d(const SConv1d& reference)
+    : reference_(reference),
+      conv_(reference.weight(), reference.bias(), reference.stride(), reference.dilation(), 0, 0) {}
 
 torch::Tensor Conv1d::forward(const torch::Tensor& x, const Epilogue& epilogue,
                              bool elu_input) const {
@@ -137,127 +210,72 @@ torch::Tensor Conv1d::forward(const torch::Tensor& x, const Epilogue& epilogue,
   } else {
     padded = reflect_pad_time_major(x.contiguous(), padding_left, padding_right, elu_input);
   }
-  const int64_t batch = padded.size(0), padded_length = padded.size(1);
-  const int64_t out_length =
-      (padded_length - reference_.effective_kernel_size()) / reference_.stride() + 1;
-
   // Post-ops can only be fused when nothing (a group norm) comes between the conv and them.
   const bool plain = !reference_.group_norm().has_value();
   const bool fuse_sum = plain && epilogue.accumulate_into.defined();
   const bool fuse_elu = plain && epilogue.elu;
   torch::Tensor y = fuse_sum ? epilogue.accumulate_into
-                             : torch::empty({batch, out_length, out_channels_}, x.options());
-  TORCH_CHECK(y.is_contiguous() && y.size(1) == out_length && y.size(2) == out_channels_,
-              "accumulation target has the wrong shape");
-  const Compiled& conv = compiled(batch, padded_length, fuse_elu, fuse_sum);
-  dnnl::stream stream = make_stream();
-  conv.primitive.execute(
-      stream, {{DNNL_ARG_SRC, wrap(time_major_desc(batch, padded_length, in_channels_), padded)},
-               {DNNL_ARG_WEIGHTS, conv.weights},
-               {DNNL_ARG_BIAS, wrap(memory::desc({out_channels_}, DataType::f32, Tag::a), bias_)},
-               {DNNL_ARG_DST, wrap(time_major_desc(batch, out_length, out_channels_), y)}});
-  stream.wait();
+                             : torch::empty({padded.size(0), conv_.output_length(padded.size(1)),
+                                             conv_.out_channels()},
+                                            x.options());
+  conv_.run(padded, y, fuse_sum, fuse_elu);
   if (!plain) y = group_norm_time_major(y, *reference_.group_norm());
   return finish(y, epilogue, fuse_sum, fuse_elu);
 }
 
-ConvTranspose1d::ConvTranspose1d(const SConvTranspose1d& reference)
-    : reference_(reference),
-      in_channels_(reference.weight().size(0)),
-      out_channels_(reference.weight().size(1)),
-      // PyTorch stores transposed-conv weights [in, out, k]; oneDNN wants [out, in, k].
-      weight_oiw_(reference.weight().transpose(0, 1).contiguous()),
-      bias_(reference.bias().contiguous()) {
-  const int64_t padding_total = reference.kernel_size() - reference.stride();
-  padding_right_ = reference.causal() ? padding_total : padding_total / 2;
-  padding_left_ = padding_total - padding_right_;
-  // The reference normalizes the untrimmed output, so with a group norm the
-  // primitive keeps the padding and it is trimmed after normalizing.
-  if (reference.group_norm()) {
-    trim_left_ = padding_left_;
-    trim_right_ = padding_right_;
-    padding_left_ = padding_right_ = 0;
-  }
+namespace {
+
+// Rearranges a transposed conv's weight [in, out, m * stride] into the
+// equivalent phase convolution's [stride * out, in, m] (see ConvTranspose1d).
+torch::Tensor phase_weights(const torch::Tensor& weight, int64_t stride) {
+  const int64_t in_channels = weight.size(0), out_channels = weight.size(1);
+  const int64_t taps = weight.size(2) / stride;
+  // [in, out, tap j, phase r] -> output channel r * out + o, input i, tap (taps - 1 - j):
+  // the conv's last tap reads x[t], tap j of the transposed kernel reads x[t - j].
+  return weight.view({in_channels, out_channels, taps, stride})
+      .flip({2})
+      .permute({3, 1, 0, 2})
+      .reshape({stride * out_channels, in_channels, taps})
+      .contiguous();
 }
 
-const ConvTranspose1d::Compiled& ConvTranspose1d::compiled(int64_t batch, int64_t length,
-                                                           bool fuse_elu) const {
-  std::lock_guard<std::mutex> lock(cache_->mutex);
-  auto& slot = cache_->entries[{batch, length, fuse_elu}];
-  if (!slot) {
-    const int64_t kernel = reference_.kernel_size(), stride = reference_.stride();
-    const int64_t out_length = (length - 1) * stride + kernel - padding_left_ - padding_right_;
-    const memory::desc weights_plain({out_channels_, in_channels_, kernel}, DataType::f32, Tag::oiw);
-    const memory::desc weights_any({out_channels_, in_channels_, kernel}, DataType::f32, Tag::any);
-    const memory::desc bias_desc({out_channels_}, DataType::f32, Tag::a);
-    dnnl::deconvolution_forward::desc desc(
-        dnnl::prop_kind::forward_inference, dnnl::algorithm::deconvolution_direct,
-        time_major_desc(batch, length, in_channels_), weights_any, bias_desc,
-        time_major_desc(batch, out_length, out_channels_), {stride}, {padding_left_},
-        {padding_right_});
-    dnnl::deconvolution_forward::primitive_desc primitive_desc(desc, make_attr(false, fuse_elu),
-                                                                cpu_engine());
-    slot = std::make_unique<Compiled>(Compiled{
-        dnnl::deconvolution_forward(primitive_desc),
-        reorder_weights(weights_plain, weight_oiw_, primitive_desc.weights_desc())});
-  }
-  return *slot;
+}  // namespace
+
+ConvTranspose1d::ConvTranspose1d(const SConvTranspose1d& reference)
+    : reference_(reference),
+      out_channels_(reference.weight().size(1)),
+      phases_(phase_weights(reference.weight(), reference.stride()),
+              reference.bias().repeat({reference.stride()}), /*stride=*/1, /*dilation=*/1,
+              /*padding_left=*/reference.kernel_size() / reference.stride() - 1,
+              /*padding_right=*/reference.kernel_size() / reference.stride() - 1) {
+  TORCH_CHECK(reference.kernel_size() % reference.stride() == 0,
+              "fast transposed convs need a kernel size that is a multiple of the stride");
+  const int64_t padding_total = reference.kernel_size() - reference.stride();
+  trim_right_ = reference.causal() ? padding_total : padding_total / 2;
+  trim_left_ = padding_total - trim_right_;
 }
 
 torch::Tensor ConvTranspose1d::forward(const torch::Tensor& x, const Epilogue& epilogue) const {
   const torch::Tensor input = x.contiguous();
-  const int64_t batch = input.size(0), length = input.size(1);
-  const int64_t out_length =
-      (length - 1) * reference_.stride() + reference_.kernel_size() - padding_left_ - padding_right_;
+  const int64_t batch = input.size(0), stride = reference_.stride();
+  const int64_t phase_rows = phases_.output_length(input.size(1));
   const bool plain = !reference_.group_norm().has_value();
   const bool fuse_elu = plain && epilogue.elu && !epilogue.accumulate_into.defined();
-  torch::Tensor y = torch::empty({batch, out_length, out_channels_}, input.options());
-  const Compiled& deconv = compiled(batch, length, fuse_elu);
-  dnnl::stream stream = make_stream();
-  deconv.primitive.execute(
-      stream, {{DNNL_ARG_SRC, wrap(time_major_desc(batch, length, in_channels_), input)},
-               {DNNL_ARG_WEIGHTS, deconv.weights},
-               {DNNL_ARG_BIAS, wrap(memory::desc({out_channels_}, DataType::f32, Tag::a), bias_)},
-               {DNNL_ARG_DST, wrap(time_major_desc(batch, out_length, out_channels_), y)}});
-  stream.wait();
-  if (!plain) {
-    y = group_norm_time_major(y, *reference_.group_norm())
-            .narrow(1, trim_left_, out_length - trim_left_ - trim_right_)
-            .contiguous();
-  }
+  torch::Tensor full = torch::empty({batch, phase_rows, stride * out_channels_}, input.options());
+  phases_.run(input, full, /*accumulate=*/false, fuse_elu);
+  torch::Tensor y = full.view({batch, phase_rows * stride, out_channels_});
+  // The reference normalizes the untrimmed output, then trims.
+  if (!plain) y = group_norm_time_major(y, *reference_.group_norm());
+  y = y.narrow(1, trim_left_, y.size(1) - trim_left_ - trim_right_);
+  if (batch > 1 || !plain) y = y.contiguous();
   return finish(y, epilogue, false, fuse_elu);
 }
 
-namespace {
-
-// exp for the gate nonlinearities: Cephes' single-precision polynomial (about
-// 1 ulp), branch-free so that the gate loop vectorizes.
-inline float exp_approx(float x) {
-  x = std::min(std::max(x, -87.0f), 88.0f);
-  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
-  float r = x - n * 0.693359375f;
-  r = r + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const int32_t exponent_bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &exponent_bits, sizeof(scale));
-  return p * scale;
-}
-
-inline float sigmoid_approx(float x) { return 1.0f / (1.0f + exp_approx(-x)); }
-inline float tanh_approx(float x) { return 2.0f / (1.0f + exp_approx(-2.0f * x)) - 1.0f; }
-
-}  // namespace
 
 __attribute__((target_clones("avx512f", "avx2", "default")))
-void lstm_gates(const float* recurrent, const float* projected, float* cell, float* hidden,
-                int64_t batch, int64_t hidden_size) {
+void lstm_gates(const float* __restrict recurrent, const float* __restrict projected,
+                float* __restrict cell, float* __restrict hidden, int64_t batch,
+                int64_t hidden_size) {
   for (int64_t b = 0; b < batch; ++b) {
     const float* r = recurrent + b * 4 * hidden_size;
     const float* p = projected + b * 4 * hidden_size;
