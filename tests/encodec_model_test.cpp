@@ -1,5 +1,6 @@
 // The models against the reference: codes of every golden input and bandwidth,
 // and decoding of the reference codes.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -161,6 +162,69 @@ TEST(EncodecModelTest, RejectsBandwidthsTheModelDoesNotHave) {
   EXPECT_THROW(model.set_target_bandwidth(7.0), std::invalid_argument);
   model.set_target_bandwidth(12.0);
   EXPECT_EQ(model.num_codebooks(), 8);
+}
+
+}  // namespace
+}  // namespace encodec
+
+namespace encodec {
+namespace {
+
+// Strict loading: every problem names the tensor at fault.
+class StrictLoadingTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ENCODEC_REQUIRE_GOLDEN();
+    path_ = testing::golden_path("encodec_24khz-random.th");
+    state_ = load_checkpoint(path_);
+    config_ = EncodecConfig::infer_from_state_dict("encodec_24khz", state_);
+  }
+  std::string error_loading(const StateDict& state) {
+    try {
+      EncodecModel::from_state_dict(config_, state, "test.th");
+    } catch (const CheckpointError& error) {
+      return error.what();
+    }
+    return "";
+  }
+  std::string path_;
+  StateDict state_;
+  EncodecConfig config_;
+};
+
+TEST_F(StrictLoadingTest, GoldenCheckpointWidthsAreInferredFromTheTensors) {
+  const auto& manifest = testing::golden_manifest().at("models").at("encodec_24khz");
+  EXPECT_EQ(config_.n_filters, manifest.at("n_filters").get<int>());
+  EXPECT_EQ(config_.dimension, manifest.at("dimension").get<int>());
+  EXPECT_EQ(config_.n_q, manifest.at("n_q").get<int>());
+  EXPECT_EQ(config_.bins, manifest.at("bins").get<int>());
+  EXPECT_EQ(config_.lstm_layers, manifest.at("lstm_layers").get<int>());
+  EXPECT_EQ(error_loading(state_), "");
+}
+
+TEST_F(StrictLoadingTest, MissingTensorIsNamed) {
+  StateDict state = state_;
+  state.erase("decoder.model.3.convtr.convtr.weight_v");
+  EXPECT_THAT(error_loading(state),
+              ::testing::HasSubstr("missing tensor 'decoder.model.3.convtr.convtr.weight_v'"));
+}
+
+TEST_F(StrictLoadingTest, WrongShapeIsNamedWithBothShapes) {
+  StateDict state = state_;
+  state["encoder.model.0.conv.conv.bias"] = torch::zeros({5});
+  const std::string error = error_loading(state);
+  EXPECT_THAT(error, ::testing::HasSubstr("'encoder.model.0.conv.conv.bias' has shape [5]"));
+  EXPECT_THAT(error, ::testing::HasSubstr("expected [" + std::to_string(config_.n_filters) + "]"));
+}
+
+TEST_F(StrictLoadingTest, UnexpectedTensorIsNamed) {
+  StateDict state = state_;
+  state["encoder.model.99.extra"] = torch::zeros({1});
+  EXPECT_THAT(error_loading(state), ::testing::HasSubstr("unexpected tensor 'encoder.model.99.extra'"));
+}
+
+TEST_F(StrictLoadingTest, CheckpointOfTheOtherModelIsRefused) {
+  EXPECT_THROW(EncodecModel::from_checkpoint(path_, "encodec_48khz"), CheckpointError);
 }
 
 }  // namespace
