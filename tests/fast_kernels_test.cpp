@@ -68,3 +68,25 @@ GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(FastKernelsTest);
 
 }  // namespace
 }  // namespace encodec
+
+namespace encodec {
+namespace {
+
+// More input lengths than the compiled-shape cache holds: entries are evicted
+// and rebuilt, and every result still matches the reference kernels.
+TEST(FastKernelsCacheTest, ManyInputLengthsStayCorrect) {
+  ENCODEC_REQUIRE_GOLDEN();
+  const EncodecModel& model = testing::golden_model("encodec_24khz");
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(3);
+  for (int i = 0; i < 40; ++i) {
+    const torch::Tensor wav = 0.1 * torch::randn({1, 1, 300 + 37 * i});
+    const torch::Tensor reference = model.weights().encoder.forward(wav);
+    const torch::Tensor fast = model.weights().fast_encoder->forward(wav);
+    ASSERT_EQ(fast.sizes(), reference.sizes()) << "length " << wav.size(2);
+    EXPECT_GE(snr_db(reference, fast), 100.0) << "length " << wav.size(2);
+  }
+}
+
+}  // namespace
+}  // namespace encodec

@@ -1,6 +1,8 @@
 #include "fast/onednn_layers.h"
 
+#include <algorithm>
 #include <cstring>
+#include <iterator>
 
 namespace encodec::fast {
 namespace {
@@ -151,28 +153,45 @@ int64_t ConvPrimitive::output_length(int64_t input_length) const {
   return (input_length + padding_left_ + padding_right_ - effective_kernel) / stride_ + 1;
 }
 
-const ConvPrimitive::Compiled& ConvPrimitive::compiled(int64_t batch, int64_t length,
-                                                       bool accumulate, bool elu) const {
+std::shared_ptr<const ConvPrimitive::Compiled> ConvPrimitive::compiled(int64_t batch,
+                                                                       int64_t length,
+                                                                       bool accumulate,
+                                                                       bool elu) const {
+  const Key key{batch, length, accumulate, elu};
   std::lock_guard<std::mutex> lock(cache_->mutex);
-  auto& slot = cache_->entries[{batch, length, accumulate, elu}];
-  if (!slot) {
-    const int64_t out_channels = weight_.size(0), in_channels = weight_.size(1),
-                  kernel = weight_.size(2);
-    const memory::desc weights_plain({out_channels, in_channels, kernel}, DataType::f32, Tag::oiw);
-    const memory::desc weights_any({out_channels, in_channels, kernel}, DataType::f32, Tag::any);
-    const memory::desc bias_desc({out_channels}, DataType::f32, Tag::a);
-    dnnl::convolution_forward::desc desc(
-        dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
-        time_major_desc(batch, length, in_channels), weights_any, bias_desc,
-        time_major_desc(batch, output_length(length), out_channels), {stride_}, {dilation_ - 1},
-        {padding_left_}, {padding_right_});
-    dnnl::convolution_forward::primitive_desc primitive_desc(desc, make_attr(accumulate, elu),
-                                                              cpu_engine());
-    slot = std::make_unique<Compiled>(
-        Compiled{dnnl::convolution_forward(primitive_desc),
-                 reorder_weights(weights_plain, weight_, primitive_desc.weights_desc())});
+  if (auto found = cache_->entries.find(key); found != cache_->entries.end()) return found->second;
+
+  const int64_t out_channels = weight_.size(0), in_channels = weight_.size(1),
+                kernel = weight_.size(2);
+  const memory::desc weights_plain({out_channels, in_channels, kernel}, DataType::f32, Tag::oiw);
+  const memory::desc weights_any({out_channels, in_channels, kernel}, DataType::f32, Tag::any);
+  const memory::desc bias_desc({out_channels}, DataType::f32, Tag::a);
+  dnnl::convolution_forward::desc desc(
+      dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
+      time_major_desc(batch, length, in_channels), weights_any, bias_desc,
+      time_major_desc(batch, output_length(length), out_channels), {stride_}, {dilation_ - 1},
+      {padding_left_}, {padding_right_});
+  dnnl::convolution_forward::primitive_desc primitive_desc(desc, make_attr(accumulate, elu),
+                                                            cpu_engine());
+  const memory::desc wanted = primitive_desc.weights_desc();
+  auto& reordered = cache_->reordered_weights;
+  auto same_layout = std::find_if(reordered.begin(), reordered.end(), [&](const memory& weights) {
+    return weights.get_desc() == wanted;
+  });
+  if (same_layout == reordered.end()) {
+    reordered.push_back(reorder_weights(weights_plain, weight_, wanted));
+    same_layout = std::prev(reordered.end());
   }
-  return *slot;
+  auto entry = std::make_shared<const Compiled>(
+      Compiled{dnnl::convolution_forward(primitive_desc), *same_layout});
+
+  if (cache_->entries.size() >= kMaxCachedShapes) {
+    cache_->entries.erase(cache_->insertion_order.front());  // callers keep their shared_ptr
+    cache_->insertion_order.pop_front();
+  }
+  cache_->entries.emplace(key, entry);
+  cache_->insertion_order.push_back(key);
+  return entry;
 }
 
 void ConvPrimitive::run(const torch::Tensor& x, torch::Tensor& out, bool accumulate,
@@ -183,11 +202,11 @@ void ConvPrimitive::run(const torch::Tensor& x, torch::Tensor& out, bool accumul
   TORCH_CHECK(out.is_contiguous() && out.size(0) == batch && out.size(1) == out_length &&
                   out.size(2) == out_channels,
               "conv output has the wrong shape");
-  const Compiled& conv = compiled(batch, length, accumulate, elu);
+  const std::shared_ptr<const Compiled> conv = compiled(batch, length, accumulate, elu);
   dnnl::stream stream = make_stream();
-  conv.primitive.execute(
+  conv->primitive.execute(
       stream, {{DNNL_ARG_SRC, wrap(time_major_desc(batch, length, x.size(2)), x)},
-               {DNNL_ARG_WEIGHTS, conv.weights},
+               {DNNL_ARG_WEIGHTS, conv->weights},
                {DNNL_ARG_BIAS, wrap(memory::desc({out_channels}, DataType::f32, Tag::a), bias_)},
                {DNNL_ARG_DST, wrap(time_major_desc(batch, out_length, out_channels), out)}});
   stream.wait();

@@ -8,11 +8,13 @@
 // each guarded by a mutex; forward() may run concurrently from several threads.
 #pragma once
 
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <tuple>
+#include <vector>
 
 #include <oneapi/dnnl/dnnl.hpp>
 #include <torch/torch.h>
@@ -51,13 +53,21 @@ class ConvPrimitive {
     dnnl::convolution_forward primitive;
     dnnl::memory weights;
   };
-  const Compiled& compiled(int64_t batch, int64_t length, bool accumulate, bool elu) const;
+  using Key = std::tuple<int64_t, int64_t, bool, bool>;  // batch, length, accumulate, elu
+  std::shared_ptr<const Compiled> compiled(int64_t batch, int64_t length, bool accumulate,
+                                           bool elu) const;
 
   torch::Tensor weight_, bias_;
   int64_t stride_, dilation_, padding_left_, padding_right_;
+  // A file-transcoding server meets a new input length with every file, so the
+  // cache is bounded (oldest out first); reordered weights are shared by every
+  // entry whose kernel chose the same layout.
+  static constexpr size_t kMaxCachedShapes = 32;
   struct Cache {
     std::mutex mutex;
-    std::map<std::tuple<int64_t, int64_t, bool, bool>, std::unique_ptr<Compiled>> entries;
+    std::map<Key, std::shared_ptr<const Compiled>> entries;
+    std::deque<Key> insertion_order;
+    std::vector<dnnl::memory> reordered_weights;
   };
   std::unique_ptr<Cache> cache_ = std::make_unique<Cache>();
 };
