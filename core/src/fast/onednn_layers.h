@@ -130,7 +130,8 @@ void lstm_gates(const float* recurrent, const float* projected, float* cell, flo
 torch::Tensor reflect_pad_time_major(const torch::Tensor& x, int64_t left, int64_t right,
                                      bool elu = false);
 
-// GroupNorm with one group over [B, T, C] (time-group-norm of the 48 kHz model).
-torch::Tensor group_norm_time_major(const torch::Tensor& x, const GroupNormWeights& norm);
+// GroupNorm with one group over [B, T, C] (time-group-norm of the 48 kHz
+// model), in place on a contiguous tensor.
+void group_norm_time_major_(torch::Tensor& y, const GroupNormWeights& norm);
 
 }  // namespace encodec::fast
