@@ -454,26 +454,86 @@ TEST_F(CliTest, TruncatedEcdcFailsAndLeavesNoFileBehind) {
   }
 }
 
-TEST_F(CliTest, LmCodedFileIsRejected) {
-  const CliRun run = run_cli({"--checkpoint", checkpoint_24khz(),
-                              testing::golden_path("cases/speech_24k_6kbps_lm.ecdc"),
-                              path("out.wav")});
+std::string lm_checkpoint_24khz() { return testing::golden_path("encodec_lm_24khz-random.th"); }
+std::string lm_checkpoint_48khz() { return testing::golden_path("encodec_lm_48khz-random.th"); }
+
+TEST_F(CliTest, LmCompressWritesExactlyTheReferenceFile) {
+  // The example of the golden README: --lm with both checkpoints.
+  const CliRun run = run_cli({"-f", "-b", "6", "--lm", "--checkpoint", checkpoint_24khz(),
+                              "--lm-checkpoint", lm_checkpoint_24khz(),
+                              testing::golden_path("inputs/speech_24k.wav"), path("out.ecdc")});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_EQ(run.err, "");
+  EXPECT_TRUE(testing::read_file_bytes(path("out.ecdc")) == reference_ecdc("speech_24k_6kbps_lm"));
+  EXPECT_TRUE(header_of(path("out.ecdc")).use_lm);
+  EXPECT_EQ(files_in(dir_), std::vector<std::string>{"out.ecdc"}) << "temporary files left behind";
+}
+
+TEST_F(CliTest, ShortLmFlagWithHqWritesTheReference48kHzFile) {
+  const CliRun run = run_cli({"-l", "--hq", "-b", "6", "--checkpoint", checkpoint_48khz(),
+                              "--lm-checkpoint", lm_checkpoint_48khz(),
+                              testing::golden_path("inputs/music_stereo_48k.wav"), path("out.ecdc")});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_TRUE(testing::read_file_bytes(path("out.ecdc")) ==
+              reference_ecdc("music_stereo_48k_6kbps_lm"));
+}
+
+TEST_F(CliTest, LmCodedReferenceFilesDecompressToTheReferenceAudio) {
+  CliRun run = run_cli({"-f", "--checkpoint", checkpoint_48khz(), "--lm-checkpoint",
+                        lm_checkpoint_48khz(),
+                        testing::golden_path("cases/music_stereo_48k_6kbps_lm.ecdc"),
+                        path("music.wav")});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  expect_wav_equals(path("music.wav"), clamped(reference_audio("music_stereo_48k_6kbps")), 48000);
+  run = run_cli({"--checkpoint", checkpoint_24khz(), "--lm-checkpoint", lm_checkpoint_24khz(),
+                 testing::golden_path("cases/speech_24k_24kbps_lm.ecdc"), path("speech.wav")});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  expect_wav_equals(path("speech.wav"), clamped(reference_audio("speech_24k_24kbps")), 24000);
+}
+
+TEST_F(CliTest, LmWavOutputRoundTripsThroughTheLmCodedBytes) {
+  // Compress with --lm then decompress in one go: the audio of the raw file.
+  const CliRun run = run_cli({"-b", "1.5", "--lm", "--checkpoint", checkpoint_24khz(),
+                              "--lm-checkpoint", lm_checkpoint_24khz(),
+                              testing::golden_path("inputs/speech_24k.wav"), path("out.wav")});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  expect_wav_equals(path("out.wav"), clamped(reference_audio("speech_24k_1.5kbps")), 24000);
+}
+
+TEST_F(CliTest, TruncatedLmCodedFileFailsNamingTheTruncation) {
+  const std::string bytes = reference_ecdc("speech_24k_6kbps_lm");
+  for (const size_t cut : {size_t{1}, bytes.size() / 2}) {
+    write_bytes(path("cut.ecdc"), bytes.substr(0, bytes.size() - cut));
+    const CliRun run = run_cli({"-f", "--checkpoint", checkpoint_24khz(), "--lm-checkpoint",
+                                lm_checkpoint_24khz(), path("cut.ecdc")});
+    EXPECT_EQ(run.exit_code, 1) << "cut " << cut;
+    expect_contains(run.err, "cannot decompress " + path("cut.ecdc"));
+    expect_contains(run.err, "truncated LM-coded data");
+    EXPECT_EQ(files_in(dir_), std::vector<std::string>{"cut.ecdc"}) << "cut " << cut;
+  }
+}
+
+TEST_F(CliTest, LmCheckpointOfTheWrongModelIsNamed) {
+  // The 48 kHz LM predicts 16 codebooks; the 24 kHz codec has 32: refused at
+  // load, naming the file.
+  const CliRun run = run_cli({"-f", "--lm", "--checkpoint", checkpoint_24khz(), "--lm-checkpoint",
+                              lm_checkpoint_48khz(), testing::golden_path("inputs/tiny_24k.wav"),
+                              path("out.ecdc")});
   EXPECT_EQ(run.exit_code, 1);
-  expect_contains(run.err, "speech_24k_6kbps_lm.ecdc");
-  expect_contains(run.err, "LM entropy coding");
-  expect_contains(run.err, "not supported yet");
+  expect_contains(run.err, "--lm-checkpoint " + lm_checkpoint_48khz());
+  expect_contains(run.err, "16 codebooks");
   EXPECT_TRUE(files_in(dir_).empty());
 }
 
-TEST_F(CliTest, LmFlagIsNotAvailableYet) {
-  for (const char* flag : {"--lm", "-l"}) {
-    const CliRun run = run_cli({flag, "--checkpoint", checkpoint_24khz(),
-                                testing::golden_path("inputs/speech_24k.wav"), path("out.ecdc")});
-    EXPECT_EQ(run.exit_code, 1) << flag;
-    expect_contains(run.err, "--lm");
-    expect_contains(run.err, "not available yet");
-  }
-  EXPECT_TRUE(files_in(dir_).empty());
+TEST_F(CliTest, OfficialLmIsLookedUpInTheModelDir) {
+  fs::create_directory(path("models"));
+  const CliRun run = run_cli({"--model-dir", path("models"), "--checkpoint", checkpoint_24khz(),
+                              testing::golden_path("cases/speech_24k_6kbps_lm.ecdc"),
+                              path("out.wav")});
+  EXPECT_EQ(run.exit_code, 1);
+  expect_contains(run.err, (fs::path(path("models")) / kLmCheckpoint24kHz).string());
+  expect_contains(run.err, "not found");
+  EXPECT_EQ(files_in(dir_), std::vector<std::string>{"models"});
 }
 
 TEST_F(CliTest, CheckpointOfTheWrongModelIsNamed) {

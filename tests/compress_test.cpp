@@ -1,7 +1,7 @@
 // compress / decompress against the reference's .ecdc files: byte-identical
 // compression of every golden input at every bandwidth, decompression of the
 // reference files to the reference audio, and clear errors (never a crash) for
-// truncated, corrupt, LM-coded and unknown-model files.
+// truncated, corrupt and unknown-model files. (LM-coded files: lm_golden_test.)
 #include "encodec/compress.h"
 
 #include <gtest/gtest.h>
@@ -16,6 +16,7 @@
 #include "encodec/audio_io.h"
 #include "encodec/ecdc.h"
 #include "golden_cases.h"
+#include "lm_test_util.h"
 
 namespace encodec {
 namespace {
@@ -170,25 +171,38 @@ class CompressCorruptEcdcTest : public ::testing::Test {
   void SetUp() override { ENCODEC_REQUIRE_GOLDEN(); }
 };
 
-TEST_F(CompressCorruptEcdcTest, LmCodedReferenceFilesAreRejectedBeforeLoadingAModel) {
-  int files_checked = 0;
-  for (const GoldenCase& golden : testing::golden_cases()) {
-    if (golden.lm_ecdc.empty()) continue;
-    const std::string bytes = testing::read_file_bytes(testing::golden_path(golden.lm_ecdc));
-    GoldenModels models;
-    try {
-      decompress(bytes, models.provider());
-      ADD_FAILURE() << golden.lm_ecdc << ": an LM-coded file decompressed without error";
-    } catch (const EcdcFormatError& error) {
-      const std::string message = error.what();
-      EXPECT_NE(message.find("LM entropy coding"), std::string::npos) << message;
-      EXPECT_NE(message.find("not supported yet"), std::string::npos) << message;
-    }
-    EXPECT_TRUE(models.requested.empty())
-        << golden.lm_ecdc << ": a model was loaded for a file that cannot be decoded";
-    ++files_checked;
+TEST_F(CompressCorruptEcdcTest, OnlyLmCodedFilesAskForAnLmAndOnlyForTheirModel) {
+  int lm_requests = 0;
+  const LmProvider lms = [&](const std::string& name) {
+    ++lm_requests;
+    return testing::golden_lm(name);
+  };
+  GoldenModels models;
+  decompress(testing::read_file_bytes(testing::golden_path("cases/short_48k_6kbps.ecdc")),
+             models.provider(), lms);
+  EXPECT_EQ(lm_requests, 0) << "a raw file asked for an LM";
+  // An LM-coded file naming an unknown model: refused before either provider is asked.
+  std::string bytes =
+      testing::read_file_bytes(testing::golden_path("cases/short_48k_6kbps_lm.ecdc"));
+  const size_t at = bytes.find("encodec_48khz");
+  ASSERT_NE(at, std::string::npos);
+  bytes.replace(at, 13, "encodec_96khz");
+  expect_decompress_format_error(bytes, {"unsupported model", "encodec_96khz"}, "unknown model");
+  EXPECT_EQ(lm_requests, 0);
+}
+
+TEST_F(CompressCorruptEcdcTest, AnLmThatDoesNotFitTheFileIsRefused) {
+  // 24 kbps at 24 kHz uses 32 codebooks; the golden 48 kHz LM predicts 16.
+  const std::string bytes =
+      testing::read_file_bytes(testing::golden_path("cases/speech_24k_24kbps_lm.ecdc"));
+  GoldenModels models;
+  try {
+    decompress(bytes, models.provider(),
+               [](const std::string&) { return testing::golden_lm("encodec_48khz"); });
+    ADD_FAILURE() << "decoded with an LM of 16 codebooks";
+  } catch (const std::invalid_argument& error) {
+    EXPECT_NE(std::string(error.what()).find("16 codebooks"), std::string::npos) << error.what();
   }
-  EXPECT_GT(files_checked, 0) << "the manifest lists no lm_ecdc file";
 }
 
 TEST_F(CompressCorruptEcdcTest, TruncatedFilesNameWhereTheyEnd) {
@@ -320,7 +334,14 @@ TEST_F(CompressArgumentsTest, RejectsAudioTheModelCannotTake) {
   EXPECT_THROW(compress(model, torch::zeros({2, 800})), std::invalid_argument);  // stereo
   EXPECT_THROW(compress(model, torch::zeros({800})), std::invalid_argument);     // no channel dim
   EXPECT_THROW(compress(model, torch::zeros({1, 0})), std::invalid_argument);    // empty
-  EXPECT_THROW(compress(model, torch::zeros({1, 800}), /*use_lm=*/true), std::invalid_argument);
+  // With --lm the audio is checked before the LM is loaded (or downloaded).
+  EXPECT_THROW(compress(model, torch::zeros({2, 800}), /*use_lm=*/true), std::invalid_argument);
+  EXPECT_THROW(compress(model, torch::zeros({1, 0}), testing::golden_lm("encodec_24khz")),
+               std::invalid_argument);
+  // An LM predicting fewer codebooks than the bandwidth uses.
+  model.set_target_bandwidth(24.0);
+  EXPECT_THROW(compress(model, torch::zeros({1, 800}), testing::golden_lm("encodec_48khz")),
+               std::invalid_argument);
 }
 
 TEST_F(CompressArgumentsTest, WithoutABandwidthEveryCodebookIsWritten) {

@@ -19,6 +19,7 @@
 #include "encodec/audio_io.h"
 #include "encodec/compress.h"
 #include "encodec/encodec.h"
+#include "encodec/lm.h"
 
 namespace encodec {
 namespace {
@@ -190,6 +191,26 @@ EncodecModel load_model(const CliOptions& options, const std::string& model_name
   return model;
 }
 
+// Loads the LM for `codec`: from --lm-checkpoint when given, otherwise the
+// official LM through the model store, as load_weights does for the codec.
+LmModel load_lm(const CliOptions& options, const EncodecConfig& codec) {
+  if (!options.lm_checkpoint.empty()) {
+    try {
+      return LmModel::from_checkpoint(options.lm_checkpoint, codec);
+    } catch (const std::exception& error) {
+      const std::string what = dynamic_cast<const c10::Error*>(&error)
+                                   ? static_cast<const c10::Error&>(error).what_without_backtrace()
+                                   : error.what();
+      throw CliError("cannot load the LM of " + codec.name + " from --lm-checkpoint " +
+                     options.lm_checkpoint + ": " + what);
+    }
+  }
+  ModelStoreOptions store;
+  if (!options.model_dir.empty()) store.model_dir = options.model_dir;
+  store.show_progress = !options.quiet;
+  return LmModel::official(codec.name, store);
+}
+
 // The reference's check_clipping: without -r, samples beyond 0.99 get clamped.
 void warn_if_clipping(const torch::Tensor& wav, const CliOptions& options) {
   if (options.rescale) return;
@@ -223,9 +244,16 @@ void run_decompress(CliOptions& options) {
   std::ifstream in(options.input, std::ios::binary);
   if (!in) throw CliError("cannot open " + options.input + ": " + system_error_text());
   DecompressedAudio audio;
+  std::optional<EncodecConfig> codec;
   try {
     audio = decompress_from_stream(
-        in, [&](const std::string& name) { return load_model(options, name); });
+        in,
+        [&](const std::string& name) {
+          EncodecModel model = load_model(options, name);
+          codec = model.config();
+          return model;
+        },
+        [&](const std::string&) { return load_lm(options, *codec); });
   } catch (const EcdcFormatError& error) {
     throw CliError("cannot decompress " + options.input + ": " + error.what());
   }
@@ -242,9 +270,6 @@ void run_compress(CliOptions& options) {
                    ".wav (compress, then decompress)");
   }
   check_output_path(options);
-  if (options.lm) {
-    throw CliError("--lm (LM entropy coding) is not available yet; compress without --lm");
-  }
   const std::string model_name = options.hq ? kModelName48kHz : kModelName24kHz;
   // Checked against the official list before the model is loaded, so that a
   // typo fails at once rather than after a download.
@@ -278,14 +303,18 @@ void run_compress(CliOptions& options) {
     throw CliError("cannot convert " + options.input + " for " + model_name + ": " +
                    error.what());
   }
-  const std::string compressed = compress(model, wav);
+  std::optional<LmModel> lm;
+  if (options.lm) lm = load_lm(options, model.config());
+  const std::string compressed = lm ? compress(model, wav, *lm) : compress(model, wav);
   if (output_extension == kEcdcExtension) {
     commit_output(options,
                   [&](const std::string& path) { write_file_atomic(path, compressed); });
     return;
   }
   // Compress then decompress, through the bytes, exactly as a round trip via a file.
-  const DecompressedAudio audio = decompress(compressed, [&](const std::string&) { return model; });
+  const DecompressedAudio audio = decompress(
+      compressed, [&](const std::string&) { return model; },
+      [&](const std::string&) { return *lm; });
   write_decoded(audio, options);
 }
 
@@ -299,7 +328,7 @@ constexpr const char* kFooter =
     "An existing OUTPUT is never replaced without -f; outputs appear only when complete.\n"
     "Models: the official checkpoints come from --model-dir, else $ENCODEC_MODEL_DIR, else the "
     "torch hub cache ($TORCH_HOME/hub/checkpoints, downloaded on first use); --checkpoint "
-    "replaces them.\n"
+    "and --lm-checkpoint replace them.\n"
     "Exit status: 0 on success, 1 on errors, 2 on invalid arguments.";
 
 }  // namespace
@@ -321,8 +350,8 @@ int run_encodec_cli(int argc, const char* const* argv) {
   app.add_flag("--hq", options.hq,
                "Compress with the 48 kHz stereo model (default: the 24 kHz mono model)");
   app.add_flag("-l,--lm", options.lm,
-               "Entropy-code the codes with the language model (smaller files, slower; "
-               "not available yet)");
+               "Entropy-code the codes with the model's language model (smaller files with the "
+               "official LMs; byte-compatible with the Python package's --lm)");
   app.add_flag("-r,--rescale", options.rescale,
                "Rescale the decoded audio so that its peak is 0.99 (otherwise samples beyond "
                "+-0.99 are clamped, with a warning)");
@@ -337,8 +366,9 @@ int run_encodec_cli(int argc, const char* const* argv) {
                  "be a 48 kHz checkpoint; when decompressing, the one the file's header names")
       ->check(CLI::ExistingFile);
   app.add_option("--lm-checkpoint", options.lm_checkpoint,
-                 "Load the language model from exactly this checkpoint file (no checksum; "
-                 "LM coding is not available yet)")
+                 "Load the language model (for --lm, and for decompressing LM-coded files) from "
+                 "exactly this checkpoint file instead of the official one (any width; no "
+                 "checksum)")
       ->check(CLI::ExistingFile);
   app.add_option("--model-dir", options.model_dir,
                  "Look up the official checkpoint names in this folder instead of the torch hub "

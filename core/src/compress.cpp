@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 
@@ -74,11 +75,22 @@ torch::Tensor read_chunk_codes(std::istream& in, int64_t num_frames, int num_cod
       .clone(torch::MemoryFormat::Contiguous);
 }
 
-EcdcFormatError lm_not_supported_error() {
-  return EcdcFormatError(
-      "this .ecdc file uses LM entropy coding (\"lm\": true), which is not supported yet; "
-      "only files compressed without --lm can be decompressed");
+// An LM codes files of `codec` with `num_codebooks` codebooks if it predicts at
+// least that many codebooks of the codec's size. Returns "" or what is wrong.
+std::string lm_mismatch(const LmModel& lm, const EncodecConfig& codec, int num_codebooks) {
+  if (lm.config().card != codec.bins) {
+    return "the LM predicts codebooks of " + std::to_string(lm.config().card) + " entries but " +
+           codec.name + " has " + std::to_string(codec.bins);
+  }
+  if (lm.config().n_q < num_codebooks) {
+    return "the LM predicts " + std::to_string(lm.config().n_q) + " codebooks but the codes use " +
+           std::to_string(num_codebooks);
+  }
+  return "";
 }
+
+void write_frames(std::ostream& out, const EcdcHeader& header, const std::vector<EncodedFrame>& frames,
+                  int bits_per_codebook, const LmModel* lm);
 
 }  // namespace
 
@@ -87,8 +99,17 @@ bool is_known_model_name(const std::string& model_name) {
 }
 
 void write_ecdc(std::ostream& out, const EcdcHeader& header, const std::vector<EncodedFrame>& frames,
-                int bits_per_codebook) {
+                int bits_per_codebook, const LmModel* lm) {
+  if (header.use_lm && !lm) throw std::invalid_argument("write_ecdc: \"lm\": true needs an LM");
   write_ecdc_header(out, header);
+  write_frames(out, header, frames, bits_per_codebook, header.use_lm ? lm : nullptr);
+  if (!out) throw std::runtime_error("failed to write the .ecdc stream");
+}
+
+namespace {
+
+void write_frames(std::ostream& out, const EcdcHeader& header, const std::vector<EncodedFrame>& frames,
+                  int bits_per_codebook, const LmModel* lm) {
   for (const EncodedFrame& frame : frames) {
     if (frame.codes.dim() != 3 || frame.codes.size(0) != 1 ||
         frame.codes.size(1) != header.num_codebooks) {
@@ -97,6 +118,12 @@ void write_ecdc(std::ostream& out, const EcdcHeader& header, const std::vector<E
                                   c10::str(frame.codes.sizes()));
     }
     if (frame.scale) write_be_float32(out, frame.scale->item<float>());
+    if (lm) {
+      // Per chunk a fresh LM state and arithmetic coder, as the reference.
+      const std::string bytes = lm_encode_chunk(*lm, frame.codes[0]);
+      out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+      continue;
+    }
     // Frame-major order: every codebook of time step t, then t + 1.
     torch::Tensor codes = frame.codes[0].t().contiguous().to(torch::kInt64);
     const int64_t* values = codes.data_ptr<int64_t>();
@@ -109,14 +136,9 @@ void write_ecdc(std::ostream& out, const EcdcHeader& header, const std::vector<E
     }
     packer.flush();
   }
-  if (!out) throw std::runtime_error("failed to write the .ecdc stream");
 }
 
-void compress_to_stream(const EncodecModel& model, const torch::Tensor& wav, std::ostream& out,
-                        bool use_lm) {
-  if (use_lm) {
-    throw std::invalid_argument("LM entropy coding (--lm) is not available yet");
-  }
+void check_compress_input(const EncodecModel& model, const torch::Tensor& wav) {
   if (!is_known_model_name(model.name())) {
     // The reader looks the header's name up, so a file naming another model
     // could never be decompressed (the reference refuses it too).
@@ -130,13 +152,41 @@ void compress_to_stream(const EncodecModel& model, const torch::Tensor& wav, std
                                 c10::str(wav.sizes()) + " (convert_audio converts channels)");
   }
   if (wav.size(1) == 0) throw std::invalid_argument("cannot compress empty audio (0 samples)");
+}
+
+void compress_impl(const EncodecModel& model, const torch::Tensor& wav, std::ostream& out,
+                   const LmModel* lm) {
+  check_compress_input(model, wav);
   const std::vector<EncodedFrame> frames = model.encode(wav.to(torch::kFloat32).unsqueeze(0));
   EcdcHeader header;
   header.model_name = model.name();
   header.audio_length = wav.size(-1);
   header.num_codebooks = static_cast<int>(frames.at(0).codes.size(1));
-  header.use_lm = use_lm;
-  write_ecdc(out, header, frames, model.config().bits_per_codebook());
+  header.use_lm = lm != nullptr;
+  if (lm) {
+    const std::string problem = lm_mismatch(*lm, model.config(), header.num_codebooks);
+    if (!problem.empty()) throw std::invalid_argument("cannot LM-code with this LM: " + problem);
+  }
+  write_ecdc(out, header, frames, model.config().bits_per_codebook(), lm);
+}
+
+}  // namespace
+
+void compress_to_stream(const EncodecModel& model, const torch::Tensor& wav, std::ostream& out,
+                        bool use_lm) {
+  if (!use_lm) {
+    compress_impl(model, wav, out, nullptr);
+    return;
+  }
+  // The checks come before the LM is loaded (perhaps downloaded) for nothing.
+  check_compress_input(model, wav);
+  const LmModel lm = LmModel::official(model.name());
+  compress_impl(model, wav, out, &lm);
+}
+
+void compress_to_stream(const EncodecModel& model, const torch::Tensor& wav, std::ostream& out,
+                        const LmModel& lm) {
+  compress_impl(model, wav, out, &lm);
 }
 
 std::string compress(const EncodecModel& model, const torch::Tensor& wav, bool use_lm) {
@@ -145,9 +195,17 @@ std::string compress(const EncodecModel& model, const torch::Tensor& wav, bool u
   return out.str();
 }
 
+std::string compress(const EncodecModel& model, const torch::Tensor& wav, const LmModel& lm) {
+  std::ostringstream out;
+  compress_to_stream(model, wav, out, lm);
+  return out.str();
+}
+
 std::vector<EncodedFrame> read_ecdc_frames(std::istream& in, const EcdcHeader& header,
-                                           const EncodecConfig& config) {
-  if (header.use_lm) throw lm_not_supported_error();
+                                           const EncodecConfig& config, const LmModel* lm) {
+  if (header.use_lm && !lm) {
+    throw std::invalid_argument("read_ecdc_frames: an LM-coded file (\"lm\": true) needs an LM");
+  }
   if (header.num_codebooks < 1 || header.num_codebooks > config.n_q) {
     throw EcdcFormatError("the .ecdc file uses " + std::to_string(header.num_codebooks) +
                           " codebooks but model " + config.name + " has " +
@@ -155,6 +213,10 @@ std::vector<EncodedFrame> read_ecdc_frames(std::istream& in, const EcdcHeader& h
   }
   if (header.audio_length < 0) {
     throw EcdcFormatError("negative .ecdc audio length " + std::to_string(header.audio_length));
+  }
+  if (lm) {
+    const std::string problem = lm_mismatch(*lm, config, header.num_codebooks);
+    if (!problem.empty()) throw std::invalid_argument("cannot decode with this LM: " + problem);
   }
   const ChunkLayout layout(config, header.audio_length);
   const int64_t num_chunks = layout.count();
@@ -170,17 +232,25 @@ std::vector<EncodedFrame> read_ecdc_frames(std::istream& in, const EcdcHeader& h
                               " (" + error.what() + ")");
       }
     }
-    frame.codes = read_chunk_codes(in, frames_for_chunk(config, layout.length(chunk)),
-                                   header.num_codebooks, config, label);
+    const int64_t num_frames = frames_for_chunk(config, layout.length(chunk));
+    if (header.use_lm) {
+      try {
+        frame.codes = lm_decode_chunk(*lm, in, header.num_codebooks, num_frames).unsqueeze(0);
+      } catch (const EcdcFormatError& error) {
+        throw EcdcFormatError(std::string(error.what()) + " (" + label + ")");
+      }
+    } else {
+      frame.codes = read_chunk_codes(in, num_frames, header.num_codebooks, config, label);
+    }
     frames.push_back(std::move(frame));
   }
   return frames;
 }
 
-DecompressedAudio decompress_from_stream(std::istream& in, const ModelProvider& models) {
+DecompressedAudio decompress_from_stream(std::istream& in, const ModelProvider& models,
+                                         const LmProvider& lms) {
   const EcdcHeader header = read_ecdc_header(in);
-  // Both checks come before the model is loaded (perhaps downloaded) for nothing.
-  if (header.use_lm) throw lm_not_supported_error();
+  // Checked before the model is loaded (perhaps downloaded) for nothing.
   if (!is_known_model_name(header.model_name)) {
     throw EcdcFormatError("the audio was compressed with an unsupported model '" +
                           header.model_name + "' (known: " + kModelName24kHz + ", " +
@@ -191,7 +261,10 @@ DecompressedAudio decompress_from_stream(std::istream& in, const ModelProvider& 
     throw std::invalid_argument("the file needs model " + header.model_name +
                                 " but the model provider gave " + model.name());
   }
-  const std::vector<EncodedFrame> frames = read_ecdc_frames(in, header, model.config());
+  std::optional<LmModel> lm;
+  if (header.use_lm) lm = lms ? lms(header.model_name) : LmModel::official(header.model_name);
+  const std::vector<EncodedFrame> frames =
+      read_ecdc_frames(in, header, model.config(), lm ? &*lm : nullptr);
   DecompressedAudio audio;
   audio.header = header;
   audio.sample_rate_hz = model.sample_rate_hz();
@@ -210,9 +283,10 @@ DecompressedAudio decompress_from_stream(std::istream& in, const ModelProvider& 
   return audio;
 }
 
-DecompressedAudio decompress(const std::string& bytes, const ModelProvider& models) {
+DecompressedAudio decompress(const std::string& bytes, const ModelProvider& models,
+                             const LmProvider& lms) {
   std::istringstream in(bytes);
-  return decompress_from_stream(in, models);
+  return decompress_from_stream(in, models, lms);
 }
 
 }  // namespace encodec

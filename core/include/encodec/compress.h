@@ -3,8 +3,10 @@
 // Usage:
 //   model.set_target_bandwidth(6.0);
 //   std::string bytes = encodec::compress(model, wav);            // wav [C, T] at model rate
+//   std::string smaller = encodec::compress(model, wav, lm);      // LM entropy coding
 //   encodec::DecompressedAudio audio = encodec::decompress(
-//       bytes, [&](const std::string& name) { return load_model(name); });
+//       bytes, [&](const std::string& name) { return load_model(name); },
+//       [&](const std::string& name) { return lm; });             // only asked for "lm": true
 //
 // Thread safety: the functions keep no state; see EncodecModel for sharing a model.
 #pragma once
@@ -19,6 +21,7 @@
 
 #include "encodec/ecdc.h"
 #include "encodec/encodec.h"
+#include "encodec/lm.h"
 
 namespace encodec {
 
@@ -29,11 +32,18 @@ bool is_known_model_name(const std::string& model_name);
 
 // Writes the .ecdc stream of `wav` ([model.channels(), T] at the model's sample
 // rate, T > 0) encoded at the model's current bandwidth (all codebooks when none
-// is set). Throws std::invalid_argument for audio of the wrong shape, a model
-// whose name no .ecdc reader knows, or use_lm (LM coding is not available yet).
+// is set). Throws std::invalid_argument for audio of the wrong shape or a model
+// whose name no .ecdc reader knows. With use_lm, the codes are entropy-coded with
+// the official LM of the model (LmModel::official, the default model store), as
+// the reference's compress(..., use_lm=True) does.
 void compress_to_stream(const EncodecModel& model, const torch::Tensor& wav, std::ostream& out,
                         bool use_lm = false);
 std::string compress(const EncodecModel& model, const torch::Tensor& wav, bool use_lm = false);
+// LM entropy coding ("lm": true) with `lm`, which must predict at least the
+// codebooks used and have the codec's codebook size (else std::invalid_argument).
+void compress_to_stream(const EncodecModel& model, const torch::Tensor& wav, std::ostream& out,
+                        const LmModel& lm);
+std::string compress(const EncodecModel& model, const torch::Tensor& wav, const LmModel& lm);
 
 struct DecompressedAudio {
   torch::Tensor samples;  // float32 [channels, audio_length]
@@ -43,24 +53,33 @@ struct DecompressedAudio {
 
 // Gives the model named in a file's header ("encodec_24khz", "encodec_48khz").
 using ModelProvider = std::function<EncodecModel(const std::string& model_name)>;
+// Gives the LM of the model named in an LM-coded file's header.
+using LmProvider = std::function<LmModel(const std::string& model_name)>;
 
 // Reads a whole .ecdc stream and decodes it to the first "al" samples of the
-// model's output, as the reference's decompress. Throws EcdcFormatError for a
-// malformed, truncated or LM-coded stream or an unknown model name (checked
-// before `models` is asked, so no model is loaded for a file that cannot be
-// decoded), std::invalid_argument when `models` returns a model of another name,
-// and whatever `models` throws.
-DecompressedAudio decompress_from_stream(std::istream& in, const ModelProvider& models);
-DecompressedAudio decompress(const std::string& bytes, const ModelProvider& models);
+// model's output, as the reference's decompress. An LM-coded file ("lm": true)
+// asks `lms` for the LM (when `lms` is empty: LmModel::official with the default
+// model store, as the reference). Throws EcdcFormatError for a malformed,
+// truncated or corrupt stream or an unknown model name (checked before `models`
+// is asked, so no model is loaded for a file that cannot be decoded),
+// std::invalid_argument when `models` returns a model of another name or `lms`
+// an LM that does not fit, and whatever the providers throw.
+DecompressedAudio decompress_from_stream(std::istream& in, const ModelProvider& models,
+                                         const LmProvider& lms = {});
+DecompressedAudio decompress(const std::string& bytes, const ModelProvider& models,
+                             const LmProvider& lms = {});
 
 // Reads the chunks that follow `header` (already read from `in`): codes
 // [1, K, T] int64 and, when the model normalizes, scale [1, 1]. Memory grows
-// with the bytes actually present, never with the header's claimed length.
+// with the bytes actually present (LM-coded: with the frames decoded), never
+// with the header's claimed length. `lm` is required when header.use_lm.
 // Throws EcdcFormatError.
 std::vector<EncodedFrame> read_ecdc_frames(std::istream& in, const EcdcHeader& header,
-                                           const EncodecConfig& config);
-// Writes header and frames (raw bit-packed codes).
+                                           const EncodecConfig& config,
+                                           const LmModel* lm = nullptr);
+// Writes header and frames: raw bit-packed codes, or LM-coded with `lm` when
+// header.use_lm (then `lm` is required).
 void write_ecdc(std::ostream& out, const EcdcHeader& header, const std::vector<EncodedFrame>& frames,
-                int bits_per_codebook);
+                int bits_per_codebook, const LmModel* lm = nullptr);
 
 }  // namespace encodec
