@@ -23,24 +23,6 @@ namespace {
 
 using testing::GoldenCase;
 
-// How `actual` differs from `expected`, for failure messages: sizes, number of
-// differing bytes in the common prefix and the first differing offset.
-std::string describe_byte_difference(const std::string& actual, const std::string& expected) {
-  size_t differing = 0;
-  size_t first = std::string::npos;
-  const size_t common = std::min(actual.size(), expected.size());
-  for (size_t i = 0; i < common; ++i) {
-    if (actual[i] != expected[i]) {
-      ++differing;
-      if (first == std::string::npos) first = i;
-    }
-  }
-  std::ostringstream out;
-  out << actual.size() << " bytes vs " << expected.size() << " expected; " << differing
-      << " of the first " << common << " bytes differ";
-  if (first != std::string::npos) out << ", first at offset " << first;
-  return out.str();
-}
 
 // A provider that hands out the golden models and records the requests.
 struct GoldenModels {
@@ -102,7 +84,7 @@ TEST_P(GoldenCompressTest, CompressIsByteIdenticalToTheReferenceFile) {
   const std::string compressed = compress(model, input.samples);
   const std::string expected = testing::read_file_bytes(testing::golden_path(golden.ecdc));
   EXPECT_TRUE(compressed == expected) << golden.ecdc << ": "
-                                      << describe_byte_difference(compressed, expected);
+                                      << testing::describe_byte_difference(compressed, expected);
 }
 
 TEST_P(GoldenCompressTest, DecompressOfTheReferenceFileGivesTheReferenceAudio) {
@@ -158,7 +140,7 @@ TEST_P(GoldenCompressTest, ReadingAndRewritingTheFramesReproducesTheReferenceFil
 
   std::ostringstream out;
   write_ecdc(out, header, frames, config.bits_per_codebook());
-  EXPECT_TRUE(out.str() == bytes) << describe_byte_difference(out.str(), bytes);
+  EXPECT_TRUE(out.str() == bytes) << testing::describe_byte_difference(out.str(), bytes);
 }
 
 INSTANTIATE_TEST_SUITE_P(Reference, GoldenCompressTest,

@@ -60,7 +60,7 @@ TEST_P(LmGoldenTest, CompressWithTheLmIsByteIdenticalToTheReferenceFile) {
   const std::string compressed = compress(model, input.samples, lm());
   const std::string expected = testing::read_file_bytes(testing::golden_path(golden.lm_ecdc));
   EXPECT_TRUE(compressed == expected)
-      << golden.lm_ecdc << ": " << testing::describe_bytes_difference(compressed, expected);
+      << golden.lm_ecdc << ": " << testing::describe_byte_difference(compressed, expected);
 }
 
 TEST_P(LmGoldenTest, LmCodingOfTheGoldenCodesGivesTheReferenceChunks) {
@@ -80,7 +80,7 @@ TEST_P(LmGoldenTest, LmCodingOfTheGoldenCodesGivesTheReferenceChunks) {
     ASSERT_LE(offset + bytes.size(), file.size()) << "chunk " << chunk;
     EXPECT_TRUE(file.compare(offset, bytes.size(), bytes) == 0)
         << golden.lm_ecdc << " chunk " << chunk << ": "
-        << testing::describe_bytes_difference(bytes, file.substr(offset, bytes.size()));
+        << testing::describe_byte_difference(bytes, file.substr(offset, bytes.size()));
     offset += bytes.size();
   }
   EXPECT_EQ(offset, file.size()) << "the chunks do not end where the file does";

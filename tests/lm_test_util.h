@@ -50,21 +50,5 @@ inline torch::Tensor golden_chunk_codes(const GoldenCase& golden, size_t index) 
   return codes.narrow(1, start, golden.frames_per_chunk[index]).contiguous();
 }
 
-// How two byte strings differ, for failure messages.
-inline std::string describe_bytes_difference(const std::string& actual, const std::string& expected) {
-  size_t differing = 0, first = std::string::npos;
-  const size_t common = std::min(actual.size(), expected.size());
-  for (size_t i = 0; i < common; ++i) {
-    if (actual[i] != expected[i]) {
-      ++differing;
-      if (first == std::string::npos) first = i;
-    }
-  }
-  std::ostringstream out;
-  out << actual.size() << " bytes vs " << expected.size() << " expected; " << differing
-      << " of the first " << common << " bytes differ";
-  if (first != std::string::npos) out << ", first at offset " << first;
-  return out.str();
-}
 
 }  // namespace encodec::testing

@@ -1,5 +1,6 @@
 #include "golden.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -96,6 +97,23 @@ torch::Tensor load_npy(const std::string& path) {
   if (bytes.size() < data_start + nbytes) throw std::runtime_error(path + ": truncated data");
   std::memcpy(out.data_ptr(), bytes.data() + data_start, nbytes);
   return out;
+}
+
+std::string describe_byte_difference(const std::string& actual, const std::string& expected) {
+  size_t differing = 0;
+  size_t first = std::string::npos;
+  const size_t common = std::min(actual.size(), expected.size());
+  for (size_t i = 0; i < common; ++i) {
+    if (actual[i] != expected[i]) {
+      ++differing;
+      if (first == std::string::npos) first = i;
+    }
+  }
+  std::ostringstream out;
+  out << actual.size() << " bytes vs " << expected.size() << " expected; " << differing
+      << " of the first " << common << " bytes differ";
+  if (first != std::string::npos) out << ", first at offset " << first;
+  return out.str();
 }
 
 std::string make_temp_dir(const std::string& test_name) {

@@ -33,6 +33,10 @@ torch::Tensor load_npy(const std::string& path);
 // The whole contents of a file, as bytes.
 std::string read_file_bytes(const std::string& path);
 
+// How `actual` differs from `expected`, for failure messages: sizes, number of
+// differing bytes in the common prefix and the first differing offset.
+std::string describe_byte_difference(const std::string& actual, const std::string& expected);
+
 // A fresh empty directory under the build tree for a test's output files.
 std::string make_temp_dir(const std::string& test_name);
 
