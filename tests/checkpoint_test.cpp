@@ -396,6 +396,7 @@ class CheckpointBadInput : public ::testing::Test {
   std::string write(const std::string& file, const std::string& bytes) {
     const std::string path = dir_ + "/" + file;
     std::FILE* out = std::fopen(path.c_str(), "wb");
+    if (out == nullptr) throw std::runtime_error("cannot create " + path);
     std::fwrite(bytes.data(), 1, bytes.size(), out);
     std::fclose(out);
     return path;

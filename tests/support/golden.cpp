@@ -117,7 +117,16 @@ std::string describe_byte_difference(const std::string& actual, const std::strin
 }
 
 std::string make_temp_dir(const std::string& test_name) {
-  fs::path dir = fs::path(ENCODEC_BINARY_DIR) / "test_tmp" / test_name;
+  // ctest runs tests in parallel processes: the running test's own name keeps
+  // two tests of one fixture from clearing each other's folder.
+  std::string unique = test_name;
+  if (const auto* info = ::testing::UnitTest::GetInstance()->current_test_info()) {
+    unique += std::string("__") + info->test_suite_name() + "." + info->name();
+    for (char& c : unique) {
+      if (c == '/') c = '_';
+    }
+  }
+  fs::path dir = fs::path(ENCODEC_BINARY_DIR) / "test_tmp" / unique;
   fs::remove_all(dir);
   fs::create_directories(dir);
   return dir.string();
