@@ -16,12 +16,14 @@
 //   while (auto frame = decoder.next_frame()) use(*frame);
 //
 // Exactness: the probabilities are those of the reference run with LibTorch 1.13
-// on one thread, bit for bit, so the bytes are those of the Python package (whose
-// quantized CDF floors each probability to a multiple of 1e-8: a one-ulp
-// difference would change the bytes). Two sets of kernels compute them: the
-// reference's own LibTorch operations (it re-projects the whole past at every
-// step: slow), and exact kernels that reproduce those operations' rounding
-// (OpenBLAS's SkylakeX sgemm kernels, ATen's AVX2 kernels) with a key/value cache.
+// and OpenBLAS 0.3.21 on one thread, bit for bit, so the bytes are those of the
+// Python package (whose quantized CDF floors each probability to a multiple of
+// 1e-8: a one-ulp difference can change the bytes, and a decoder whose
+// probabilities differ from the encoder's loses sync). Two sets of kernels
+// compute them: the reference's own LibTorch operations (it re-projects the whole
+// past at every step: slow), and exact kernels that reproduce those operations'
+// rounding (OpenBLAS's SkylakeX sgemm kernels, ATen's AVX2 kernels) with a
+// key/value cache.
 // A model uses the exact kernels only when a self-check at load time finds them
 // identical to LibTorch on this machine; otherwise it falls back to the reference
 // operations (same bytes, slower).

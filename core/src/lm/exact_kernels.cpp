@@ -118,8 +118,6 @@ constexpr int kChainPanel = 64;
 // k, the 16 rows' 16 weights (zero past m and past k: OpenBLAS's masked loads
 // read zeros there too, and an FMA of zeros leaves an accumulator unchanged).
 constexpr int kTnRows = 16;
-// How far ahead of its use the small TN kernel prefetches its weights.
-constexpr int kPrefetchFloats = 0;
 
 std::vector<float> pack_chain_weights(const float* w, int m, int k) {
   const int panels = (m + kChainPanel - 1) / kChainPanel;
@@ -188,10 +186,6 @@ EXACT_TARGET void linear_small_tn(const float* x, const float* packed, const flo
     for (__m512& a : acc) a = _mm512_setzero_ps();
     const float* w = packed + static_cast<size_t>(block) * slices * kTnRows * 16;
     for (int s = 0; s < slices; ++s, w += kTnRows * 16) {
-      // The weights are read once per step, front to back: ask for them early.
-      if (kPrefetchFloats > 0) for (int line = 0; line < kTnRows * 16; line += 16) {
-        _mm_prefetch(reinterpret_cast<const char*>(w + kPrefetchFloats + line), _MM_HINT_T0);
-      }
       const __m512 xv = _mm512_loadu_ps(padded.data() + 16 * s);
       for (int r = 0; r < kTnRows; ++r) acc[r] = _mm512_fmadd_ps(_mm512_loadu_ps(w + 16 * r), xv, acc[r]);
     }
