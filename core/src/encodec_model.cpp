@@ -128,8 +128,13 @@ std::shared_ptr<EncodecModel::Weights> build_weights(const EncodecConfig& config
       ResidualVectorQuantizer(loader, "quantizer", config.n_q, config.bins, config.dimension),
       SEANetDecoder(loader, "decoder", seanet), nullptr, nullptr});
   loader.expect_all_used();
-  weights->fast_encoder = std::make_unique<fast::SEANet>(weights->encoder.layers());
-  weights->fast_decoder = std::make_unique<fast::SEANet>(weights->decoder.layers());
+  // The encoder runs on the ordered kernel, whose results do not depend on the
+  // input length: the streaming encoder then gives exactly the offline codes.
+  weights->fast_encoder =
+      std::make_unique<fast::SEANet>(weights->encoder.layers(), fast::ConvBackend::kOrdered);
+  weights->fast_decoder =
+      std::make_unique<fast::SEANet>(weights->decoder.layers(), fast::ConvBackend::kOrdered);
+  weights->fast_quantizer = std::make_unique<fast::Quantizer>(weights->quantizer);
   return weights;
 }
 
@@ -227,7 +232,7 @@ EncodedFrame EncodecModel::encode_chunk(const torch::Tensor& wav) const {
                                                         : weights_->encoder.forward(x);
   const torch::Tensor codes =
       kernels_ == Kernels::kFast
-          ? fast::quantize_residual(weights_->quantizer, embeddings, num_codebooks())
+          ? weights_->fast_quantizer->encode(embeddings, num_codebooks())
           : weights_->quantizer.encode(embeddings, num_codebooks());
   frame.codes = codes.transpose(0, 1);
   return frame;

@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "encodec/encodec.h"
+#include "fast/fast_quantizer.h"
 #include "fast/fast_seanet.h"
 #include "modules/seanet.h"
 #include "quantization/vq.h"
@@ -19,6 +20,7 @@ struct EncodecModel::Weights {
   // The same layers on the fast kernels; they refer to the layers above.
   std::unique_ptr<fast::SEANet> fast_encoder;
   std::unique_ptr<fast::SEANet> fast_decoder;
+  std::unique_ptr<fast::Quantizer> fast_quantizer;
 };
 
 SEANetConfig seanet_config(const EncodecConfig& config);

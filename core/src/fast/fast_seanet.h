@@ -12,8 +12,12 @@ namespace encodec::fast {
 
 class ResnetBlock {
  public:
-  explicit ResnetBlock(const SEANetResnetBlock& reference);
+  ResnetBlock(const SEANetResnetBlock& reference, ConvBackend backend);
   torch::Tensor forward(const torch::Tensor& x, const Epilogue& epilogue) const;
+
+  // Each conv of the block reads ELU of its input.
+  const std::vector<Conv1d>& block() const { return block_; }
+  const std::optional<Conv1d>& shortcut() const { return shortcut_; }
 
  private:
   std::vector<Conv1d> block_;
@@ -25,9 +29,11 @@ using Layer = std::variant<Elu, Conv1d, ConvTranspose1d, Lstm, ResnetBlock>;
 
 class SEANet {
  public:
-  explicit SEANet(const std::vector<SEANetLayer>& reference_layers);
+  SEANet(const std::vector<SEANetLayer>& reference_layers, ConvBackend backend);
   // [B, C, T] (any strides) -> [B, C', T'] with the same meaning as the reference.
   torch::Tensor forward(const torch::Tensor& x) const;
+
+  const std::vector<Layer>& layers() const { return layers_; }
 
  private:
   std::vector<Layer> layers_;

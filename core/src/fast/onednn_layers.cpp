@@ -68,6 +68,8 @@ dnnl::primitive_attr make_attr(bool fuse_sum, bool fuse_elu) {
 }
 
 
+}  // namespace
+
 // dst = ELU(src), vectorized (LibTorch's ELU kernel takes three times longer).
 __attribute__((target_clones("avx512f", "avx2", "default")))
 void copy_elu(const float* __restrict source, float* __restrict target, int64_t count) {
@@ -86,6 +88,8 @@ void elu_in_place(float* __restrict values, int64_t count) {
     values[i] = value > 0.0f ? value : negative;
   }
 }
+
+namespace {
 
 // Applies the parts of an epilogue a primitive could not fuse.
 torch::Tensor finish(torch::Tensor y, const Epilogue& epilogue, bool accumulated, bool elu_done) {
@@ -279,9 +283,60 @@ void ConvPrimitive::run(const torch::Tensor& x, torch::Tensor& out, bool accumul
   stream.wait();
 }
 
-Conv1d::Conv1d(const SConv1d& reference)
+namespace {
+
+// A conv weight [out, in, kernel] as the ordered kernel's matrix: row n holds
+// output channel n's taps in the order of a time-major window (tap-major, then
+// input channel), so that a window of `kernel` consecutive rows is one row of A.
+PackedMatrix pack_conv_weight(const torch::Tensor& weight) {
+  const torch::Tensor window_order = weight.permute({0, 2, 1}).contiguous();
+  return PackedMatrix(window_order.data_ptr<float>(), weight.size(0),
+                      weight.size(1) * weight.size(2));
+}
+
+}  // namespace
+
+Conv1d::Conv1d(const SConv1d& reference, ConvBackend backend)
     : reference_(reference),
-      conv_(reference.weight(), reference.bias(), reference.stride(), reference.dilation(), 0, 0) {}
+      backend_(backend),
+      conv_(reference.weight(), reference.bias(), reference.stride(), reference.dilation(), 0, 0) {
+  if (backend_ == ConvBackend::kOrdered) ordered_weights_ = pack_conv_weight(reference.weight());
+}
+
+int64_t Conv1d::output_length(int64_t padded_length) const {
+  return conv_.output_length(padded_length);
+}
+
+void Conv1d::run_padded(const float* padded, int64_t batch, int64_t padded_length, float* out,
+                        bool accumulate, bool elu) const {
+  const int64_t in_channels = reference_.weight().size(1), out_channels = conv_.out_channels();
+  const int64_t out_length = output_length(padded_length);
+  if (out_length <= 0) return;
+  if (backend_ == ConvBackend::kOneDnn) {
+    torch::Tensor input = torch::from_blob(const_cast<float*>(padded),
+                                           {batch, padded_length, in_channels});
+    torch::Tensor output = torch::from_blob(out, {batch, out_length, out_channels});
+    conv_.run(input, output, accumulate, elu);
+    return;
+  }
+  TORCH_CHECK(reference_.dilation() == 1, "the ordered conv kernel reads windows of consecutive rows");
+  const int64_t stride = reference_.stride();
+  for (int64_t b = 0; b < batch; ++b) {
+    float* target = out + b * out_length * out_channels;
+    ordered_gemm(padded + b * padded_length * in_channels, stride * in_channels, out_length,
+                 ordered_weights_, target, out_channels,
+                 {reference_.bias().data_ptr<float>(), accumulate});
+    if (elu) elu_in_place(target, out_length * out_channels);
+  }
+}
+
+void Conv1d::run(const torch::Tensor& padded, torch::Tensor& out, bool accumulate,
+                 bool elu) const {
+  if (backend_ == ConvBackend::kOneDnn) return conv_.run(padded, out, accumulate, elu);
+  TORCH_CHECK(padded.is_contiguous() && out.is_contiguous(), "conv buffers must be contiguous");
+  run_padded(padded.data_ptr<float>(), padded.size(0), padded.size(1), out.data_ptr<float>(),
+             accumulate, elu);
+}
 
 torch::Tensor Conv1d::forward(const torch::Tensor& x, const Epilogue& epilogue,
                              bool elu_input) const {
@@ -304,7 +359,7 @@ torch::Tensor Conv1d::forward(const torch::Tensor& x, const Epilogue& epilogue,
                              : torch::empty({padded.size(0), conv_.output_length(padded.size(1)),
                                              conv_.out_channels()},
                                             x.options());
-  conv_.run(padded, y, fuse_sum, fuse_elu);
+  run(padded, y, fuse_sum, fuse_elu);
   if (!plain) group_norm_time_major_(y, *reference_.group_norm());
   return finish(y, epilogue, fuse_sum, fuse_elu);
 }
@@ -327,11 +382,13 @@ torch::Tensor phase_weights(const torch::Tensor& weight, int64_t stride) {
 
 }  // namespace
 
-ConvTranspose1d::ConvTranspose1d(const SConvTranspose1d& reference)
+ConvTranspose1d::ConvTranspose1d(const SConvTranspose1d& reference, ConvBackend backend)
     : reference_(reference),
+      backend_(backend),
       out_channels_(reference.weight().size(1)),
-      phases_(phase_weights(reference.weight(), reference.stride()),
-              reference.bias().repeat({reference.stride()}), /*stride=*/1, /*dilation=*/1,
+      phase_bias_(reference.bias().repeat({reference.stride()}).contiguous()),
+      phases_(phase_weights(reference.weight(), reference.stride()), phase_bias_, /*stride=*/1,
+              /*dilation=*/1,
               /*padding_left=*/reference.kernel_size() / reference.stride() - 1,
               /*padding_right=*/reference.kernel_size() / reference.stride() - 1) {
   TORCH_CHECK(reference.kernel_size() % reference.stride() == 0,
@@ -339,6 +396,9 @@ ConvTranspose1d::ConvTranspose1d(const SConvTranspose1d& reference)
   const int64_t padding_total = reference.kernel_size() - reference.stride();
   trim_right_ = reference.causal() ? padding_total : padding_total / 2;
   trim_left_ = padding_total - trim_right_;
+  if (backend_ == ConvBackend::kOrdered) {
+    ordered_phases_ = pack_conv_weight(phase_weights(reference.weight(), reference.stride()));
+  }
 }
 
 torch::Tensor ConvTranspose1d::forward(const torch::Tensor& x, const Epilogue& epilogue) const {
@@ -348,7 +408,20 @@ torch::Tensor ConvTranspose1d::forward(const torch::Tensor& x, const Epilogue& e
   const bool plain = !reference_.group_norm().has_value();
   const bool fuse_elu = plain && epilogue.elu && !epilogue.accumulate_into.defined();
   torch::Tensor full = torch::empty({batch, phase_rows, stride * out_channels_}, input.options());
-  phases_.run(input, full, /*accumulate=*/false, fuse_elu);
+  if (backend_ == ConvBackend::kOneDnn) {
+    phases_.run(input, full, /*accumulate=*/false, fuse_elu);
+  } else {
+    // The phase convolution's zero padding made explicit, then windows of `taps` rows.
+    const int64_t in_channels = input.size(2), context = taps() - 1;
+    const torch::Tensor padded =
+        torch::constant_pad_nd(input, {0, 0, context, context}).contiguous();
+    for (int64_t b = 0; b < batch; ++b) {
+      float* target = full[b].data_ptr<float>();
+      ordered_gemm(padded[b].data_ptr<float>(), in_channels, phase_rows, ordered_phases_, target,
+                   stride * out_channels_, {phase_bias_.data_ptr<float>()});
+      if (fuse_elu) elu_in_place(target, phase_rows * stride * out_channels_);
+    }
+  }
   torch::Tensor y = full.view({batch, phase_rows * stride, out_channels_});
   // The reference normalizes the untrimmed output, then trims.
   if (!plain) group_norm_time_major_(y, *reference_.group_norm());
@@ -381,8 +454,12 @@ Lstm::Lstm(const SLSTM& reference)
     : dimension_(reference.dimension()), num_layers_(reference.num_layers()) {
   const auto& parameters = reference.parameters();
   for (int64_t layer = 0; layer < num_layers_; ++layer) {
-    input_weights_.push_back(parameters[4 * layer].contiguous());
-    recurrent_weights_.push_back(parameters[4 * layer + 1].contiguous());
+    const torch::Tensor input_weight = parameters[4 * layer].contiguous();
+    const torch::Tensor recurrent_weight = parameters[4 * layer + 1].contiguous();
+    input_weights_.emplace_back(input_weight.data_ptr<float>(), input_weight.size(0),
+                                input_weight.size(1));
+    recurrent_weights_.emplace_back(recurrent_weight.data_ptr<float>(), recurrent_weight.size(0),
+                                    recurrent_weight.size(1));
     biases_.push_back(parameters[4 * layer + 2] + parameters[4 * layer + 3]);
   }
 }
@@ -391,33 +468,45 @@ torch::Tensor Lstm::forward(const torch::Tensor& x, const Epilogue& epilogue) co
   const torch::Tensor sequence = x.transpose(0, 1).contiguous();  // [T, B, H]
   const int64_t length = sequence.size(0), batch = sequence.size(1), hidden = dimension_;
   torch::Tensor layer_input = sequence;
-  torch::Tensor gates = torch::empty({batch, 4 * hidden}, x.options());
+  torch::Tensor recurrent = torch::empty({batch, 4 * hidden}, x.options());
   for (int64_t layer = 0; layer < num_layers_; ++layer) {
     // All steps' input projections (plus both biases) at once: [T, B, 4H].
-    const torch::Tensor projected =
-        torch::addmm(biases_[layer], layer_input.reshape({length * batch, hidden}),
-                     input_weights_[layer].t())
-            .view({length, batch, 4 * hidden});
+    torch::Tensor projected = torch::empty({length, batch, 4 * hidden}, x.options());
+    ordered_gemm(layer_input.data_ptr<float>(), hidden, length * batch, input_weights_[layer],
+                 projected.data_ptr<float>(), 4 * hidden, {biases_[layer].data_ptr<float>()});
     torch::Tensor output = torch::empty({length, batch, hidden}, x.options());
     torch::Tensor cell = torch::zeros({batch, hidden}, x.options());
     torch::Tensor state = torch::zeros({batch, hidden}, x.options());
-    const torch::Tensor& recurrent = recurrent_weights_[layer];
     for (int64_t t = 0; t < length; ++t) {
-      if (batch == 1) {
-        torch::Tensor row = gates[0];
-        torch::mv_out(row, recurrent, state[0]);
-      } else {
-        torch::mm_out(gates, state, recurrent.t());
-      }
+      ordered_gemm(state.data_ptr<float>(), hidden, batch, recurrent_weights_[layer],
+                   recurrent.data_ptr<float>(), 4 * hidden);
       torch::Tensor step_output = output[t];
-      lstm_gates(gates.data_ptr<float>(), projected[t].data_ptr<float>(), cell.data_ptr<float>(),
-                 step_output.data_ptr<float>(), batch, hidden);
+      lstm_gates(recurrent.data_ptr<float>(), projected[t].data_ptr<float>(),
+                 cell.data_ptr<float>(), step_output.data_ptr<float>(), batch, hidden);
       state = step_output;
     }
     layer_input = output;
   }
   torch::Tensor y = layer_input.add_(sequence).transpose(0, 1).contiguous();  // skip connection
   return finish(y, epilogue, false, false);
+}
+
+void Lstm::step(const float* input, float* output, float* hidden, float* cell, int64_t batch,
+                float* scratch) const {
+  const int64_t size = dimension_;
+  float* projected = scratch;
+  float* recurrent = scratch + 4 * size * batch;
+  const float* layer_input = input;
+  for (int64_t layer = 0; layer < num_layers_; ++layer) {
+    float* layer_hidden = hidden + layer * batch * size;
+    float* layer_cell = cell + layer * batch * size;
+    ordered_gemm(layer_input, size, batch, input_weights_[layer], projected, 4 * size,
+                 {biases_[layer].data_ptr<float>()});
+    ordered_gemm(layer_hidden, size, batch, recurrent_weights_[layer], recurrent, 4 * size);
+    lstm_gates(recurrent, projected, layer_cell, layer_hidden, batch, size);
+    layer_input = layer_hidden;
+  }
+  for (int64_t i = 0; i < batch * size; ++i) output[i] = layer_input[i] + input[i];
 }
 
 }  // namespace encodec::fast

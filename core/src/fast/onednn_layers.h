@@ -19,6 +19,7 @@
 #include <oneapi/dnnl/dnnl.hpp>
 #include <torch/torch.h>
 
+#include "fast/ordered_gemm.h"
 #include "modules/conv.h"
 #include "modules/lstm.h"
 
@@ -72,17 +73,39 @@ class ConvPrimitive {
   std::unique_ptr<Cache> cache_ = std::make_unique<Cache>();
 };
 
+// Which kernel a convolution runs on. oneDNN is the fastest for long inputs, but
+// the order of its sums depends on the input length; the ordered kernel
+// (ordered_gemm.h) gives every output the same bits whatever the length, the
+// batch or the thread count, which the streaming encoder needs to equal the
+// offline one.
+enum class ConvBackend { kOneDnn, kOrdered };
+
 // SConv1d on [B, T, C]: reflect padding as the reference, then the convolution.
 class Conv1d {
  public:
-  explicit Conv1d(const SConv1d& reference);
+  explicit Conv1d(const SConv1d& reference, ConvBackend backend = ConvBackend::kOneDnn);
   // `elu_input`: the conv reads ELU(x) (applied while padding, saving a pass).
   torch::Tensor forward(const torch::Tensor& x, const Epilogue& epilogue = {},
                         bool elu_input = false) const;
 
+  // The convolution alone on an already padded input: `padded` [batch,
+  // padded_length, in] -> `out` [batch, output_length(padded_length), out]
+  // (plus what `out` holds with `accumulate`; ELU last with `elu`). No group
+  // norm (streaming runs only causal, norm-free convs). Allocates nothing once
+  // a shape has been seen.
+  void run_padded(const float* padded, int64_t batch, int64_t padded_length, float* out,
+                  bool accumulate, bool elu) const;
+  int64_t output_length(int64_t padded_length) const;
+  const SConv1d& reference() const { return reference_; }
+  const PackedMatrix& ordered_weights() const { return ordered_weights_; }  // kOrdered only
+
  private:
+  void run(const torch::Tensor& padded, torch::Tensor& out, bool accumulate, bool elu) const;
+
   const SConv1d& reference_;
+  ConvBackend backend_;
   ConvPrimitive conv_;
+  PackedMatrix ordered_weights_;  // kOrdered: [kernel * in (window order), out]
 };
 
 // SConvTranspose1d on [B, T, C], as a plain convolution over the input that
@@ -93,29 +116,51 @@ class Conv1d {
 // these shapes. The reference's padding trim is then a slice.
 class ConvTranspose1d {
  public:
-  explicit ConvTranspose1d(const SConvTranspose1d& reference);
+  explicit ConvTranspose1d(const SConvTranspose1d& reference,
+                           ConvBackend backend = ConvBackend::kOneDnn);
   torch::Tensor forward(const torch::Tensor& x, const Epilogue& epilogue = {}) const;
+
+  const SConvTranspose1d& reference() const { return reference_; }
+  int64_t taps() const { return reference_.kernel_size() / reference_.stride(); }
+  // kOrdered: the phase convolution's matrix, [taps * in (window order), stride * out],
+  // and its bias [stride * out].
+  const PackedMatrix& ordered_phases() const { return ordered_phases_; }
+  const torch::Tensor& phase_bias() const { return phase_bias_; }
 
  private:
   const SConvTranspose1d& reference_;
+  ConvBackend backend_;
   int64_t out_channels_, trim_left_, trim_right_;
+  torch::Tensor phase_bias_;
   ConvPrimitive phases_;
+  PackedMatrix ordered_phases_;
 };
 
 // SLSTM on [B, T, C] with the skip connection. The input projections of all
 // steps are one matrix product; each step's recurrent product is a
 // matrix-vector product (BLAS gemv, several times faster than the 1-row matrix
 // products LibTorch uses) and the gate arithmetic is one fused, vectorized loop.
+//
+// Both products run on the ordered kernel, so that a step gives the same bits
+// for a stream alone, within a whole sequence, or stacked with other streams.
 class Lstm {
  public:
   explicit Lstm(const SLSTM& reference);
   torch::Tensor forward(const torch::Tensor& x, const Epilogue& epilogue = {}) const;
 
+  int64_t dimension() const { return dimension_; }
+  int64_t num_layers() const { return num_layers_; }
+  // One step for `batch` rows: input [batch, H] -> output [batch, H] (with the
+  // skip connection added), updating hidden and cell [num_layers, batch, H].
+  // `scratch` holds at least 4 * H * batch * 2 floats. Allocates nothing.
+  void step(const float* input, float* output, float* hidden, float* cell, int64_t batch,
+            float* scratch) const;
+
  private:
   int64_t dimension_, num_layers_;
-  std::vector<torch::Tensor> input_weights_;      // per layer W_ih [4H, in]
-  std::vector<torch::Tensor> recurrent_weights_;  // per layer W_hh [4H, H]
-  std::vector<torch::Tensor> biases_;             // per layer b_ih + b_hh [4H]
+  std::vector<PackedMatrix> input_weights_;      // per layer W_ih, [in, 4H]
+  std::vector<PackedMatrix> recurrent_weights_;  // per layer W_hh, [H, 4H]
+  std::vector<torch::Tensor> biases_;            // per layer b_ih + b_hh [4H]
 };
 
 // One LSTM step's gate arithmetic for `batch` rows: the gate pre-activations
@@ -129,6 +174,11 @@ void lstm_gates(const float* recurrent, const float* projected, float* cell, flo
 // optionally applying ELU to every value on the way.
 torch::Tensor reflect_pad_time_major(const torch::Tensor& x, int64_t left, int64_t right,
                                      bool elu = false);
+
+// ELU (alpha 1) with a vectorized exp: one function for every fused and
+// unfused ELU of the fast paths, so that they round alike.
+void copy_elu(const float* source, float* target, int64_t count);
+void elu_in_place(float* values, int64_t count);
 
 // GroupNorm with one group over [B, T, C] (time-group-norm of the 48 kHz
 // model), in place on a contiguous tensor.

@@ -1,0 +1,180 @@
+#include "fast/ordered_gemm.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include <ATen/Parallel.h>
+
+namespace encodec::fast {
+namespace {
+
+constexpr int64_t kPanel = PackedMatrix::kPanelWidth;
+constexpr int64_t kMaxTileRows = 6;
+
+bool cpu_has_avx512() {
+  static const bool supported = __builtin_cpu_supports("avx512f");
+  return supported;
+}
+
+// Panels (of 16 columns) per tile: with few rows the tile takes more columns, so
+// that enough independent FMA chains hide the FMA latency.
+int64_t panels_per_tile(int64_t tile_rows) { return tile_rows <= 2 ? 4 : 2; }
+
+struct Tile {
+  const float* const* rows;
+  int64_t row_count;
+  const PackedMatrix* b;
+  int64_t first_panel;
+  int64_t panel_count;
+  float* const* out_rows;  // the tile's rows
+  int64_t column_offset;   // of the tile's first column
+  const float* bias;  // at the tile's first column, or null
+  bool accumulate;
+};
+
+// Columns of panel p of the tile that exist in the matrix.
+int64_t valid_columns(const Tile& tile, int64_t p) {
+  return std::min(kPanel, tile.b->columns() - (tile.first_panel + p) * kPanel);
+}
+
+template <int kRows, int kPanels>
+__attribute__((target("avx512f"))) void tile_avx512(const Tile& tile) {
+  __m512 accumulators[kRows][kPanels];
+  __mmask16 masks[kPanels];
+  const float* panels[kPanels];
+  for (int p = 0; p < kPanels; ++p) {
+    masks[p] = static_cast<__mmask16>((1u << valid_columns(tile, p)) - 1u);
+    panels[p] = tile.b->panel(tile.first_panel + p);
+    const __m512 start =
+        tile.bias ? _mm512_maskz_loadu_ps(masks[p], tile.bias + p * kPanel) : _mm512_setzero_ps();
+    for (int r = 0; r < kRows; ++r) accumulators[r][p] = start;
+  }
+  const float* rows[kRows];
+  for (int r = 0; r < kRows; ++r) rows[r] = tile.rows[r];
+  const int64_t depth = tile.b->rows();
+  for (int64_t k = 0; k < depth; ++k) {
+    __m512 b_values[kPanels];
+    for (int p = 0; p < kPanels; ++p) b_values[p] = _mm512_load_ps(panels[p] + k * kPanel);
+    for (int r = 0; r < kRows; ++r) {
+      const __m512 a_value = _mm512_set1_ps(rows[r][k]);
+      for (int p = 0; p < kPanels; ++p) {
+        accumulators[r][p] = _mm512_fmadd_ps(a_value, b_values[p], accumulators[r][p]);
+      }
+    }
+  }
+  for (int r = 0; r < kRows; ++r) {
+    for (int p = 0; p < kPanels; ++p) {
+      float* target = tile.out_rows[r] + tile.column_offset + p * kPanel;
+      __m512 value = accumulators[r][p];
+      if (tile.accumulate) value = _mm512_add_ps(_mm512_maskz_loadu_ps(masks[p], target), value);
+      _mm512_mask_storeu_ps(target, masks[p], value);
+    }
+  }
+}
+
+template <int kRows>
+void dispatch_panels(const Tile& tile) {
+  switch (tile.panel_count) {
+    case 1: return tile_avx512<kRows, 1>(tile);
+    case 2: return tile_avx512<kRows, 2>(tile);
+    case 3: return tile_avx512<kRows, 3>(tile);
+    default: return tile_avx512<kRows, 4>(tile);
+  }
+}
+
+void run_tile_avx512(const Tile& tile) {
+  switch (tile.row_count) {
+    case 1: return dispatch_panels<1>(tile);
+    case 2: return dispatch_panels<2>(tile);
+    case 3: return dispatch_panels<3>(tile);
+    case 4: return dispatch_panels<4>(tile);
+    case 5: return dispatch_panels<5>(tile);
+    default: return dispatch_panels<6>(tile);
+  }
+}
+
+// The same chains one element at a time (std::fma rounds once, as the vector FMA).
+void run_tile_scalar(const Tile& tile) {
+  const int64_t depth = tile.b->rows();
+  for (int64_t r = 0; r < tile.row_count; ++r) {
+    for (int64_t p = 0; p < tile.panel_count; ++p) {
+      const float* panel = tile.b->panel(tile.first_panel + p);
+      for (int64_t j = 0; j < valid_columns(tile, p); ++j) {
+        float sum = tile.bias ? tile.bias[p * kPanel + j] : 0.0f;
+        for (int64_t k = 0; k < depth; ++k) sum = std::fma(tile.rows[r][k], panel[k * kPanel + j], sum);
+        float& target = tile.out_rows[r][tile.column_offset + p * kPanel + j];
+        target = tile.accumulate ? target + sum : sum;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void PackedMatrix::FreeAligned::operator()(float* pointer) const { std::free(pointer); }
+
+PackedMatrix::PackedMatrix(const float* rows_by_k, int64_t n, int64_t k) : n_(n), k_(k) {
+  const size_t count = static_cast<size_t>(panel_count() * k * kPanel);
+  const size_t bytes = (count * sizeof(float) + 63) / 64 * 64;
+  data_.reset(static_cast<float*>(std::aligned_alloc(64, std::max<size_t>(bytes, 64))));
+  if (!data_) throw std::bad_alloc();
+  std::memset(data_.get(), 0, bytes);
+  for (int64_t column = 0; column < n; ++column) {
+    float* panel = data_.get() + (column / kPanel) * k * kPanel + column % kPanel;
+    for (int64_t depth = 0; depth < k; ++depth) panel[depth * kPanel] = rows_by_k[column * k + depth];
+  }
+}
+
+void ordered_gemm(const float* const* rows, int64_t row_count, const PackedMatrix& b,
+                  float* const* out_rows, const OrderedGemmOptions& options) {
+  if (row_count <= 0 || b.columns() == 0) return;
+  const bool vector = cpu_has_avx512();
+  const int64_t tile_rows = std::min(row_count, kMaxTileRows);
+  const int64_t tile_panels = panels_per_tile(tile_rows);
+  const int64_t row_blocks = (row_count + tile_rows - 1) / tile_rows;
+  const int64_t panel_blocks = (b.panel_count() + tile_panels - 1) / tile_panels;
+  // Each element is computed by exactly one tile, so splitting tiles between
+  // threads cannot change any result. Tiles walk the rows fastest: a panel block
+  // stays in cache while the rows pass over it.
+  const int64_t work_per_tile = tile_rows * tile_panels * kPanel * b.rows();
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 20) / std::max<int64_t>(1, work_per_tile));
+  at::parallel_for(0, row_blocks * panel_blocks, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t index = begin; index < end; ++index) {
+      const int64_t panel_block = index / row_blocks, row_block = index % row_blocks;
+      const int64_t first_row = row_block * tile_rows, first_panel = panel_block * tile_panels;
+      Tile tile{rows + first_row,
+                std::min(tile_rows, row_count - first_row),
+                &b,
+                first_panel,
+                std::min(tile_panels, b.panel_count() - first_panel),
+                out_rows + first_row,
+                first_panel * kPanel,
+                options.bias ? options.bias + first_panel * kPanel : nullptr,
+                options.accumulate};
+      vector ? run_tile_avx512(tile) : run_tile_scalar(tile);
+    }
+  });
+}
+
+void ordered_gemm(const float* a, int64_t lda, int64_t row_count, const PackedMatrix& b, float* c,
+                  int64_t ldc, const OrderedGemmOptions& options) {
+  // Row pointers in chunks on the stack: no allocation on the per-frame path.
+  constexpr int64_t kChunk = 256;
+  const float* rows[kChunk];
+  float* out_rows[kChunk];
+  for (int64_t first = 0; first < row_count; first += kChunk) {
+    const int64_t count = std::min(kChunk, row_count - first);
+    for (int64_t m = 0; m < count; ++m) {
+      rows[m] = a + (first + m) * lda;
+      out_rows[m] = c + (first + m) * ldc;
+    }
+    ordered_gemm(rows, count, b, out_rows, options);
+  }
+}
+
+}  // namespace encodec::fast

@@ -1,0 +1,539 @@
+#include "encodec/streaming.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <stdexcept>
+#include <string>
+
+#include "fast/fast_quantizer.h"
+#include "model_weights.h"
+#include "stream_graph.h"
+
+namespace encodec {
+namespace {
+
+void check_streamable(const EncodecModel& model) {
+  const EncodecConfig& config = model.config();
+  if (!config.causal || config.normalize || config.channels != 1 || config.segment_s) {
+    throw std::invalid_argument("streaming needs a causal mono model without chunks (encodec_24khz); " +
+                                config.name + " is not one");
+  }
+  if (config.n_q > kMaxStreamCodebooks) {
+    throw std::invalid_argument("streaming supports at most " + std::to_string(kMaxStreamCodebooks) +
+                                " codebooks; " + config.name + " has " + std::to_string(config.n_q));
+  }
+}
+
+// A FIFO that reuses its storage: the per-frame path allocates nothing once it
+// has held its largest backlog.
+template <typename T>
+class Queue {
+ public:
+  void push(const T& value) {
+    compact();
+    items_.push_back(value);
+  }
+  void push(const T* values, int64_t count) {
+    compact();
+    items_.insert(items_.end(), values, values + count);
+  }
+  bool pop(T* value) {
+    if (head_ == items_.size()) return false;
+    *value = items_[head_++];
+    return true;
+  }
+  int64_t pop(T* out, int64_t max_count) {
+    const int64_t count = std::min<int64_t>(max_count, size());
+    std::copy_n(items_.begin() + head_, count, out);
+    head_ += count;
+    return count;
+  }
+  const T* front() const { return items_.data() + head_; }
+  void drop(int64_t count) { head_ += count; }
+  int64_t size() const { return static_cast<int64_t>(items_.size() - head_); }
+  void clear() { items_.clear(), head_ = 0; }
+
+ private:
+  void compact() {
+    if (head_ == 0) return;
+    items_.erase(items_.begin(), items_.begin() + head_);
+    head_ = 0;
+  }
+  std::vector<T> items_;
+  size_t head_ = 0;
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// Encoder
+
+struct StreamingEncoder::Engine {
+  explicit Engine(const EncodecModel& source)
+      : model(source), graph((check_streamable(source), *source.weights().fast_encoder), 1) {
+    num_codebooks = model.num_codebooks();
+  }
+
+  const fast::Quantizer& quantizer() const { return *model.weights().fast_quantizer; }
+
+  // rows [count, D] -> frames with `codebooks` levels, onto `ready`.
+  void quantize(const float* rows, int64_t count, int codebooks) {
+    const int64_t dimension = quantizer().dimension();
+    codes.resize(static_cast<size_t>(count * codebooks));
+    residual.resize(static_cast<size_t>(count * dimension));
+    scores.resize(static_cast<size_t>(count * quantizer().bins()));
+    quantizer().encode(rows, count, codebooks, codes.data(), count, residual.data(), scores.data());
+    for (int64_t row = 0; row < count; ++row) {
+      CodeFrame frame;
+      frame.num_codebooks = codebooks;
+      for (int level = 0; level < codebooks; ++level) {
+        frame.codes[level] = static_cast<int32_t>(codes[level * count + row]);
+      }
+      ready.push(frame);
+    }
+  }
+
+  void run(bool finishing) {
+    finishing ? graph.finish(scratch) : graph.run(scratch);
+    streaming::RowBuffer& output = graph.output();
+    if (output.rows() > 0) quantize(output.row(0, 0), output.rows(), num_codebooks);
+    output.clear();
+  }
+
+  EncodecModel model;
+  streaming::StreamGraph graph;
+  streaming::Scratch scratch;
+  int num_codebooks = 0;
+  bool finished = false;
+  Queue<CodeFrame> ready;
+  std::vector<int64_t> codes;
+  std::vector<float> residual, scores;
+};
+
+StreamingEncoder::StreamingEncoder(const EncodecModel& model)
+    : engine_(std::make_unique<Engine>(model)) {}
+StreamingEncoder::~StreamingEncoder() = default;
+StreamingEncoder::StreamingEncoder(StreamingEncoder&&) noexcept = default;
+StreamingEncoder& StreamingEncoder::operator=(StreamingEncoder&&) noexcept = default;
+
+void StreamingEncoder::set_bandwidth(double bandwidth_kbps) {
+  engine_->model.set_target_bandwidth(bandwidth_kbps);
+  engine_->num_codebooks = engine_->model.num_codebooks();
+}
+
+int StreamingEncoder::num_codebooks() const { return engine_->num_codebooks; }
+
+void StreamingEncoder::push(const float* samples, int64_t count) {
+  if (engine_->finished) throw std::logic_error("StreamingEncoder::push after finish (reset first)");
+  if (count <= 0) return;
+  streaming::StreamGraph& graph = engine_->graph;
+  const int64_t first = graph.append_input(count);
+  std::copy_n(samples, count, graph.input().row(0, first));
+  engine_->run(false);
+}
+
+void StreamingEncoder::finish() {
+  if (engine_->finished) return;
+  engine_->finished = true;
+  engine_->run(true);
+}
+
+bool StreamingEncoder::pop(CodeFrame* frame) { return engine_->ready.pop(frame); }
+
+int64_t StreamingEncoder::frames_ready() const { return engine_->ready.size(); }
+
+void StreamingEncoder::reset() {
+  engine_->graph.reset();
+  engine_->ready.clear();
+  engine_->finished = false;
+}
+
+// ---------------------------------------------------------------------------
+// Decoder
+
+struct StreamingDecoder::Engine {
+  // Concealment: a lost frame repeats the last codes with the gain halved;
+  // after this many losses in a row the output is silent.
+  static constexpr int kLossesToSilence = 8;
+  static constexpr int64_t kRampFrames = 64;  // more than the start delay
+
+  explicit Engine(const EncodecModel& source)
+      : model(source),
+        graph((check_streamable(source), *source.weights().fast_decoder), 1),
+        hop(source.config().hop_length()),
+        ramps(kRampFrames, {1.0f, 1.0f}) {}
+
+  const fast::Quantizer& quantizer() const { return *model.weights().fast_quantizer; }
+
+  void validate(const CodeFrame& frame) const {
+    if (frame.num_codebooks < 1 || frame.num_codebooks > quantizer().max_codebooks()) {
+      throw std::invalid_argument("code frame with " + std::to_string(frame.num_codebooks) +
+                                  " codebooks; the model has 1 to " +
+                                  std::to_string(quantizer().max_codebooks()));
+    }
+    for (int level = 0; level < frame.num_codebooks; ++level) {
+      if (frame.codes[level] < 0 || frame.codes[level] >= quantizer().bins()) {
+        throw std::invalid_argument("code " + std::to_string(frame.codes[level]) + " at level " +
+                                    std::to_string(level) + " is outside [0, " +
+                                    std::to_string(quantizer().bins()) + ")");
+      }
+    }
+  }
+
+  // The embedding row of the next frame (`frame` null: a lost one), recording
+  // the gain ramp its audio gets.
+  void prepare(const CodeFrame* frame, float* embedding) {
+    float start = gain, end;
+    if (frame) {
+      last = *frame;
+      has_last = true;
+      losses = 0;
+      end = 1.0f;
+    } else {
+      ++losses;
+      end = losses >= kLossesToSilence ? 0.0f : gain * 0.5f;
+    }
+    gain = end;
+    ramps[frames_in % kRampFrames] = {start, end};
+    ++frames_in;
+    if (!has_last) {
+      std::fill_n(embedding, quantizer().dimension(), 0.0f);  // lost before any frame: silence
+      ramps[(frames_in - 1) % kRampFrames] = {0.0f, 0.0f};
+      return;
+    }
+    int64_t level_codes[kMaxStreamCodebooks];
+    for (int level = 0; level < last.num_codebooks; ++level) level_codes[level] = last.codes[level];
+    quantizer().decode(level_codes, 1, last.num_codebooks, embedding);
+  }
+
+  // Audio the graph produced for this stream, in order: applies the gain ramps.
+  void deliver(const float* samples, int64_t count) {
+    const int64_t first = audio_produced;
+    audio_produced += count;
+    int64_t i = 0;
+    while (i < count) {
+      const int64_t position = first + i;
+      const int64_t frame = position / hop, offset = position % hop;
+      const int64_t run = std::min(count - i, hop - offset);
+      const auto [start, end] = ramps[frame % kRampFrames];
+      if (start == 1.0f && end == 1.0f) {
+        ready.push(samples + i, run);
+      } else {
+        for (int64_t j = 0; j < run; ++j) {
+          const float weight = static_cast<float>(offset + j + 1) / static_cast<float>(hop);
+          const float value = samples[i + j] * (start + (end - start) * weight);
+          ready.push(&value, 1);
+        }
+      }
+      i += run;
+    }
+  }
+
+  void run(bool finishing) {
+    finishing ? graph.finish(scratch) : graph.run(scratch);
+    streaming::RowBuffer& output = graph.output();
+    if (output.rows() > 0) deliver(output.row(0, 0), output.rows());
+    output.clear();
+  }
+
+  void push(const CodeFrame* frame) {
+    if (finished) throw std::logic_error("StreamingDecoder::push after finish (reset first)");
+    const int64_t first = graph.append_input(1);
+    prepare(frame, graph.input().row(0, first));
+    run(false);
+  }
+
+  void reset() {
+    graph.reset();
+    ready.clear();
+    std::fill(ramps.begin(), ramps.end(), std::pair<float, float>{1.0f, 1.0f});
+    gain = 1.0f;
+    losses = 0;
+    has_last = false;
+    frames_in = audio_produced = 0;
+    finished = false;
+  }
+
+  EncodecModel model;
+  streaming::StreamGraph graph;
+  streaming::Scratch scratch;
+  int64_t hop;
+  std::vector<std::pair<float, float>> ramps;  // per frame (mod kRampFrames): gain at start, end
+  float gain = 1.0f;
+  int losses = 0;
+  CodeFrame last;
+  bool has_last = false;
+  int64_t frames_in = 0, audio_produced = 0;
+  bool finished = false;
+  Queue<float> ready;
+};
+
+StreamingDecoder::StreamingDecoder(const EncodecModel& model)
+    : engine_(std::make_unique<Engine>(model)) {}
+StreamingDecoder::~StreamingDecoder() = default;
+StreamingDecoder::StreamingDecoder(StreamingDecoder&&) noexcept = default;
+StreamingDecoder& StreamingDecoder::operator=(StreamingDecoder&&) noexcept = default;
+
+void StreamingDecoder::push(const CodeFrame& frame) {
+  engine_->validate(frame);
+  engine_->push(&frame);
+}
+
+void StreamingDecoder::push_lost() { engine_->push(nullptr); }
+
+void StreamingDecoder::finish() {
+  if (engine_->finished) return;
+  engine_->finished = true;
+  engine_->run(true);
+}
+
+int64_t StreamingDecoder::samples_ready() const { return engine_->ready.size(); }
+
+int64_t StreamingDecoder::pop(float* out, int64_t max_count) {
+  return engine_->ready.pop(out, max_count);
+}
+
+void StreamingDecoder::reset() { engine_->reset(); }
+
+// ---------------------------------------------------------------------------
+// Batcher
+
+namespace {
+
+// The streams of one side (encoder or decoder) that run batched: a graph whose
+// slots are theirs, and which stream owns each slot.
+struct Group {
+  std::optional<streaming::StreamGraph> graph;
+  streaming::Scratch scratch;
+  std::vector<int64_t> owners;  // stream id per slot
+};
+
+}  // namespace
+
+struct StreamBatcher::State {
+  struct Stream {
+    StreamingEncoder::Engine encoder;
+    StreamingDecoder::Engine decoder;
+    Queue<float> audio_in;
+    Queue<CodeFrame> codes_in;  // num_codebooks 0: a lost frame
+    int64_t encoder_slot = -1, decoder_slot = -1;  // -1: running alone
+  };
+
+  explicit State(const EncodecModel& source) : model(source) { check_streamable(source); }
+
+  Stream& stream(StreamId id) {
+    auto found = streams.find(id);
+    if (found == streams.end()) throw std::invalid_argument("unknown stream " + std::to_string(id));
+    return *found->second;
+  }
+
+  EncodecModel model;
+  std::map<StreamId, std::unique_ptr<Stream>> streams;
+  StreamId next_id = 1;
+  Group encoders, decoders;
+  int64_t last_batched_encoders = 0, last_batched_decoders = 0;
+  std::vector<float> rows;  // the batch's encoder outputs, contiguous
+  std::vector<int64_t> codes;
+  std::vector<float> residual, scores;
+};
+
+namespace {
+
+// Moves a stream's state out of the group into its own graph, filling the hole
+// with the last slot (whose stream learns its new slot through `moved`).
+template <typename Moved>
+void leave_group(Group& group, streaming::StreamGraph& own, int64_t& slot, Moved&& moved) {
+  own.copy_slot(*group.graph, slot, 0);
+  const int64_t last = static_cast<int64_t>(group.owners.size()) - 1;
+  if (slot != last) {
+    group.graph->copy_slot(*group.graph, last, slot);
+    group.owners[slot] = group.owners[last];
+    moved(group.owners[slot], slot);
+  }
+  group.owners.pop_back();
+  group.graph->set_slots(last);
+  slot = -1;
+  if (group.owners.empty()) group.graph.reset();
+}
+
+// Moves a stream that has passed its start into the group, when its state has
+// the group's shape (always, once both are past their start and fed whole frames).
+bool join_group(Group& group, const streaming::StreamGraph& own, int64_t& slot, int64_t id) {
+  if (!own.all_started()) return false;
+  if (!group.graph) {
+    group.graph.emplace(own);
+  } else {
+    if (!group.graph->same_shape(own)) return false;
+    group.graph->set_slots(group.graph->slots() + 1);
+    group.graph->copy_slot(own, 0, group.graph->slots() - 1);
+  }
+  slot = group.graph->slots() - 1;
+  group.owners.push_back(id);
+  return true;
+}
+
+}  // namespace
+
+StreamBatcher::StreamBatcher(const EncodecModel& model) : state_(std::make_unique<State>(model)) {}
+StreamBatcher::~StreamBatcher() = default;
+
+StreamBatcher::StreamId StreamBatcher::open_stream() {
+  const StreamId id = state_->next_id++;
+  state_->streams.emplace(id, std::unique_ptr<State::Stream>(new State::Stream{
+                                  StreamingEncoder::Engine(state_->model),
+                                  StreamingDecoder::Engine(state_->model), {}, {}, -1, -1}));
+  return id;
+}
+
+void StreamBatcher::close_stream(StreamId id) {
+  State::Stream& stream = state_->stream(id);
+  if (stream.encoder_slot >= 0) {
+    leave_group(state_->encoders, stream.encoder.graph, stream.encoder_slot,
+                [this](StreamId moved, int64_t slot) { state_->stream(moved).encoder_slot = slot; });
+  }
+  if (stream.decoder_slot >= 0) {
+    leave_group(state_->decoders, stream.decoder.graph, stream.decoder_slot,
+                [this](StreamId moved, int64_t slot) { state_->stream(moved).decoder_slot = slot; });
+  }
+  state_->streams.erase(id);
+}
+
+int64_t StreamBatcher::stream_count() const { return static_cast<int64_t>(state_->streams.size()); }
+
+void StreamBatcher::set_bandwidth(StreamId id, double bandwidth_kbps) {
+  StreamingEncoder::Engine& encoder = state_->stream(id).encoder;
+  encoder.model.set_target_bandwidth(bandwidth_kbps);
+  encoder.num_codebooks = encoder.model.num_codebooks();
+}
+
+void StreamBatcher::push_audio(StreamId id, const float* samples, int64_t count) {
+  if (count > 0) state_->stream(id).audio_in.push(samples, count);
+}
+
+bool StreamBatcher::pop_codes(StreamId id, CodeFrame* frame) {
+  return state_->stream(id).encoder.ready.pop(frame);
+}
+
+void StreamBatcher::push_codes(StreamId id, const CodeFrame& frame) {
+  State::Stream& stream = state_->stream(id);
+  stream.decoder.validate(frame);
+  stream.codes_in.push(frame);
+}
+
+void StreamBatcher::push_lost(StreamId id) { state_->stream(id).codes_in.push(CodeFrame{}); }
+
+int64_t StreamBatcher::samples_ready(StreamId id) const { return state_->stream(id).decoder.ready.size(); }
+
+int64_t StreamBatcher::pop_audio(StreamId id, float* out, int64_t max_count) {
+  return state_->stream(id).decoder.ready.pop(out, max_count);
+}
+
+int64_t StreamBatcher::batched_encoder_streams() const { return state_->last_batched_encoders; }
+int64_t StreamBatcher::batched_decoder_streams() const { return state_->last_batched_decoders; }
+
+// A tick: members of the group without a frame leave it; streams alone run
+// their frame alone; the group runs one batched pass; streams alone that are
+// past their start join the group for the next tick.
+void StreamBatcher::encode_tick() {
+  State& state = *state_;
+  const int64_t hop = state.model.config().hop_length();
+  Group& group = state.encoders;
+  for (auto& [id, stream] : state.streams) {
+    const bool has_frame = stream->audio_in.size() >= hop;
+    if (stream->encoder_slot >= 0 && !has_frame) {
+      leave_group(group, stream->encoder.graph, stream->encoder_slot,
+                  [&state](StreamId moved, int64_t slot) { state.stream(moved).encoder_slot = slot; });
+    } else if (stream->encoder_slot < 0 && has_frame) {
+      StreamingEncoder::Engine& engine = stream->encoder;
+      const int64_t first = engine.graph.append_input(hop);
+      std::copy_n(stream->audio_in.front(), hop, engine.graph.input().row(0, first));
+      stream->audio_in.drop(hop);
+      engine.run(false);
+    }
+  }
+  state.last_batched_encoders = 0;
+  if (group.graph) {
+    const std::vector<int64_t>& owners = group.owners;
+    const int64_t slots = group.graph->slots();
+    const int64_t first = group.graph->append_input(hop);
+    for (int64_t slot = 0; slot < slots; ++slot) {
+      State::Stream& stream = *state.streams.at(owners[slot]);
+      std::copy_n(stream.audio_in.front(), hop, group.graph->input().row(slot, first));
+      stream.audio_in.drop(hop);
+    }
+    group.graph->run(group.scratch);
+    // One embedding row per slot, quantized as one batch at the largest
+    // bandwidth among them (a level's code does not depend on later levels).
+    streaming::RowBuffer& output = group.graph->output();
+    const int64_t rows = output.rows(), dimension = output.channels(), count = slots * rows;
+    state.rows.resize(static_cast<size_t>(count * dimension));
+    int max_codebooks = 1;
+    for (int64_t slot = 0; slot < slots; ++slot) {
+      std::copy_n(output.row(slot, 0), rows * dimension, state.rows.data() + slot * rows * dimension);
+      max_codebooks = std::max(max_codebooks, state.streams.at(owners[slot])->encoder.num_codebooks);
+    }
+    output.clear();
+    const fast::Quantizer& quantizer = *state.model.weights().fast_quantizer;
+    state.codes.resize(static_cast<size_t>(count * max_codebooks));
+    state.residual.resize(static_cast<size_t>(count * dimension));
+    state.scores.resize(static_cast<size_t>(count * quantizer.bins()));
+    quantizer.encode(state.rows.data(), count, max_codebooks, state.codes.data(), count,
+                     state.residual.data(), state.scores.data());
+    for (int64_t slot = 0; slot < slots; ++slot) {
+      StreamingEncoder::Engine& engine = state.streams.at(owners[slot])->encoder;
+      for (int64_t row = 0; row < rows; ++row) {
+        CodeFrame frame;
+        frame.num_codebooks = engine.num_codebooks;
+        for (int level = 0; level < frame.num_codebooks; ++level) {
+          frame.codes[level] = static_cast<int32_t>(state.codes[level * count + slot * rows + row]);
+        }
+        engine.ready.push(frame);
+      }
+    }
+    state.last_batched_encoders = slots;
+  }
+  for (auto& [id, stream] : state.streams) {
+    if (stream->encoder_slot < 0) join_group(group, stream->encoder.graph, stream->encoder_slot, id);
+  }
+}
+
+void StreamBatcher::decode_tick() {
+  State& state = *state_;
+  Group& group = state.decoders;
+  for (auto& [id, stream] : state.streams) {
+    const bool has_frame = stream->codes_in.size() > 0;
+    if (stream->decoder_slot >= 0 && !has_frame) {
+      leave_group(group, stream->decoder.graph, stream->decoder_slot,
+                  [&state](StreamId moved, int64_t slot) { state.stream(moved).decoder_slot = slot; });
+    } else if (stream->decoder_slot < 0 && has_frame) {
+      CodeFrame frame;
+      stream->codes_in.pop(&frame);
+      stream->decoder.push(frame.num_codebooks > 0 ? &frame : nullptr);
+    }
+  }
+  state.last_batched_decoders = 0;
+  if (group.graph) {
+    const int64_t slots = group.graph->slots();
+    const int64_t first = group.graph->append_input(1);
+    for (int64_t slot = 0; slot < slots; ++slot) {
+      State::Stream& stream = *state.streams.at(group.owners[slot]);
+      CodeFrame frame;
+      stream.codes_in.pop(&frame);
+      stream.decoder.prepare(frame.num_codebooks > 0 ? &frame : nullptr,
+                             group.graph->input().row(slot, first));
+    }
+    group.graph->run(group.scratch);
+    streaming::RowBuffer& output = group.graph->output();
+    for (int64_t slot = 0; slot < slots; ++slot) {
+      state.streams.at(group.owners[slot])->decoder.deliver(output.row(slot, 0), output.rows());
+    }
+    output.clear();
+    state.last_batched_decoders = slots;
+  }
+  for (auto& [id, stream] : state.streams) {
+    if (stream->decoder_slot < 0) join_group(group, stream->decoder.graph, stream->decoder_slot, id);
+  }
+}
+
+}  // namespace encodec

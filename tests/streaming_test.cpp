@@ -1,0 +1,363 @@
+// The streaming engine against the offline fast path on the golden inputs and
+// checkpoint: the same codes and the same audio, bit for bit, for any block
+// size, bandwidth schedule, and alone or batched.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <set>
+
+#include "encodec/audio_io.h"
+#include "encodec/encodec.h"
+#include "encodec/streaming.h"
+#include "golden_cases.h"
+
+namespace encodec {
+namespace {
+
+using testing::GoldenCase;
+
+std::vector<GoldenCase> streaming_cases() {
+  std::vector<GoldenCase> cases;
+  for (const GoldenCase& golden : testing::golden_cases()) {
+    if (golden.model == "encodec_24khz") cases.push_back(golden);
+  }
+  return cases;
+}
+
+EncodecModel fast_model(double bandwidth_kbps) {
+  EncodecModel model = testing::golden_model("encodec_24khz");
+  model.set_kernels(Kernels::kFast);
+  model.set_target_bandwidth(bandwidth_kbps);
+  return model;
+}
+
+std::vector<float> mono_samples(const GoldenCase& golden) {
+  const Audio audio = read_audio(testing::golden_path(golden.input));
+  const torch::Tensor samples = audio.samples[0].contiguous();
+  return std::vector<float>(samples.data_ptr<float>(), samples.data_ptr<float>() + samples.numel());
+}
+
+torch::Tensor as_wav(const std::vector<float>& samples) {
+  return torch::from_blob(const_cast<float*>(samples.data()),
+                          {1, 1, static_cast<int64_t>(samples.size())})
+      .clone();
+}
+
+// Codes [K, T] of frames that all have K codebooks.
+torch::Tensor frames_to_codes(const std::vector<CodeFrame>& frames) {
+  if (frames.empty()) return torch::empty({0, 0}, torch::kInt64);
+  torch::Tensor codes = torch::empty({frames.front().num_codebooks, static_cast<int64_t>(frames.size())},
+                                     torch::kInt64);
+  for (size_t t = 0; t < frames.size(); ++t) {
+    for (int level = 0; level < frames[t].num_codebooks; ++level) codes[level][t] = frames[t].codes[level];
+  }
+  return codes;
+}
+
+std::vector<CodeFrame> codes_to_frames(const torch::Tensor& codes) {
+  std::vector<CodeFrame> frames(codes.size(1));
+  for (int64_t t = 0; t < codes.size(1); ++t) {
+    frames[t].num_codebooks = static_cast<int>(codes.size(0));
+    for (int64_t level = 0; level < codes.size(0); ++level) {
+      frames[t].codes[level] = static_cast<int32_t>(codes[level][t].item<int64_t>());
+    }
+  }
+  return frames;
+}
+
+std::vector<CodeFrame> stream_encode(StreamingEncoder& encoder, const std::vector<float>& samples,
+                                     int64_t block) {
+  std::vector<CodeFrame> frames;
+  CodeFrame frame;
+  for (size_t offset = 0; offset < samples.size(); offset += block) {
+    const int64_t count = std::min<int64_t>(block, samples.size() - offset);
+    encoder.push(samples.data() + offset, count);
+    while (encoder.pop(&frame)) frames.push_back(frame);
+  }
+  encoder.finish();
+  while (encoder.pop(&frame)) frames.push_back(frame);
+  return frames;
+}
+
+std::vector<float> stream_decode(StreamingDecoder& decoder, const std::vector<CodeFrame>& frames) {
+  std::vector<float> audio;
+  auto drain = [&] {
+    const size_t old = audio.size();
+    audio.resize(old + decoder.samples_ready());
+    decoder.pop(audio.data() + old, static_cast<int64_t>(audio.size() - old));
+  };
+  for (const CodeFrame& frame : frames) {
+    decoder.push(frame);
+    drain();
+  }
+  decoder.finish();
+  drain();
+  return audio;
+}
+
+class StreamingGoldenTest : public ::testing::TestWithParam<GoldenCase> {
+ protected:
+  void SetUp() override { ENCODEC_REQUIRE_GOLDEN(); }
+};
+
+TEST_P(StreamingGoldenTest, CodesEqualOfflineForAnyBlockSize) {
+  const GoldenCase& golden = GetParam();
+  const EncodecModel model = fast_model(golden.bandwidth_kbps);
+  const std::vector<float> samples = mono_samples(golden);
+  const torch::Tensor offline = testing::concatenated_codes(model.encode(as_wav(samples)));
+  std::vector<int64_t> blocks = {160, 320, 441, 4096};
+  if (samples.size() <= 30000) blocks.push_back(1);
+  for (int64_t block : blocks) {
+    StreamingEncoder encoder(model);
+    const torch::Tensor streamed = frames_to_codes(stream_encode(encoder, samples, block));
+    ASSERT_EQ(streamed.sizes(), offline.sizes()) << "block " << block;
+    EXPECT_TRUE(torch::equal(streamed, offline)) << "block " << block << ": "
+        << streamed.ne(offline).sum().item<int64_t>() << " codes differ";
+  }
+  // Where the fast kernels equal the reference (up to 12 kbps on this model),
+  // the streamed codes are the golden ones too.
+  if (golden.bandwidth_kbps <= 12.0) {
+    const torch::Tensor expected = testing::load_npy(testing::golden_path(golden.codes));
+    EXPECT_TRUE(torch::equal(offline, expected.reshape(offline.sizes())));
+  }
+}
+
+TEST_P(StreamingGoldenTest, AudioEqualsOfflineDecode) {
+  const GoldenCase& golden = GetParam();
+  const EncodecModel model = fast_model(golden.bandwidth_kbps);
+  const std::vector<float> samples = mono_samples(golden);
+  const std::vector<EncodedFrame> encoded = model.encode(as_wav(samples));
+  const torch::Tensor offline = model.decode(encoded).flatten();
+  StreamingDecoder decoder(model);
+  const std::vector<float> streamed =
+      stream_decode(decoder, codes_to_frames(testing::concatenated_codes(encoded)));
+  ASSERT_EQ(static_cast<int64_t>(streamed.size()), offline.numel());
+  const torch::Tensor difference = (torch::from_blob(const_cast<float*>(streamed.data()),
+                                                     {offline.numel()}) - offline).abs();
+  const double max_error = difference.numel() ? difference.max().item<double>() : 0.0;
+  EXPECT_LE(max_error, 1e-5);
+  EXPECT_EQ(max_error, 0.0) << "the streamed audio should equal the offline decode bit for bit";
+}
+
+INSTANTIATE_TEST_SUITE_P(Golden, StreamingGoldenTest, ::testing::ValuesIn(streaming_cases()),
+                         [](const auto& info) { return info.param.label; });
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(StreamingGoldenTest);
+
+class StreamingTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ENCODEC_REQUIRE_GOLDEN(); }
+  // The golden speech: the longest natural input.
+  std::vector<float> speech() const {
+    for (const GoldenCase& golden : streaming_cases()) {
+      if (golden.input.find("speech") != std::string::npos) return mono_samples(golden);
+    }
+    return {};
+  }
+};
+
+TEST_F(StreamingTest, BandwidthChangesBetweenFrames) {
+  const std::vector<float> samples = speech();
+  ASSERT_FALSE(samples.empty());
+  const EncodecModel full = fast_model(24.0);
+  const torch::Tensor offline = testing::concatenated_codes(full.encode(as_wav(samples)));
+  StreamingEncoder encoder(full);
+  const std::vector<double> schedule = {1.5, 24.0, 6.0, 3.0, 12.0};
+  std::vector<CodeFrame> frames;
+  CodeFrame frame;
+  size_t offset = 0;
+  for (int step = 0; offset < samples.size(); ++step) {
+    encoder.set_bandwidth(schedule[step % schedule.size()]);
+    const int64_t count = std::min<int64_t>(700, samples.size() - offset);
+    encoder.push(samples.data() + offset, count);
+    offset += count;
+    while (encoder.pop(&frame)) frames.push_back(frame);
+  }
+  encoder.finish();
+  while (encoder.pop(&frame)) frames.push_back(frame);
+  ASSERT_EQ(static_cast<int64_t>(frames.size()), offline.size(1));
+  std::set<int> seen;
+  for (size_t t = 0; t < frames.size(); ++t) {
+    seen.insert(frames[t].num_codebooks);
+    // A level's code does not depend on the levels after it.
+    for (int level = 0; level < frames[t].num_codebooks; ++level) {
+      ASSERT_EQ(frames[t].codes[level], offline[level][t].item<int64_t>()) << "frame " << t;
+    }
+  }
+  EXPECT_GE(seen.size(), 4u) << "the schedule should have reached several bandwidths";
+}
+
+TEST_F(StreamingTest, ResetStartsANewStream) {
+  const std::vector<float> samples = speech();
+  const EncodecModel model = fast_model(6.0);
+  StreamingEncoder encoder(model);
+  const std::vector<CodeFrame> first = stream_encode(encoder, samples, 999);
+  encoder.reset();
+  const std::vector<CodeFrame> second = stream_encode(encoder, samples, 320);
+  EXPECT_TRUE(torch::equal(frames_to_codes(first), frames_to_codes(second)));
+
+  StreamingDecoder decoder(model);
+  const std::vector<float> audio = stream_decode(decoder, first);
+  decoder.reset();
+  EXPECT_EQ(stream_decode(decoder, first), audio);
+}
+
+TEST_F(StreamingTest, RefusesModelsThatCannotStream) {
+  EXPECT_THROW(StreamingEncoder{testing::golden_model("encodec_48khz")}, std::invalid_argument);
+  EXPECT_THROW(StreamingDecoder{testing::golden_model("encodec_48khz")}, std::invalid_argument);
+  EXPECT_THROW(StreamBatcher{testing::golden_model("encodec_48khz")}, std::invalid_argument);
+}
+
+TEST_F(StreamingTest, DecoderRejectsInvalidFrames) {
+  StreamingDecoder decoder(fast_model(6.0));
+  CodeFrame frame;
+  EXPECT_THROW(decoder.push(frame), std::invalid_argument);  // no codebooks
+  frame.num_codebooks = 2;
+  frame.codes[1] = 1 << 20;
+  EXPECT_THROW(decoder.push(frame), std::invalid_argument);
+  frame.codes[1] = -1;
+  EXPECT_THROW(decoder.push(frame), std::invalid_argument);
+}
+
+// Streams that open at different ticks, run at different bandwidths, skip
+// ticks and close early give the codes and audio they give alone.
+TEST_F(StreamingTest, BatchedStreamsEqualStreamsAlone) {
+  const std::vector<float> samples = speech();
+  const EncodecModel model = fast_model(6.0);
+  const int64_t hop = model.config().hop_length();
+  constexpr int kStreams = 5;
+  const double bandwidths[kStreams] = {6.0, 1.5, 24.0, 6.0, 12.0};
+  const int open_tick[kStreams] = {0, 0, 3, 9, 12};
+  const int close_tick[kStreams] = {1000, 1000, 1000, 60, 1000};
+  const int skip_tick[kStreams] = {-1, 20, -1, 30, -1};  // a tick with no frame
+  // Each stream's audio: the speech from a different offset.
+  std::vector<std::vector<float>> inputs(kStreams);
+  for (int s = 0; s < kStreams; ++s) {
+    inputs[s].assign(samples.begin() + s * 1111, samples.end());
+    inputs[s].resize(inputs[s].size() / hop * hop);
+  }
+  StreamBatcher batcher(model);
+  std::vector<StreamBatcher::StreamId> ids(kStreams, -1);
+  std::vector<std::vector<CodeFrame>> batched_codes(kStreams);
+  std::vector<std::vector<float>> batched_audio(kStreams);
+  std::vector<size_t> fed(kStreams, 0);
+  int64_t most_batched = 0;
+  for (int tick = 0; tick < 200; ++tick) {
+    for (int s = 0; s < kStreams; ++s) {
+      if (tick == open_tick[s]) {
+        ids[s] = batcher.open_stream();
+        batcher.set_bandwidth(ids[s], bandwidths[s]);
+      }
+      if (tick == close_tick[s] && ids[s] >= 0) {
+        batcher.close_stream(ids[s]);
+        ids[s] = -1;
+      }
+      if (ids[s] < 0 || tick == skip_tick[s] || fed[s] >= inputs[s].size()) continue;
+      batcher.push_audio(ids[s], inputs[s].data() + fed[s], hop);
+      fed[s] += hop;
+    }
+    batcher.encode_tick();
+    most_batched = std::max(most_batched, batcher.batched_encoder_streams());
+    // Decode each stream's new codes in the same tick (a duplex call).
+    for (int s = 0; s < kStreams; ++s) {
+      if (ids[s] < 0) continue;
+      CodeFrame frame;
+      while (batcher.pop_codes(ids[s], &frame)) {
+        batched_codes[s].push_back(frame);
+        batcher.push_codes(ids[s], frame);
+      }
+    }
+    batcher.decode_tick();
+    for (int s = 0; s < kStreams; ++s) {
+      if (ids[s] < 0) continue;
+      std::vector<float> chunk(batcher.samples_ready(ids[s]));
+      batcher.pop_audio(ids[s], chunk.data(), chunk.size());
+      batched_audio[s].insert(batched_audio[s].end(), chunk.begin(), chunk.end());
+    }
+  }
+  EXPECT_GE(most_batched, 3) << "streams should have run batched";
+  for (int s = 0; s < kStreams; ++s) {
+    // The same stream alone, fed the same frames.
+    EncodecModel own = model;
+    own.set_target_bandwidth(bandwidths[s]);
+    StreamingEncoder encoder(own);
+    StreamingDecoder decoder(own);
+    std::vector<CodeFrame> codes;
+    std::vector<float> audio;
+    CodeFrame frame;
+    for (size_t offset = 0; offset < fed[s]; offset += hop) {
+      encoder.push(inputs[s].data() + offset, hop);
+      while (encoder.pop(&frame)) {
+        codes.push_back(frame);
+        decoder.push(frame);
+      }
+      std::vector<float> chunk(decoder.samples_ready());
+      decoder.pop(chunk.data(), chunk.size());
+      audio.insert(audio.end(), chunk.begin(), chunk.end());
+    }
+    ASSERT_EQ(batched_codes[s].size(), codes.size()) << "stream " << s;
+    ASSERT_GT(codes.size(), 10u);
+    EXPECT_TRUE(torch::equal(frames_to_codes(batched_codes[s]), frames_to_codes(codes))) << "stream " << s;
+    // The decoder side takes one frame per tick, so a stream closed early
+    // leaves the frames of its start burst undecoded.
+    if (close_tick[s] >= 200) ASSERT_EQ(batched_audio[s].size(), audio.size()) << "stream " << s;
+    ASSERT_GT(batched_audio[s].size(), 30u * hop);
+    ASSERT_LE(batched_audio[s].size(), audio.size());
+    EXPECT_TRUE(std::equal(batched_audio[s].begin(), batched_audio[s].end(), audio.begin()))
+        << "stream " << s;
+  }
+}
+
+// Lost frames: no NaN, the timing kept (hop samples per frame, lost or not),
+// no click larger than the signal's own steps, silence after a long loss, and
+// the stream back in step once frames arrive again.
+TEST_F(StreamingTest, ConcealsLostFramesSmoothly) {
+  const std::vector<float> samples = speech();
+  const EncodecModel model = fast_model(6.0);
+  const int64_t hop = model.config().hop_length();
+  StreamingEncoder encoder(model);
+  const std::vector<CodeFrame> frames = stream_encode(encoder, samples, 320);
+  StreamingDecoder clean(model);
+  const std::vector<float> reference = stream_decode(clean, frames);
+
+  auto lost = [](size_t t) { return (t >= 40 && t < 42) || (t >= 70 && t < 85) || t == 100; };
+  StreamingDecoder decoder(model);
+  std::vector<float> audio;
+  for (size_t t = 0; t < frames.size(); ++t) {
+    lost(t) ? decoder.push_lost() : decoder.push(frames[t]);
+    std::vector<float> chunk(decoder.samples_ready());
+    decoder.pop(chunk.data(), chunk.size());
+    audio.insert(audio.end(), chunk.begin(), chunk.end());
+  }
+  decoder.finish();
+  std::vector<float> tail(decoder.samples_ready());
+  decoder.pop(tail.data(), tail.size());
+  audio.insert(audio.end(), tail.begin(), tail.end());
+
+  ASSERT_EQ(audio.size(), reference.size());
+  ASSERT_EQ(static_cast<int64_t>(audio.size()), static_cast<int64_t>(frames.size()) * hop);
+  float largest_step = 0, largest_concealed_step = 0;
+  for (size_t i = 1; i < reference.size(); ++i) {
+    ASSERT_TRUE(std::isfinite(audio[i])) << "sample " << i;
+    largest_step = std::max(largest_step, std::abs(reference[i] - reference[i - 1]));
+    largest_concealed_step = std::max(largest_concealed_step, std::abs(audio[i] - audio[i - 1]));
+  }
+  EXPECT_LE(largest_concealed_step, 1.5f * largest_step) << "concealment clicks";
+  // Frames 78..84 are the 9th to 15th losses in a row: silent.
+  for (int64_t i = 78 * hop; i < 85 * hop; ++i) ASSERT_EQ(audio[i], 0.0f) << "sample " << i;
+  // Before the first loss the audio is untouched.
+  for (int64_t i = 0; i < 40 * hop; ++i) ASSERT_EQ(audio[i], reference[i]) << "sample " << i;
+  // After the losses the decoder tracks the clean decode again (its LSTM
+  // state converges): the last second is close to the clean one.
+  const int64_t from = static_cast<int64_t>(audio.size()) - 75 * hop;
+  double error = 0, energy = 0;
+  for (size_t i = from; i < audio.size(); ++i) {
+    error += std::pow(audio[i] - reference[i], 2);
+    energy += std::pow(reference[i], 2);
+  }
+  EXPECT_LT(error, 0.01 * energy) << "the decoder should recover after the losses";
+}
+
+}  // namespace
+}  // namespace encodec
