@@ -12,6 +12,7 @@
 #include "encodec/encodec.h"
 #include "encodec/streaming.h"
 #include "golden_cases.h"
+#include "model_weights.h"
 
 namespace encodec {
 namespace {
@@ -186,6 +187,36 @@ TEST_F(StreamingTest, BandwidthChangesBetweenFrames) {
     }
   }
   EXPECT_GE(seen.size(), 4u) << "the schedule should have reached several bandwidths";
+}
+
+// The start delay the reflect padding imposes: the encoder's last conv (at the
+// frame rate) reads `kernel` frames, so the first codes need that many frames
+// of audio; the decoder's first conv likewise needs that many frames of codes.
+// Afterwards every frame comes out as soon as it is complete.
+TEST_F(StreamingTest, StartDelayThenOneFramePerFrame) {
+  const EncodecModel model = fast_model(6.0);
+  const int64_t hop = model.config().hop_length();
+  const auto kernel_of = [](const fast::Layer& layer) {
+    return std::get<fast::Conv1d>(layer).reference().kernel_size();
+  };
+  const int64_t encoder_delay = kernel_of(model.weights().fast_encoder->layers().back());
+  const int64_t decoder_delay = kernel_of(model.weights().fast_decoder->layers().front());
+  const std::vector<float> samples = speech();
+  StreamingEncoder encoder(model);
+  std::vector<CodeFrame> frames;
+  CodeFrame frame;
+  for (int64_t pushed = 1; pushed <= 20 * hop; ++pushed) {
+    encoder.push(&samples[pushed - 1], 1);
+    const int64_t expected = pushed < encoder_delay * hop ? 0 : pushed / hop;
+    while (encoder.pop(&frame)) frames.push_back(frame);
+    ASSERT_EQ(static_cast<int64_t>(frames.size()), expected) << "after " << pushed << " samples";
+  }
+  StreamingDecoder decoder(model);
+  for (int64_t t = 0; t < 13; ++t) {
+    decoder.push(frames[t]);
+    const int64_t expected = t + 1 < decoder_delay ? 0 : (t + 1) * hop;
+    ASSERT_EQ(decoder.samples_ready(), expected) << "after " << t + 1 << " frames";
+  }
 }
 
 TEST_F(StreamingTest, ResetStartsANewStream) {

@@ -11,9 +11,10 @@
 //
 // Start and end: the model pads its convolutions' inputs on the left by
 // reflecting the first samples, so the first outputs depend on a little of what
-// follows. The engine reproduces that exactly: the first codes come out once 7
-// frames (plus 8 samples) of audio are in, the first audio once 7 frames of
-// codes are in; from then on every frame comes out as soon as it is complete.
+// follows. The engine reproduces that exactly: the first 7 frames of codes come
+// out together once 7 frames of audio are in (93 ms), the first 7 frames of
+// audio once 7 frames of codes are in; from then on every frame comes out as
+// soon as its last sample (or its codes) is in.
 // finish() ends a stream as the offline path ends a file: the last partial
 // frame is padded as the reference pads it, and everything is flushed.
 //

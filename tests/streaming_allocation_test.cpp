@@ -1,0 +1,119 @@
+// The per-frame path allocates nothing once warmed up: this test binary
+// replaces malloc and friends (every allocation of the process, LibTorch's
+// included, goes through them) with counting versions of glibc's own.
+#include <gtest/gtest.h>
+
+#include <malloc.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include <ATen/Parallel.h>
+
+#include "encodec/encodec.h"
+#include "encodec/streaming.h"
+#include "golden_cases.h"
+
+extern "C" {
+void* __libc_malloc(size_t size);
+void* __libc_calloc(size_t count, size_t size);
+void* __libc_realloc(void* pointer, size_t size);
+void* __libc_memalign(size_t alignment, size_t size);
+void __libc_free(void* pointer);
+}
+
+namespace {
+std::atomic<bool> counting{false};
+std::atomic<long> allocations{0};
+inline void count() {
+  if (counting.load(std::memory_order_relaxed)) allocations.fetch_add(1, std::memory_order_relaxed);
+}
+}  // namespace
+
+extern "C" {
+void* malloc(size_t size) {
+  count();
+  return __libc_malloc(size);
+}
+void* calloc(size_t count_, size_t size) {
+  count();
+  return __libc_calloc(count_, size);
+}
+void* realloc(void* pointer, size_t size) {
+  count();
+  return __libc_realloc(pointer, size);
+}
+void* memalign(size_t alignment, size_t size) {
+  count();
+  return __libc_memalign(alignment, size);
+}
+void* aligned_alloc(size_t alignment, size_t size) {
+  count();
+  return __libc_memalign(alignment, size);
+}
+int posix_memalign(void** out, size_t alignment, size_t size) {
+  count();
+  void* pointer = __libc_memalign(alignment, size);
+  if (!pointer) return ENOMEM;
+  *out = pointer;
+  return 0;
+}
+void free(void* pointer) { __libc_free(pointer); }
+}
+
+namespace encodec {
+namespace {
+
+TEST(StreamingAllocationTest, PerFramePathAllocatesNothingAfterWarmUp) {
+  ENCODEC_REQUIRE_GOLDEN();
+  at::set_num_threads(1);
+  EncodecModel model = testing::golden_model("encodec_24khz");
+  model.set_target_bandwidth(6.0);
+  StreamingEncoder encoder(model);
+  StreamingDecoder decoder(model);
+  StreamBatcher batcher(model);
+  const int64_t hop = model.config().hop_length();
+  std::vector<StreamBatcher::StreamId> ids;
+  for (int i = 0; i < 3; ++i) ids.push_back(batcher.open_stream());
+
+  std::vector<float> frame_audio(hop), out(4 * hop);
+  CodeFrame frame;
+  auto one_frame = [&](int64_t index) {
+    for (int64_t i = 0; i < hop; ++i) frame_audio[i] = 0.3f * std::sin(0.01f * (index * hop + i));
+    encoder.push(frame_audio.data(), hop);
+    while (encoder.pop(&frame)) decoder.push(frame);
+    decoder.pop(out.data(), static_cast<int64_t>(out.size()));
+    for (StreamBatcher::StreamId id : ids) batcher.push_audio(id, frame_audio.data(), hop);
+    batcher.encode_tick();
+    for (StreamBatcher::StreamId id : ids) {
+      while (batcher.pop_codes(id, &frame)) batcher.push_codes(id, frame);
+    }
+    batcher.decode_tick();
+    for (StreamBatcher::StreamId id : ids) batcher.pop_audio(id, out.data(), static_cast<int64_t>(out.size()));
+  };
+  // Warm-up: the start delay, the batch forming, the buffers reaching their size.
+  for (int64_t index = 0; index < 40; ++index) one_frame(index);
+  ASSERT_EQ(batcher.batched_encoder_streams(), 3);
+  ASSERT_EQ(batcher.batched_decoder_streams(), 3);
+
+  // The counter sees allocations (a vector's buffer comes from malloc too).
+  counting = true;
+  {
+    volatile size_t size = 64;
+    std::vector<char> probe(size);
+    ASSERT_EQ(probe.size(), 64u);
+  }
+  counting = false;
+  ASSERT_EQ(allocations.exchange(0), 1) << "the malloc replacement is not in use";
+
+  counting = true;
+  for (int64_t index = 40; index < 140; ++index) one_frame(index);
+  counting = false;
+  EXPECT_EQ(allocations.load(), 0) << "allocations in 100 frames of encode, decode and batched ticks";
+}
+
+}  // namespace
+}  // namespace encodec
