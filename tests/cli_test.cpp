@@ -454,6 +454,22 @@ TEST_F(CliTest, TruncatedEcdcFailsAndLeavesNoFileBehind) {
   }
 }
 
+// A 48 kHz file cut in its last chunk fails after earlier chunks were already
+// decoded and written (the WAV, and with -r the float scratch file): none of it stays.
+TEST_F(CliTest, FileTruncatedAfterItsFirstChunksLeavesNoFileBehind) {
+  const std::string bytes = reference_ecdc("music_stereo_48k_6kbps");
+  write_bytes(path("cut.ecdc"), bytes.substr(0, bytes.size() - 3));
+  for (const bool rescale : {false, true}) {
+    std::vector<std::string> args = {"--checkpoint", checkpoint_48khz(), path("cut.ecdc"),
+                                     path("out.wav")};
+    if (rescale) args.insert(args.begin(), "-r");
+    const CliRun run = run_cli(args);
+    EXPECT_EQ(run.exit_code, 1) << run.err;
+    expect_contains(run.err, "chunk 3 of 3");
+    EXPECT_EQ(files_in(dir_), std::vector<std::string>{"cut.ecdc"});
+  }
+}
+
 std::string lm_checkpoint_24khz() { return testing::golden_path("encodec_lm_24khz-random.th"); }
 std::string lm_checkpoint_48khz() { return testing::golden_path("encodec_lm_48khz-random.th"); }
 

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <limits>
 #include <memory>
 #include <numeric>
@@ -17,66 +18,69 @@
 #include <sndfile.h>
 #include <soxr.h>
 
+#include "audio_internal.h"
+
 namespace encodec {
-namespace {
+namespace detail {
 
 std::string system_error_text() { return std::strerror(errno); }
 
-struct SndfileCloser {
-  void operator()(SNDFILE* file) const { sf_close(file); }
-};
-using SndfilePtr = std::unique_ptr<SNDFILE, SndfileCloser>;
+TempFile::TempFile(const std::string& final_path) : final_path_(final_path) {
+  static constexpr char kAlphabet[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+  std::random_device seed;
+  std::mt19937 random(seed());
+  std::uniform_int_distribution<int> pick(0, sizeof(kAlphabet) - 2);
+  for (int attempt = 0; attempt < 100 && fd_ < 0; ++attempt) {
+    path_ = final_path + ".tmp-";
+    for (int i = 0; i < 6; ++i) path_ += kAlphabet[pick(random)];
+    fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd_ < 0 && errno != EEXIST) break;
+  }
+  if (fd_ < 0) {
+    throw AudioError("cannot write '" + final_path + "': cannot create a temporary file: " +
+                     system_error_text());
+  }
+  remove_on_signal_ = RemoveOnSignal(path_);
+}
 
-// A file created beside `final_path` that becomes `final_path` on commit() and
-// is removed otherwise. Not mkstemp: that creates mode 0600, while an open()
-// with 0666 gives the file the same permissions as a plainly written one (umask).
-class TempFile {
- public:
-  explicit TempFile(const std::string& final_path) : final_path_(final_path) {
-    static constexpr char kAlphabet[] = "abcdefghijklmnopqrstuvwxyz0123456789";
-    std::random_device seed;
-    std::mt19937 random(seed());
-    std::uniform_int_distribution<int> pick(0, sizeof(kAlphabet) - 2);
-    for (int attempt = 0; attempt < 100 && fd_ < 0; ++attempt) {
-      path_ = final_path + ".tmp-";
-      for (int i = 0; i < 6; ++i) path_ += kAlphabet[pick(random)];
-      fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-      if (fd_ < 0 && errno != EEXIST) break;
+TempFile::~TempFile() {
+  if (fd_ >= 0) ::close(fd_);
+  if (!committed_) ::unlink(path_.c_str());
+}
+
+void TempFile::commit() {
+  const int fd = fd_;
+  fd_ = -1;
+  if (::close(fd) != 0) fail("close failed");
+  if (std::rename(path_.c_str(), final_path_.c_str()) != 0) fail("rename failed");
+  committed_ = true;
+  remove_on_signal_.release();
+}
+
+void TempFile::discard() {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+  if (!committed_) ::unlink(path_.c_str());
+  committed_ = true;  // nothing left to remove
+  remove_on_signal_.release();
+}
+
+void TempFile::fail(const std::string& what) const {
+  throw AudioError("cannot write '" + final_path_ + "': " + what + ": " + system_error_text());
+}
+
+void write_all(const TempFile& temp, const void* data, size_t bytes) {
+  const char* next = static_cast<const char*>(data);
+  while (bytes > 0) {
+    const ssize_t written = ::write(temp.fd(), next, bytes);
+    if (written < 0) {
+      if (errno == EINTR) continue;
+      temp.fail("write failed");
     }
-    if (fd_ < 0) {
-      throw AudioError("cannot write '" + final_path + "': cannot create a temporary file: " +
-                       system_error_text());
-    }
+    next += written;
+    bytes -= static_cast<size_t>(written);
   }
-  TempFile(const TempFile&) = delete;
-  TempFile& operator=(const TempFile&) = delete;
-  ~TempFile() {
-    if (fd_ >= 0) ::close(fd_);
-    if (!committed_) ::unlink(path_.c_str());
-  }
-
-  int fd() const { return fd_; }
-
-  // Closes the file (reporting delayed write errors) and renames it onto the
-  // final path. On failure the destructor removes the temporary file.
-  void commit() {
-    const int fd = fd_;
-    fd_ = -1;
-    if (::close(fd) != 0) fail("close failed");
-    if (std::rename(path_.c_str(), final_path_.c_str()) != 0) fail("rename failed");
-    committed_ = true;
-  }
-
-  [[noreturn]] void fail(const std::string& what) const {
-    throw AudioError("cannot write '" + final_path_ + "': " + what + ": " + system_error_text());
-  }
-
- private:
-  std::string final_path_;
-  std::string path_;
-  int fd_ = -1;
-  bool committed_ = false;
-};
+}
 
 // torchaudio 0.13's save (sox_io backend) turns float x into a sox sample
 // s = trunc(clamp(x * 2^31)) and sox's 16-bit writer then computes
@@ -95,26 +99,51 @@ int16_t sox_float_to_int16(float x) {
   return static_cast<int16_t>(quotient);
 }
 
+torch::Tensor convert_channels(const torch::Tensor& samples, int target_channels) {
+  if (samples.dim() != 2 || samples.size(0) < 1) {
+    throw AudioError("audio must be [channels, frames] with at least one channel, got shape " +
+                     c10::str(samples.sizes()));
+  }
+  const int64_t channels = samples.size(0);
+  torch::Tensor converted = samples.to(torch::kFloat32);
+  if (target_channels == 1) {
+    converted = converted.mean(0, /*keepdim=*/true);
+  } else if (target_channels == 2 && (channels == 1 || channels == 2)) {
+    converted = converted.expand({2, samples.size(1)});
+  } else {
+    throw AudioError("cannot convert audio from " + std::to_string(channels) + " to " +
+                     std::to_string(target_channels) + " channels");
+  }
+  return converted.contiguous();
+}
+
+}  // namespace detail
+
+namespace {
+
+using detail::SndfilePtr;
+using detail::system_error_text;
+using detail::TempFile;
+
 // Interleaved int16 frames of `samples` ([channels, frames]) after the
 // reference's save_audio limiting, done in float32 exactly as torch does it.
 std::vector<int16_t> to_pcm16(const torch::Tensor& samples, bool rescale) {
   const torch::Tensor frames_first = samples.to(torch::kFloat32).t().contiguous();
   const float* data = frames_first.data_ptr<float>();
   const auto count = static_cast<size_t>(frames_first.numel());
-  constexpr float kLimit = 0.99f;
+  constexpr float kLimit = detail::kWavLimit;
   float scale = 1.0f;
   if (rescale) {
     float peak = 0.0f;
     for (size_t i = 0; i < count; ++i) {
       if (!std::isnan(data[i])) peak = std::max(peak, std::abs(data[i]));
     }
-    // `limit / mx` in torch is mx.reciprocal() * limit; min(., 1) never amplifies.
-    scale = std::min((1.0f / peak) * kLimit, 1.0f);
+    scale = detail::rescale_gain(peak);
   }
   std::vector<int16_t> pcm(count);
   for (size_t i = 0; i < count; ++i) {
     const float limited = rescale ? data[i] * scale : std::clamp(data[i], -kLimit, kLimit);
-    pcm[i] = sox_float_to_int16(limited);
+    pcm[i] = detail::sox_float_to_int16(limited);
   }
   return pcm;
 }
@@ -223,23 +252,9 @@ int64_t resampled_length(int64_t length, int from_rate_hz, int to_rate_hz) {
 
 torch::Tensor convert_audio(const torch::Tensor& samples, int sample_rate_hz,
                             int target_rate_hz, int target_channels) {
-  if (samples.dim() != 2 || samples.size(0) < 1) {
-    throw AudioError("audio must be [channels, frames] with at least one channel, got shape " +
-                     c10::str(samples.sizes()));
-  }
-  const int64_t channels = samples.size(0);
+  const torch::Tensor converted = detail::convert_channels(samples, target_channels);
   const int64_t length = samples.size(1);
   const int64_t target_length = resampled_length(length, sample_rate_hz, target_rate_hz);
-  torch::Tensor converted = samples.to(torch::kFloat32);
-  if (target_channels == 1) {
-    converted = converted.mean(0, /*keepdim=*/true);
-  } else if (target_channels == 2 && (channels == 1 || channels == 2)) {
-    converted = converted.expand({2, length});
-  } else {
-    throw AudioError("cannot convert audio from " + std::to_string(channels) + " to " +
-                     std::to_string(target_channels) + " channels");
-  }
-  converted = converted.contiguous();
   if (sample_rate_hz == target_rate_hz || length == 0) return converted;
   // soxr's flushed output has round(length * to / from) samples, torchaudio's
   // resampler (the reference) ceil(length * to / from), and the model depends on
@@ -290,15 +305,20 @@ void write_wav_atomic(const std::string& path, const torch::Tensor& samples, int
 
 void write_file_atomic(const std::string& path, const std::string& bytes) {
   TempFile temp(path);
-  size_t offset = 0;
-  while (offset < bytes.size()) {
-    const ssize_t written = ::write(temp.fd(), bytes.data() + offset, bytes.size() - offset);
-    if (written < 0) {
-      if (errno == EINTR) continue;
-      temp.fail("write failed");
-    }
-    offset += static_cast<size_t>(written);
-  }
+  detail::write_all(temp, bytes.data(), bytes.size());
+  temp.commit();
+}
+
+void write_stream_atomic(const std::string& path,
+                         const std::function<void(std::ostream&)>& write) {
+  TempFile temp(path);
+  std::ofstream out(temp.path(), std::ios::binary | std::ios::trunc);
+  if (!out) temp.fail("cannot open the temporary file");
+  write(out);
+  out.flush();
+  if (!out) temp.fail("write failed");
+  out.close();
+  if (out.fail()) temp.fail("close failed");
   temp.commit();
 }
 

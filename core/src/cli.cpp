@@ -16,10 +16,15 @@
 #include <optional>
 #include <sstream>
 
+#include "audio_internal.h"
 #include "encodec/audio_io.h"
+#include "encodec/audio_stream.h"
 #include "encodec/compress.h"
 #include "encodec/encodec.h"
 #include "encodec/lm.h"
+#include "encodec/pipeline.h"
+#include "progress_line.h"
+#include "signal_cleanup.h"
 
 namespace encodec {
 namespace {
@@ -46,6 +51,9 @@ struct CliOptions {
   std::string model_dir;
   int threads = 0;
   bool fast = false;
+  // Hidden (benchmarks): official-size models with random weights instead of
+  // checkpoints; speed and memory do not depend on the values.
+  bool random_weights = false;
 };
 
 // A user-facing failure: printed as "encodec: error: <message>", exit code 1.
@@ -108,6 +116,7 @@ class StagingFile {
     }
     ::close(fd);
     path_ = name_template;
+    remove_on_signal_ = RemoveOnSignal(path_);
   }
   StagingFile(const StagingFile&) = delete;
   StagingFile& operator=(const StagingFile&) = delete;
@@ -115,11 +124,15 @@ class StagingFile {
     if (!committed_) ::unlink(path_.c_str());
   }
   const std::string& path() const { return path_; }
-  void mark_committed() { committed_ = true; }
+  void mark_committed() {
+    committed_ = true;
+    remove_on_signal_.release();
+  }
 
  private:
   std::string path_;
   bool committed_ = false;
+  RemoveOnSignal remove_on_signal_;
 };
 
 [[noreturn]] void throw_output_appeared(const std::string& output) {
@@ -164,6 +177,14 @@ void commit_output(const CliOptions& options,
 // the official checkpoint through the model store (--model-dir, else
 // $ENCODEC_MODEL_DIR, else the hub cache with download).
 EncodecModel load_weights(const CliOptions& options, const std::string& model_name) {
+  if (options.random_weights) {
+    if (model_name == kModelName24kHz) {
+      return EncodecModel::with_random_weights(EncodecConfig::official_24khz());
+    }
+    if (model_name == kModelName48kHz) {
+      return EncodecModel::with_random_weights(EncodecConfig::official_48khz());
+    }
+  }
   if (!options.checkpoint.empty()) {
     try {
       return EncodecModel::from_checkpoint(options.checkpoint, model_name);
@@ -212,23 +233,70 @@ LmModel load_lm(const CliOptions& options, const EncodecConfig& codec) {
 }
 
 // The reference's check_clipping: without -r, samples beyond 0.99 get clamped.
-void warn_if_clipping(const torch::Tensor& wav, const CliOptions& options) {
+// (Said once the whole output is written: only then is its peak known.)
+void warn_if_clipping(float peak, const CliOptions& options) {
   if (options.rescale) return;
-  const float peak = wav.numel() ? wav.abs().max().item<float>() : 0.0f;
-  constexpr float kLimit = 0.99f;
+  constexpr float kLimit = detail::kWavLimit;
   if (peak > kLimit) {
     std::cerr << "encodec: warning: clipping: peak " << peak << " exceeds " << kLimit
               << "; use -r / --rescale to rescale the output instead\n";
   }
 }
 
-void write_decoded(const DecompressedAudio& audio, const CliOptions& options) {
-  warn_if_clipping(audio.samples, options);
-  WavWriteOptions wav_options;
+// Passes decoded audio on and reports how much is done.
+class ProgressAudioSink : public AudioSink {
+ public:
+  ProgressAudioSink(AudioSink& out, AudioProgress& progress, int sample_rate_hz)
+      : out_(out), progress_(progress), sample_rate_hz_(sample_rate_hz) {}
+  void write(const torch::Tensor& samples) override {
+    out_.write(samples);
+    frames_ += samples.size(1);
+    progress_.update(static_cast<double>(frames_) / sample_rate_hz_);
+  }
+
+ private:
+  AudioSink& out_;
+  AudioProgress& progress_;
+  int sample_rate_hz_;
+  int64_t frames_ = 0;
+};
+
+// Decodes the chunks of `in` (its header already read) into a WAV file at
+// `path`, chunk by chunk.
+void decode_to_wav(std::istream& in, const EcdcHeader& header, const EncodecModel& model,
+                   const LmModel* lm, const std::string& path, const CliOptions& options) {
+  WavFileOptions wav_options;
   wav_options.rescale = options.rescale;
-  commit_output(options, [&](const std::string& path) {
-    write_wav_atomic(path, audio.samples, audio.sample_rate_hz, wav_options);
-  });
+  WavFileWriter writer(path, model.sample_rate_hz(), model.channels(), wav_options);
+  AudioProgress progress("Decompressing",
+                         static_cast<double>(header.audio_length) / model.sample_rate_hz(),
+                         !options.quiet);
+  ProgressAudioSink sink(writer, progress, model.sample_rate_hz());
+  // 24 kHz: decodes the file's single chunk at once (the streaming decoder's place).
+  const std::unique_ptr<AudioDecoder> decoder =
+      make_chunk_decoder(model, header.audio_length, sink);
+  read_ecdc_chunks(in, header, model.config(), lm, *decoder);
+  decoder->finish();
+  progress.finish();
+  warn_if_clipping(writer.peak(), options);
+  writer.commit();
+}
+
+// Encodes everything `reader` yields into the .ecdc stream `out`, chunk by chunk.
+void encode_to_ecdc(AudioFileReader& reader, const EncodecModel& model, const EcdcHeader& header,
+                    const LmModel* lm, std::ostream& out, const CliOptions& options) {
+  EcdcStreamWriter writer(out, header, model.config().bits_per_codebook(), lm);
+  // 24 kHz: buffers the input and encodes it at once (the streaming encoder's place).
+  const std::unique_ptr<AudioEncoder> encoder = make_chunk_encoder(model);
+  const double rate_hz = model.sample_rate_hz();
+  AudioProgress progress("Compressing", static_cast<double>(reader.length()) / rate_hz,
+                         !options.quiet);
+  while (const std::optional<torch::Tensor> block = reader.read()) {
+    encoder->push_audio(*block, writer);
+    progress.update(static_cast<double>(reader.frames_read()) / rate_hz);
+  }
+  encoder->finish(writer);
+  progress.finish();
 }
 
 void run_decompress(CliOptions& options) {
@@ -243,21 +311,23 @@ void run_decompress(CliOptions& options) {
   check_output_path(options);
   std::ifstream in(options.input, std::ios::binary);
   if (!in) throw CliError("cannot open " + options.input + ": " + system_error_text());
-  DecompressedAudio audio;
-  std::optional<EncodecConfig> codec;
   try {
-    audio = decompress_from_stream(
-        in,
-        [&](const std::string& name) {
-          EncodecModel model = load_model(options, name);
-          codec = model.config();
-          return model;
-        },
-        [&](const std::string&) { return load_lm(options, *codec); });
+    const EcdcHeader header = read_ecdc_header(in);
+    // Checked before the model is loaded (perhaps downloaded) for nothing.
+    if (!is_known_model_name(header.model_name)) {
+      throw EcdcFormatError("the audio was compressed with an unsupported model '" +
+                            header.model_name + "' (known: " + kModelName24kHz + ", " +
+                            kModelName48kHz + ")");
+    }
+    const EncodecModel model = load_model(options, header.model_name);
+    std::optional<LmModel> lm;
+    if (header.use_lm) lm = load_lm(options, model.config());
+    commit_output(options, [&](const std::string& path) {
+      decode_to_wav(in, header, model, lm ? &*lm : nullptr, path, options);
+    });
   } catch (const EcdcFormatError& error) {
     throw CliError("cannot decompress " + options.input + ": " + error.what());
   }
-  write_decoded(audio, options);
 }
 
 void run_compress(CliOptions& options) {
@@ -282,9 +352,19 @@ void run_compress(CliOptions& options) {
             << model_name << " (choose one of " << format_bandwidths(allowed) << ")";
     throw CliError(message.str());
   }
-  // Read the input before loading the model so that a bad input fails fast.
-  const Audio input = read_audio(options.input);
-  if (input.samples.size(1) == 0) throw CliError("input " + options.input + " has no samples");
+  // Open the input before loading the model so that a bad input fails fast.
+  // Every checkpoint of a model has the official rate and channels.
+  std::optional<AudioFileReader> reader;
+  try {
+    reader.emplace(options.input, official.sample_rate_hz, official.channels);
+  } catch (const AudioError& error) {
+    const std::string what = error.what();
+    if (what.rfind("cannot convert", 0) == 0) {
+      throw CliError("cannot convert " + options.input + " for " + model_name + ": " + what);
+    }
+    throw;
+  }
+  if (reader->input_frames() == 0) throw CliError("input " + options.input + " has no samples");
   std::optional<EncodecModel> loaded;
   try {
     loaded = load_model(options, model_name);
@@ -295,27 +375,42 @@ void run_compress(CliOptions& options) {
   }
   EncodecModel model = std::move(*loaded);
   model.set_target_bandwidth(options.bandwidth_kbps);
-  torch::Tensor wav;
-  try {
-    wav = convert_audio(input.samples, input.sample_rate_hz, model.sample_rate_hz(),
-                        model.channels());
-  } catch (const AudioError& error) {
-    throw CliError("cannot convert " + options.input + " for " + model_name + ": " +
-                   error.what());
-  }
   std::optional<LmModel> lm;
   if (options.lm) lm = load_lm(options, model.config());
-  const std::string compressed = lm ? compress(model, wav, *lm) : compress(model, wav);
+  EcdcHeader header;
+  header.model_name = model.name();
+  header.audio_length = reader->length();
+  header.num_codebooks = model.num_codebooks();
+  header.use_lm = lm.has_value();
+  if (lm) {
+    const std::string problem = lm_fit_problem(*lm, model.config(), header.num_codebooks);
+    if (!problem.empty()) throw CliError("cannot LM-code with this LM: " + problem);
+  }
+  const LmModel* lm_ptr = lm ? &*lm : nullptr;
   if (output_extension == kEcdcExtension) {
-    commit_output(options,
-                  [&](const std::string& path) { write_file_atomic(path, compressed); });
+    commit_output(options, [&](const std::string& path) {
+      write_stream_atomic(path, [&](std::ostream& out) {
+        encode_to_ecdc(*reader, model, header, lm_ptr, out, options);
+      });
+    });
     return;
   }
-  // Compress then decompress, through the bytes, exactly as a round trip via a file.
-  const DecompressedAudio audio = decompress(
-      compressed, [&](const std::string&) { return model; },
-      [&](const std::string&) { return *lm; });
-  write_decoded(audio, options);
+  // Compress then decompress, through a .ecdc file beside the output, exactly
+  // as a round trip via a file.
+  commit_output(options, [&](const std::string& path) {
+    detail::TempFile compressed(path);
+    {
+      std::ofstream out(compressed.path(), std::ios::binary | std::ios::trunc);
+      encode_to_ecdc(*reader, model, header, lm_ptr, out, options);
+      out.close();
+      if (out.fail()) compressed.fail("writing the intermediate .ecdc file failed");
+    }
+    std::ifstream in(compressed.path(), std::ios::binary);
+    if (!in) compressed.fail("reading the intermediate .ecdc file failed");
+    const EcdcHeader written = read_ecdc_header(in);
+    decode_to_wav(in, written, model, lm_ptr, path, options);
+    compressed.discard();
+  });
 }
 
 constexpr const char* kDescription =
@@ -359,7 +454,8 @@ int run_encodec_cli(int argc, const char* const* argv) {
                  "Suffix added to the stem of the default decompressed file name "
                  "(-s _dec: x.ecdc -> x_dec.wav)");
   app.add_flag("-q,--quiet", options.quiet,
-               "No progress output (download progress); errors and warnings are still printed");
+               "No progress output (audio and download progress, shown only when stderr is a "
+               "terminal); errors and warnings are still printed");
   app.add_option("--checkpoint", options.checkpoint,
                  "Load the codec from exactly this checkpoint file instead of the official one "
                  "(any width: inferred from the tensor shapes; no checksum). With --hq it must "
@@ -378,6 +474,8 @@ int run_encodec_cli(int argc, const char* const* argv) {
                "Run the fast kernels (oneDNN; about 2x faster). Without it the reference's own "
                "operations run, so codes are bit-identical to the Python package; with it they "
                "equal them to float rounding (a code on a near-tie can differ)");
+  // No help text and no group: not shown by --help (benchmarks only).
+  app.add_flag("--random-weights", options.random_weights)->group("");
   app.add_option("--threads", options.threads,
                  "Compute threads (default 0: LibTorch's default, one per core)")
       ->check(CLI::NonNegativeNumber);
@@ -391,6 +489,7 @@ int run_encodec_cli(int argc, const char* const* argv) {
     return kExitUsage;
   }
 
+  install_signal_cleanup();
   try {
     if (options.threads > 0) torch::set_num_threads(options.threads);
     check_input(options);

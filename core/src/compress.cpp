@@ -43,7 +43,7 @@ std::string chunk_label(int64_t index, int64_t count) {
 }
 
 // Reads one chunk's raw codes, frame-major ([num_frames, num_codebooks] in the
-// stream), and returns them as [1, num_codebooks, num_frames].
+// stream), and returns them as [num_codebooks, num_frames].
 torch::Tensor read_chunk_codes(std::istream& in, int64_t num_frames, int num_codebooks,
                                const EncodecConfig& config, const std::string& label) {
   // Reserve at most what a few minutes of audio need; beyond that the vector
@@ -71,13 +71,12 @@ torch::Tensor read_chunk_codes(std::istream& in, int64_t num_frames, int num_cod
   // from_blob borrows `values`: clone before it goes away.
   return torch::from_blob(values.data(), {num_frames, num_codebooks}, torch::kInt64)
       .t()
-      .unsqueeze(0)
       .clone(torch::MemoryFormat::Contiguous);
 }
 
-// An LM codes files of `codec` with `num_codebooks` codebooks if it predicts at
-// least that many codebooks of the codec's size. Returns "" or what is wrong.
-std::string lm_mismatch(const LmModel& lm, const EncodecConfig& codec, int num_codebooks) {
+}  // namespace
+
+std::string lm_fit_problem(const LmModel& lm, const EncodecConfig& codec, int num_codebooks) {
   if (lm.config().card != codec.bins) {
     return "the LM predicts codebooks of " + std::to_string(lm.config().card) + " entries but " +
            codec.name + " has " + std::to_string(codec.bins);
@@ -89,27 +88,71 @@ std::string lm_mismatch(const LmModel& lm, const EncodecConfig& codec, int num_c
   return "";
 }
 
-void write_frames(std::ostream& out, const EcdcHeader& header, const std::vector<EncodedFrame>& frames,
-                  int bits_per_codebook, const LmModel* lm);
-
-}  // namespace
-
 bool is_known_model_name(const std::string& model_name) {
   return model_name == kModelName24kHz || model_name == kModelName48kHz;
+}
+
+EcdcStreamWriter::EcdcStreamWriter(std::ostream& out, const EcdcHeader& header,
+                                   int bits_per_codebook, const LmModel* lm)
+    : out_(out), header_(header), bits_per_codebook_(bits_per_codebook),
+      lm_(header.use_lm ? lm : nullptr) {
+  if (header.use_lm && !lm) throw std::invalid_argument("write_ecdc: \"lm\": true needs an LM");
+  write_ecdc_header(out_, header_);
+}
+
+EcdcStreamWriter::~EcdcStreamWriter() = default;
+
+void EcdcStreamWriter::begin_chunk(std::optional<float> scale) {
+  if (scale) write_be_float32(out_, *scale);
+  // Per chunk a fresh LM state and arithmetic coder, as the reference.
+  if (lm_) {
+    lm_encoder_.emplace(*lm_, header_.num_codebooks);
+  } else {
+    packer_.emplace(bits_per_codebook_, out_);
+  }
+}
+
+void EcdcStreamWriter::push_codes(const torch::Tensor& codes) {
+  if (codes.dim() != 2 || codes.size(0) != header_.num_codebooks) {
+    throw std::invalid_argument("write_ecdc: a chunk's codes must be [" +
+                                std::to_string(header_.num_codebooks) + ", T], got " +
+                                c10::str(codes.sizes()));
+  }
+  // Frame-major order: every codebook of time step t, then t + 1.
+  const torch::Tensor steps = codes.t().contiguous().to(torch::kInt64);
+  const int64_t* values = steps.data_ptr<int64_t>();
+  if (lm_encoder_) {
+    for (int64_t t = 0; t < steps.size(0); ++t) {
+      const std::string bytes = lm_encoder_->push_frame(values + t * header_.num_codebooks);
+      out_.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    }
+    return;
+  }
+  if (!packer_) throw std::logic_error("EcdcStreamWriter: codes outside a chunk");
+  for (int64_t i = 0; i < steps.numel(); ++i) {
+    if (values[i] < 0) {
+      throw std::invalid_argument("write_ecdc: negative code " + std::to_string(values[i]));
+    }
+    packer_->push(static_cast<uint32_t>(values[i]));
+  }
+}
+
+void EcdcStreamWriter::end_chunk() {
+  if (lm_encoder_) {
+    const std::string bytes = lm_encoder_->finish();
+    out_.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    lm_encoder_.reset();
+  } else if (packer_) {
+    packer_->flush();
+    packer_.reset();
+  }
+  if (!out_) throw std::runtime_error("failed to write the .ecdc stream");
 }
 
 void write_ecdc(std::ostream& out, const EcdcHeader& header, const std::vector<EncodedFrame>& frames,
                 int bits_per_codebook, const LmModel* lm) {
   if (header.use_lm && !lm) throw std::invalid_argument("write_ecdc: \"lm\": true needs an LM");
-  write_ecdc_header(out, header);
-  write_frames(out, header, frames, bits_per_codebook, header.use_lm ? lm : nullptr);
-  if (!out) throw std::runtime_error("failed to write the .ecdc stream");
-}
-
-namespace {
-
-void write_frames(std::ostream& out, const EcdcHeader& header, const std::vector<EncodedFrame>& frames,
-                  int bits_per_codebook, const LmModel* lm) {
+  EcdcStreamWriter writer(out, header, bits_per_codebook, lm);
   for (const EncodedFrame& frame : frames) {
     if (frame.codes.dim() != 3 || frame.codes.size(0) != 1 ||
         frame.codes.size(1) != header.num_codebooks) {
@@ -117,26 +160,15 @@ void write_frames(std::ostream& out, const EcdcHeader& header, const std::vector
                                   std::to_string(header.num_codebooks) + ", T], got " +
                                   c10::str(frame.codes.sizes()));
     }
-    if (frame.scale) write_be_float32(out, frame.scale->item<float>());
-    if (lm) {
-      // Per chunk a fresh LM state and arithmetic coder, as the reference.
-      const std::string bytes = lm_encode_chunk(*lm, frame.codes[0]);
-      out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-      continue;
-    }
-    // Frame-major order: every codebook of time step t, then t + 1.
-    torch::Tensor codes = frame.codes[0].t().contiguous().to(torch::kInt64);
-    const int64_t* values = codes.data_ptr<int64_t>();
-    BitPacker packer(bits_per_codebook, out);
-    for (int64_t i = 0; i < codes.numel(); ++i) {
-      if (values[i] < 0) {
-        throw std::invalid_argument("write_ecdc: negative code " + std::to_string(values[i]));
-      }
-      packer.push(static_cast<uint32_t>(values[i]));
-    }
-    packer.flush();
+    writer.begin_chunk(frame.scale ? std::optional<float>(frame.scale->item<float>())
+                                   : std::nullopt);
+    writer.push_codes(frame.codes[0]);
+    writer.end_chunk();
   }
+  if (!out) throw std::runtime_error("failed to write the .ecdc stream");
 }
+
+namespace {
 
 void check_compress_input(const EncodecModel& model, const torch::Tensor& wav) {
   if (!is_known_model_name(model.name())) {
@@ -164,7 +196,7 @@ void compress_impl(const EncodecModel& model, const torch::Tensor& wav, std::ost
   header.num_codebooks = static_cast<int>(frames.at(0).codes.size(1));
   header.use_lm = lm != nullptr;
   if (lm) {
-    const std::string problem = lm_mismatch(*lm, model.config(), header.num_codebooks);
+    const std::string problem = lm_fit_problem(*lm, model.config(), header.num_codebooks);
     if (!problem.empty()) throw std::invalid_argument("cannot LM-code with this LM: " + problem);
   }
   write_ecdc(out, header, frames, model.config().bits_per_codebook(), lm);
@@ -201,8 +233,8 @@ std::string compress(const EncodecModel& model, const torch::Tensor& wav, const 
   return out.str();
 }
 
-std::vector<EncodedFrame> read_ecdc_frames(std::istream& in, const EcdcHeader& header,
-                                           const EncodecConfig& config, const LmModel* lm) {
+void read_ecdc_chunks(std::istream& in, const EcdcHeader& header, const EncodecConfig& config,
+                      const LmModel* lm, CodesSink& sink) {
   if (header.use_lm && !lm) {
     throw std::invalid_argument("read_ecdc_frames: an LM-coded file (\"lm\": true) needs an LM");
   }
@@ -215,36 +247,65 @@ std::vector<EncodedFrame> read_ecdc_frames(std::istream& in, const EcdcHeader& h
     throw EcdcFormatError("negative .ecdc audio length " + std::to_string(header.audio_length));
   }
   if (lm) {
-    const std::string problem = lm_mismatch(*lm, config, header.num_codebooks);
+    const std::string problem = lm_fit_problem(*lm, config, header.num_codebooks);
     if (!problem.empty()) throw std::invalid_argument("cannot decode with this LM: " + problem);
   }
   const ChunkLayout layout(config, header.audio_length);
   const int64_t num_chunks = layout.count();
-  std::vector<EncodedFrame> frames;
   for (int64_t chunk = 0; chunk < num_chunks; ++chunk) {
     const std::string label = chunk_label(chunk, num_chunks);
-    EncodedFrame frame;
+    std::optional<float> scale;
     if (config.normalize) {
       try {
-        frame.scale = torch::full({1, 1}, read_be_float32(in), torch::kFloat32);
+        scale = read_be_float32(in);
       } catch (const EcdcFormatError& error) {
         throw EcdcFormatError("truncated .ecdc file: the stream ended inside the scale of " + label +
                               " (" + error.what() + ")");
       }
     }
     const int64_t num_frames = frames_for_chunk(config, layout.length(chunk));
+    torch::Tensor codes;
     if (header.use_lm) {
       try {
-        frame.codes = lm_decode_chunk(*lm, in, header.num_codebooks, num_frames).unsqueeze(0);
+        codes = lm_decode_chunk(*lm, in, header.num_codebooks, num_frames);
       } catch (const EcdcFormatError& error) {
         throw EcdcFormatError(std::string(error.what()) + " (" + label + ")");
       }
     } else {
-      frame.codes = read_chunk_codes(in, num_frames, header.num_codebooks, config, label);
+      codes = read_chunk_codes(in, num_frames, header.num_codebooks, config, label);
     }
-    frames.push_back(std::move(frame));
+    sink.begin_chunk(scale);
+    sink.push_codes(codes);
+    sink.end_chunk();
   }
-  return frames;
+}
+
+namespace {
+
+// Collects the chunks as EncodedFrames (the whole-file API).
+class FrameCollector : public CodesSink {
+ public:
+  void begin_chunk(std::optional<float> scale) override {
+    frames.emplace_back();
+    if (scale) frames.back().scale = torch::full({1, 1}, *scale, torch::kFloat32);
+    codes_.clear();
+  }
+  void push_codes(const torch::Tensor& codes) override { codes_.push_back(codes); }
+  void end_chunk() override { frames.back().codes = torch::cat(codes_, 1).unsqueeze(0); }
+
+  std::vector<EncodedFrame> frames;
+
+ private:
+  std::vector<torch::Tensor> codes_;
+};
+
+}  // namespace
+
+std::vector<EncodedFrame> read_ecdc_frames(std::istream& in, const EcdcHeader& header,
+                                           const EncodecConfig& config, const LmModel* lm) {
+  FrameCollector collector;
+  read_ecdc_chunks(in, header, config, lm, collector);
+  return std::move(collector.frames);
 }
 
 DecompressedAudio decompress_from_stream(std::istream& in, const ModelProvider& models,

@@ -21,6 +21,9 @@
 #include <system_error>
 #include <vector>
 
+#include "progress_line.h"
+#include "signal_cleanup.h"
+
 namespace encodec {
 namespace {
 
@@ -33,7 +36,6 @@ constexpr long kConnectTimeoutSeconds = 30;
 constexpr long kLowSpeedLimitBytesPerSecond = 1024;
 constexpr long kLowSpeedTimeSeconds = 60;
 constexpr long kMaxRedirects = 10;
-constexpr auto kProgressRedrawInterval = std::chrono::milliseconds(100);
 constexpr double kBytesPerMiB = 1024.0 * 1024.0;
 
 // An environment variable's value, or nullopt when it is unset or empty (an
@@ -172,6 +174,7 @@ class TempFile {
                             errno_text(error_number));
     }
     path_.assign(buffer.data());
+    remove_on_signal_ = RemoveOnSignal(path_);
     // mkstemp creates 0600; the checkpoint gets the mode any new file would
     // (0644 under the usual umask), so a cache shared with other users or
     // prepared by root for a service account stays readable.
@@ -216,60 +219,59 @@ class TempFile {
                             errno_text(error_number));
     }
     committed_ = true;
+    remove_on_signal_.release();
   }
 
  private:
   std::string path_;
   std::FILE* stream_ = nullptr;
   bool committed_ = false;
+  RemoveOnSignal remove_on_signal_;  // an interrupted download leaves no partial file
 };
 
-// Single-line progress report redrawn in place on stderr.
-class ProgressBar {
+// The download's line: bytes so far, total when known, speed.
+class DownloadProgress {
  public:
-  explicit ProgressBar(std::string label)
-      : label_(std::move(label)), start_(std::chrono::steady_clock::now()) {}
+  explicit DownloadProgress(std::string label)
+      : line_(/*enabled=*/true), label_(std::move(label)), start_(std::chrono::steady_clock::now()) {}
+
+  bool active() const { return line_.active(); }
 
   void update(curl_off_t downloaded, curl_off_t total) {
     if (downloaded == 0 && total == 0) return;  // nothing known yet (before the headers)
-    const auto now = std::chrono::steady_clock::now();
-    if (drawn_ && now - last_draw_ < kProgressRedrawInterval) return;
-    draw(downloaded, total, now);
+    if (line_.due()) draw(downloaded, total);
   }
 
   // Draws the final state and ends the line, so whatever is printed next
   // (including an error) starts on a fresh line.
   void finish(curl_off_t downloaded, curl_off_t total) {
-    if (downloaded > 0 || drawn_) draw(downloaded, total, std::chrono::steady_clock::now());
-    if (drawn_) std::fputc('\n', stderr);
-    std::fflush(stderr);
+    if (downloaded > 0) draw(downloaded, total);
+    line_.finish();
   }
 
  private:
-  void draw(curl_off_t downloaded, curl_off_t total, std::chrono::steady_clock::time_point now) {
-    const double seconds = std::chrono::duration<double>(now - start_).count();
+  void draw(curl_off_t downloaded, curl_off_t total) {
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
     const double downloaded_mib = static_cast<double>(downloaded) / kBytesPerMiB;
     const double speed_mib = seconds > 0 ? downloaded_mib / seconds : 0.0;
-    // \033[K clears what a longer previous line left behind.
+    char text[512];
     if (total > 0) {
       const double total_mib = static_cast<double>(total) / kBytesPerMiB;
       const int percent = static_cast<int>(100 * downloaded / total);
-      std::fprintf(stderr, "\rDownloading %s  %.1f/%.1f MiB  %3d%%  %.1f MiB/s\033[K",
-                   label_.c_str(), downloaded_mib, total_mib, percent, speed_mib);
+      std::snprintf(text, sizeof(text), "Downloading %s  %.1f/%.1f MiB  %3d%%  %.1f MiB/s",
+                    label_.c_str(), downloaded_mib, total_mib, percent, speed_mib);
     } else {
       // No Content-Length: report what has arrived.
-      std::fprintf(stderr, "\rDownloading %s  %.1f MiB  %.1f MiB/s\033[K", label_.c_str(),
-                   downloaded_mib, speed_mib);
+      std::snprintf(text, sizeof(text), "Downloading %s  %.1f MiB  %.1f MiB/s", label_.c_str(),
+                    downloaded_mib, speed_mib);
     }
-    std::fflush(stderr);
-    drawn_ = true;
-    last_draw_ = now;
+    line_.draw(text);
   }
 
+  ProgressLine line_;
   std::string label_;
   std::chrono::steady_clock::time_point start_;
-  std::chrono::steady_clock::time_point last_draw_;
-  bool drawn_ = false;
 };
 
 // State shared with the libcurl callbacks.
@@ -278,7 +280,7 @@ struct Transfer {
   Sha256 sha256;
   curl_off_t bytes_written = 0;
   std::string write_error;  // why write_callback stopped the transfer, if it did
-  ProgressBar* progress = nullptr;
+  DownloadProgress* progress = nullptr;
   curl_off_t last_total = 0;
 };
 
@@ -324,10 +326,14 @@ std::string download_to(const std::string& url, const std::string& file_name, Te
 
   Transfer transfer;
   transfer.stream = temp.stream();
-  std::optional<ProgressBar> progress;
-  if (show_progress && isatty(STDERR_FILENO)) {
+  std::optional<DownloadProgress> progress;
+  if (show_progress) {
     progress.emplace(file_name);
-    transfer.progress = &*progress;
+    if (progress->active()) {
+      transfer.progress = &*progress;
+    } else {
+      progress.reset();
+    }
   }
 
   char error_buffer[CURL_ERROR_SIZE] = {};

@@ -6,6 +6,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <ostream>
 #include <stdexcept>
 #include <string>
 
@@ -54,5 +56,8 @@ void write_wav_atomic(const std::string& path, const torch::Tensor& samples,
 
 // Writes `bytes` to `path` atomically (temporary file in the same folder, then rename).
 void write_file_atomic(const std::string& path, const std::string& bytes);
+// Same, for output produced as a stream: `write` writes everything to the
+// stream it is given; the file appears only if it returns and all writes succeeded.
+void write_stream_atomic(const std::string& path, const std::function<void(std::ostream&)>& write);
 
 }  // namespace encodec

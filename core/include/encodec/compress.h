@@ -13,6 +13,7 @@
 
 #include <functional>
 #include <istream>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -29,6 +30,10 @@ namespace encodec {
 inline constexpr const char* kModelName24kHz = "encodec_24khz";
 inline constexpr const char* kModelName48kHz = "encodec_48khz";
 bool is_known_model_name(const std::string& model_name);
+
+// An LM codes files of `codec` with `num_codebooks` codebooks if it predicts at
+// least that many codebooks of the codec's size. Returns "" or what is wrong.
+std::string lm_fit_problem(const LmModel& lm, const EncodecConfig& codec, int num_codebooks);
 
 // Writes the .ecdc stream of `wav` ([model.channels(), T] at the model's sample
 // rate, T > 0) encoded at the model's current bandwidth (all codebooks when none
@@ -68,6 +73,46 @@ DecompressedAudio decompress_from_stream(std::istream& in, const ModelProvider& 
                                          const LmProvider& lms = {});
 DecompressedAudio decompress(const std::string& bytes, const ModelProvider& models,
                              const LmProvider& lms = {});
+
+// Receives the codes of a .ecdc stream chunk by chunk and, within a chunk, in
+// runs of time steps (a streaming encoder pushes one step at a time).
+class CodesSink {
+ public:
+  virtual ~CodesSink() = default;
+  // A chunk starts; `scale` is its volume scale for normalizing models (48 kHz).
+  virtual void begin_chunk(std::optional<float> scale) = 0;
+  // More time steps of the current chunk: codes [K, T] (int64, T >= 0).
+  virtual void push_codes(const torch::Tensor& codes) = 0;
+  virtual void end_chunk() = 0;
+};
+
+// Writes a .ecdc stream as its codes arrive: the header at construction, then
+// each chunk's scale and raw bit-packed or (header.use_lm) LM-coded codes. The
+// bytes equal write_ecdc's for the same chunks. Throws std::invalid_argument for
+// codes that do not fit the header (check the LM with lm_fit_problem first).
+class EcdcStreamWriter : public CodesSink {
+ public:
+  EcdcStreamWriter(std::ostream& out, const EcdcHeader& header, int bits_per_codebook,
+                   const LmModel* lm = nullptr);
+  ~EcdcStreamWriter() override;
+  void begin_chunk(std::optional<float> scale) override;
+  void push_codes(const torch::Tensor& codes) override;
+  void end_chunk() override;
+
+ private:
+  std::ostream& out_;
+  EcdcHeader header_;
+  int bits_per_codebook_;
+  const LmModel* lm_;
+  std::optional<BitPacker> packer_;
+  std::optional<LmStreamEncoder> lm_encoder_;
+};
+
+// Reads the chunks that follow `header` (already read from `in`) and hands each
+// to `sink` as soon as it is read, so memory holds one chunk. Checks and errors
+// as read_ecdc_frames.
+void read_ecdc_chunks(std::istream& in, const EcdcHeader& header, const EncodecConfig& config,
+                      const LmModel* lm, CodesSink& sink);
 
 // Reads the chunks that follow `header` (already read from `in`): codes
 // [1, K, T] int64 and, when the model normalizes, scale [1, 1]. Memory grows

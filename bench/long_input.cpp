@@ -1,0 +1,191 @@
+// Long inputs through the `encodec` command: wall time, real-time factor and
+// peak resident memory of compress and decompress, each run as a child process
+// (peak RSS from wait4's rusage of that child), for inputs it generates itself
+// (noise plus tones at the model's rate and channels, 16-bit WAV in a temporary
+// folder). Models: official-size with random weights (the command's hidden
+// --random-weights; speed and memory do not depend on the values), 6 kbps.
+//
+//   build/bench/long_input [--minutes 10,60] [--models 24khz,48khz] [--threads 1] [--fast]
+//                          [--encodec build/core/encodec] [--dir /tmp] [--memory-limit-mb 8192]
+//
+// Each child runs under an address-space limit so that a run that would not fit
+// fails alone instead of pushing a shared machine into the OOM killer.
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <sndfile.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace {
+namespace fs = std::filesystem;
+
+struct ModelSetup {
+  std::string name;  // as printed
+  int sample_rate_hz;
+  int channels;
+  bool hq;
+};
+
+// Noise plus a few tones whose levels drift, at `sample_rate_hz`, written block by block.
+void write_input(const std::string& path, const ModelSetup& model, double minutes) {
+  SF_INFO info{};
+  info.samplerate = model.sample_rate_hz;
+  info.channels = model.channels;
+  info.format = SF_FORMAT_WAV | SF_FORMAT_PCM_16;
+  SNDFILE* file = sf_open(path.c_str(), SFM_WRITE, &info);
+  if (!file) throw std::runtime_error("cannot write " + path + ": " + sf_strerror(nullptr));
+  const auto total = static_cast<int64_t>(minutes * 60 * model.sample_rate_hz);
+  std::mt19937 random(1234);
+  std::normal_distribution<float> noise(0.0f, 0.05f);
+  std::vector<float> block(static_cast<size_t>(model.sample_rate_hz * model.channels));
+  for (int64_t done = 0; done < total;) {
+    const int64_t count = std::min<int64_t>(model.sample_rate_hz, total - done);
+    for (int64_t i = 0; i < count; ++i) {
+      const double t = static_cast<double>(done + i) / model.sample_rate_hz;
+      const double level = 0.5 + 0.5 * std::sin(2 * M_PI * t / 7.0);
+      const double tones =
+          level * (0.2 * std::sin(2 * M_PI * 220 * t) + 0.1 * std::sin(2 * M_PI * 1375 * t));
+      for (int c = 0; c < model.channels; ++c) {
+        block[static_cast<size_t>(i * model.channels + c)] =
+            static_cast<float>(tones * (c == 0 ? 1.0 : 0.8)) + noise(random);
+      }
+    }
+    if (sf_writef_float(file, block.data(), count) != count) {
+      sf_close(file);
+      throw std::runtime_error("cannot write " + path + ": " + sf_strerror(file));
+    }
+    done += count;
+  }
+  sf_close(file);
+}
+
+struct ChildResult {
+  bool ok = false;
+  std::string failure;  // when !ok
+  double wall_s = 0;
+  double peak_rss_mb = 0;
+};
+
+ChildResult run_child(std::vector<std::string> args, long memory_limit_mb) {
+  std::vector<char*> argv;
+  for (std::string& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  const auto start = std::chrono::steady_clock::now();
+  const pid_t pid = ::fork();
+  if (pid < 0) throw std::runtime_error("fork failed");
+  if (pid == 0) {
+    if (memory_limit_mb > 0) {
+      const rlimit limit{static_cast<rlim_t>(memory_limit_mb) << 20,
+                         static_cast<rlim_t>(memory_limit_mb) << 20};
+      ::setrlimit(RLIMIT_AS, &limit);
+    }
+    ::execv(argv[0], argv.data());
+    std::perror("exec");
+    ::_exit(127);
+  }
+  int status = 0;
+  rusage usage{};
+  ::wait4(pid, &status, 0, &usage);
+  ChildResult result;
+  result.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  result.peak_rss_mb = static_cast<double>(usage.ru_maxrss) / 1024.0;  // kB on Linux
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+    result.ok = true;
+  } else if (WIFEXITED(status)) {
+    result.failure = "exit " + std::to_string(WEXITSTATUS(status));
+  } else {
+    result.failure = "signal " + std::to_string(WTERMSIG(status));
+  }
+  return result;
+}
+
+std::string default_encodec_path(const char* argv0) {
+  std::error_code ec;
+  const fs::path self = fs::canonical("/proc/self/exe", ec);
+  const fs::path base = ec ? fs::path(argv0).parent_path() : self.parent_path();
+  return (base / ".." / "core" / "encodec").lexically_normal().string();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<double> minutes_list = {10, 60};
+  std::vector<std::string> model_names = {"24khz", "48khz"};
+  int threads = 1;
+  bool fast = false;
+  std::string encodec_path = default_encodec_path(argv[0]);
+  std::string dir = fs::temp_directory_path().string();
+  long memory_limit_mb = 8192;
+  CLI::App app{"Long inputs through the encodec command: wall time, real-time factor, peak RSS"};
+  app.add_option("--minutes", minutes_list, "Input lengths in minutes")->delimiter(',');
+  app.add_option("--models", model_names, "Models: 24khz, 48khz")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"24khz", "48khz"}));
+  app.add_option("--threads", threads, "Compute threads of the command")->capture_default_str();
+  app.add_flag("--fast", fast, "Run the command with --fast");
+  app.add_option("--encodec", encodec_path, "The encodec command")->capture_default_str();
+  app.add_option("--dir", dir, "Where the temporary inputs and outputs go")->capture_default_str();
+  app.add_option("--memory-limit-mb", memory_limit_mb,
+                 "Address-space limit of each child (0: none)")
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  std::string work_template = (fs::path(dir) / "encodec_long_input-XXXXXX").string();
+  if (::mkdtemp(work_template.data()) == nullptr) {
+    std::fprintf(stderr, "cannot create a folder in %s\n", dir.c_str());
+    return 1;
+  }
+  const fs::path work(work_template);
+  std::printf("encodec: %s, %d thread(s), %s kernels, 6 kbps, random official-size weights\n",
+              encodec_path.c_str(), threads, fast ? "fast" : "reference");
+  std::printf("%-14s %8s %-10s %10s %8s %12s\n", "model", "minutes", "step", "wall s", "RTF",
+              "peak RSS MB");
+  int failures = 0;
+  for (const std::string& model_name : model_names) {
+    const ModelSetup model = model_name == "24khz" ? ModelSetup{"encodec_24khz", 24000, 1, false}
+                                                   : ModelSetup{"encodec_48khz", 48000, 2, true};
+    for (const double minutes : minutes_list) {
+      const std::string input = (work / "input.wav").string();
+      const std::string compressed = (work / "input.ecdc").string();
+      const std::string decoded = (work / "decoded.wav").string();
+      write_input(input, model, minutes);
+      std::vector<std::string> common = {encodec_path, "-q", "-f", "--random-weights",
+                                         "--threads", std::to_string(threads)};
+      if (fast) common.push_back("--fast");
+      std::vector<std::string> compress = common;
+      if (model.hq) compress.push_back("--hq");
+      compress.insert(compress.end(), {"-b", "6", input, compressed});
+      std::vector<std::string> decompress = common;
+      decompress.insert(decompress.end(), {compressed, decoded});
+      for (const auto& [step, args] : {std::pair{"compress", compress}, {"decompress", decompress}}) {
+        const ChildResult result = run_child(args, memory_limit_mb);
+        if (result.ok) {
+          std::printf("%-14s %8.1f %-10s %10.1f %7.1fx %12.0f\n", model.name.c_str(), minutes, step,
+                      result.wall_s, minutes * 60 / result.wall_s, result.peak_rss_mb);
+        } else {
+          ++failures;
+          std::printf("%-14s %8.1f %-10s failed (%s) after %.1f s, peak RSS %.0f MB\n",
+                      model.name.c_str(), minutes, step, result.failure.c_str(), result.wall_s,
+                      result.peak_rss_mb);
+        }
+        std::fflush(stdout);
+        if (!result.ok) break;  // no .ecdc to decompress
+      }
+      fs::remove(input);
+      fs::remove(compressed);
+      fs::remove(decoded);
+    }
+  }
+  fs::remove_all(work);
+  return failures == 0 ? 0 : 1;
+}
