@@ -652,7 +652,7 @@ TEST_F(CliTest, HelpExplainsEveryFlag) {
   for (const char* flag :
        {"-b", "--bandwidth", "-f", "--force", "--hq", "-l", "--lm", "-r", "--rescale", "-s",
         "--decompress-suffix", "-q", "--quiet", "--checkpoint", "--lm-checkpoint", "--model-dir",
-        "--threads", "Usage: encodec [OPTIONS] INPUT [OUTPUT]", "ENCODEC_MODEL_DIR", ".ecdc",
+        "--threads", "--fast", "--stream-block", "Usage: encodec [OPTIONS] INPUT [OUTPUT]", "ENCODEC_MODEL_DIR", ".ecdc",
         ".wav"}) {
     expect_contains(run.out, flag);
   }
@@ -669,6 +669,72 @@ TEST_F(CliTest, UnknownOptionAndMissingInputAreUsageErrors) {
   run = run_cli({"-b", "six", testing::golden_path("inputs/tiny_24k.wav")});
   EXPECT_EQ(run.exit_code, 2);
   expect_contains(run.err, "six");
+}
+
+// --stream-block: the 24 kHz model through the streaming engine. Its .ecdc is
+// the offline fast path's byte for byte (compress() with Kernels::kFast, in
+// process), whatever the block size, and so is its decoded audio.
+TEST_F(CliTest, StreamBlockWritesTheOfflineFastBytesForAnyBlockSize) {
+  EncodecModel model = testing::golden_model("encodec_24khz");
+  model.set_kernels(Kernels::kFast);
+  for (const char* input : {"inputs/speech_24k.wav", "inputs/chirp_odd_24k.wav", "inputs/tiny_24k.wav"}) {
+    const Audio audio = read_audio(testing::golden_path(input));
+    for (const double bandwidth : {1.5, 6.0, 24.0}) {
+      model.set_target_bandwidth(bandwidth);
+      const std::string offline = compress(model, audio.samples);
+      for (const char* block : {"1", "441", "4096"}) {
+        if (std::string(block) == "1" && audio.samples.size(1) > 30000) continue;
+        std::ostringstream bandwidth_text;
+        bandwidth_text << bandwidth;
+        const CliRun run = run_cli({"-f", "-q", "--stream-block", block, "-b", bandwidth_text.str(),
+                                    "--checkpoint", checkpoint_24khz(), testing::golden_path(input),
+                                    path("out.ecdc")});
+        ASSERT_EQ(run.exit_code, 0) << run.err;
+        EXPECT_TRUE(testing::read_file_bytes(path("out.ecdc")) == offline)
+            << input << " at " << bandwidth << " kbps, blocks of " << block;
+      }
+    }
+  }
+  // Up to 12 kbps the fast path equals the reference on this model: the golden file.
+  const CliRun run = run_cli({"-f", "--stream-block", "320", "-b", "6", "--checkpoint",
+                              checkpoint_24khz(), testing::golden_path("inputs/speech_24k.wav"),
+                              path("out.ecdc")});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_TRUE(testing::read_file_bytes(path("out.ecdc")) == reference_ecdc("speech_24k_6kbps"));
+}
+
+TEST_F(CliTest, StreamBlockDecompressionWritesTheOfflineFastDecode) {
+  const std::string input = testing::golden_path("cases/long_24k_6kbps.ecdc");
+  ASSERT_EQ(run_cli({"-f", "--fast", "--checkpoint", checkpoint_24khz(), input, path("fast.wav")})
+                .exit_code, 0);
+  EncodecModel model = testing::golden_model("encodec_24khz");
+  model.set_kernels(Kernels::kFast);
+  const DecompressedAudio offline = decompress(
+      testing::read_file_bytes(input), [&](const std::string&) { return model; });
+  expect_wav_equals(path("fast.wav"), clamped(offline.samples), 24000);
+  for (const char* block : {"100", "4096"}) {
+    const CliRun run = run_cli({"-f", "--stream-block", block, "--checkpoint", checkpoint_24khz(),
+                                input, path("streamed.wav")});
+    ASSERT_EQ(run.exit_code, 0) << run.err;
+    EXPECT_TRUE(testing::read_file_bytes(path("streamed.wav")) ==
+                testing::read_file_bytes(path("fast.wav")))
+        << "blocks of " << block;
+  }
+}
+
+TEST_F(CliTest, StreamBlockNeedsThe24kHzModelAndAPositiveSize) {
+  CliRun run = run_cli({"--stream-block", "320", "--hq", "--checkpoint", checkpoint_48khz(),
+                        testing::golden_path("inputs/short_48k.wav"), path("out.ecdc")});
+  EXPECT_EQ(run.exit_code, 2);
+  expect_contains(run.err, "--stream-block");
+  run = run_cli({"--stream-block", "320", "--checkpoint", checkpoint_48khz(),
+                 testing::golden_path("cases/short_48k_6kbps.ecdc"), path("out.wav")});
+  EXPECT_EQ(run.exit_code, 1);
+  expect_contains(run.err, "encodec_48khz");
+  run = run_cli({"--stream-block", "0", testing::golden_path("inputs/tiny_24k.wav")});
+  EXPECT_EQ(run.exit_code, 2);
+  expect_contains(run.err, "--stream-block");
+  EXPECT_EQ(files_in(dir_), std::vector<std::string>{});
 }
 
 }  // namespace

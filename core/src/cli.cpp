@@ -23,6 +23,7 @@
 #include "encodec/encodec.h"
 #include "encodec/lm.h"
 #include "encodec/pipeline.h"
+#include "encodec/stream_pipeline.h"
 #include "progress_line.h"
 #include "signal_cleanup.h"
 
@@ -51,6 +52,8 @@ struct CliOptions {
   std::string model_dir;
   int threads = 0;
   bool fast = false;
+  // Samples per block pushed to the streaming engine; 0: not given.
+  int64_t stream_block = 0;
   // Hidden (benchmarks): official-size models with random weights instead of
   // checkpoints; speed and memory do not depend on the values.
   bool random_weights = false;
@@ -212,6 +215,18 @@ EncodecModel load_model(const CliOptions& options, const std::string& model_name
   return model;
 }
 
+// The causal model with the fast kernels runs through the streaming engine:
+// the same bytes as the offline fast path, in bounded memory whatever the length.
+constexpr int64_t kDefaultStreamBlock = 4096;
+
+bool use_streaming(const EncodecModel& model, const CliOptions& options) {
+  return options.fast && model.config().causal && !model.config().segment_s;
+}
+
+int64_t stream_block(const CliOptions& options) {
+  return options.stream_block > 0 ? options.stream_block : kDefaultStreamBlock;
+}
+
 // Loads the LM for `codec`: from --lm-checkpoint when given, otherwise the
 // official LM through the model store, as load_weights does for the codec.
 LmModel load_lm(const CliOptions& options, const EncodecConfig& codec) {
@@ -272,9 +287,10 @@ void decode_to_wav(std::istream& in, const EcdcHeader& header, const EncodecMode
                          static_cast<double>(header.audio_length) / model.sample_rate_hz(),
                          !options.quiet);
   ProgressAudioSink sink(writer, progress, model.sample_rate_hz());
-  // 24 kHz: decodes the file's single chunk at once (the streaming decoder's place).
   const std::unique_ptr<AudioDecoder> decoder =
-      make_chunk_decoder(model, header.audio_length, sink);
+      use_streaming(model, options)
+          ? make_streaming_decoder(model, header.audio_length, sink, stream_block(options))
+          : make_chunk_decoder(model, header.audio_length, sink);
   read_ecdc_chunks(in, header, model.config(), lm, *decoder);
   decoder->finish();
   progress.finish();
@@ -286,8 +302,11 @@ void decode_to_wav(std::istream& in, const EcdcHeader& header, const EncodecMode
 void encode_to_ecdc(AudioFileReader& reader, const EncodecModel& model, const EcdcHeader& header,
                     const LmModel* lm, std::ostream& out, const CliOptions& options) {
   EcdcStreamWriter writer(out, header, model.config().bits_per_codebook(), lm);
-  // 24 kHz: buffers the input and encodes it at once (the streaming encoder's place).
-  const std::unique_ptr<AudioEncoder> encoder = make_chunk_encoder(model);
+  // The reference kernels encode a 24 kHz input whole (their sums depend on the
+  // input length, so no streaming gives their bytes); the fast ones stream.
+  const std::unique_ptr<AudioEncoder> encoder =
+      use_streaming(model, options) ? make_streaming_encoder(model, stream_block(options))
+                                    : make_chunk_encoder(model);
   const double rate_hz = model.sample_rate_hz();
   AudioProgress progress("Compressing", static_cast<double>(reader.length()) / rate_hz,
                          !options.quiet);
@@ -320,6 +339,10 @@ void run_decompress(CliOptions& options) {
                             kModelName48kHz + ")");
     }
     const EncodecModel model = load_model(options, header.model_name);
+    if (options.stream_block > 0 && !use_streaming(model, options)) {
+      throw CliError("--stream-block needs the causal 24 kHz model; " + options.input +
+                     " was compressed with " + header.model_name);
+    }
     std::optional<LmModel> lm;
     if (header.use_lm) lm = load_lm(options, model.config());
     commit_output(options, [&](const std::string& path) {
@@ -474,6 +497,11 @@ int run_encodec_cli(int argc, const char* const* argv) {
                "Run the fast kernels (oneDNN; about 2x faster). Without it the reference's own "
                "operations run, so codes are bit-identical to the Python package; with it they "
                "equal them to float rounding (a code on a near-tie can differ)");
+  app.add_option("--stream-block", options.stream_block,
+                 "Run the 24 kHz model through the streaming engine, pushing N samples at a "
+                 "time (decompression: writing N at a time); implies --fast. The output is "
+                 "byte-identical to --fast without it (which streams with N = 4096)")
+      ->check(CLI::PositiveNumber);
   // No help text and no group: not shown by --help (benchmarks only).
   app.add_flag("--random-weights", options.random_weights)->group("");
   app.add_option("--threads", options.threads,
@@ -490,6 +518,14 @@ int run_encodec_cli(int argc, const char* const* argv) {
   }
 
   install_signal_cleanup();
+  if (options.stream_block > 0) {
+    if (options.hq) {
+      std::cerr << "encodec: error: --stream-block needs the causal 24 kHz model; the 48 kHz "
+                   "model (--hq) encodes 1 s chunks\n";
+      return kExitUsage;
+    }
+    options.fast = true;
+  }
   try {
     if (options.threads > 0) torch::set_num_threads(options.threads);
     check_input(options);
