@@ -17,28 +17,18 @@
 #include <vector>
 
 #include "encodec/lm.h"
+#include "bench_common.h"
 #include "lm/lm_stepper.h"
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using encodec::bench::cpu_model;
+using encodec::bench::percentile;
 
-std::string cpu_model() {
-  std::ifstream cpuinfo("/proc/cpuinfo");
-  for (std::string line; std::getline(cpuinfo, line);) {
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  }
-  return "unknown CPU";
-}
+using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-double percentile(std::vector<double> values, double p) {
-  std::sort(values.begin(), values.end());
-  const size_t index = std::min(values.size() - 1, static_cast<size_t>(p * (values.size() - 1) + 0.5));
-  return values[index];
 }
 
 // Codes drawn frame by frame from the LM's own probabilities.

@@ -14,21 +14,14 @@
 #include <thread>
 #include <vector>
 
+#include "bench_common.h"
 #include "encodec/encodec.h"
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using encodec::bench::cpu_model;
 
-// Noise plus a few tones, like real audio in level and spectrum.
-torch::Tensor test_signal(int channels, int sample_rate_hz, double seconds) {
-  const int64_t length = static_cast<int64_t>(seconds * sample_rate_hz);
-  torch::manual_seed(1234);
-  torch::Tensor t = torch::arange(length, torch::kFloat32) / static_cast<float>(sample_rate_hz);
-  torch::Tensor tones = 0.2 * torch::sin(2 * M_PI * 220 * t) + 0.1 * torch::sin(2 * M_PI * 1375 * t);
-  torch::Tensor wav = tones.unsqueeze(0).repeat({channels, 1}) + 0.05 * torch::randn({channels, length});
-  return wav.unsqueeze(0);
-}
+using Clock = std::chrono::steady_clock;
 
 // Best of `repeats` runs, in seconds.
 template <typename Fn>
@@ -40,14 +33,6 @@ double best_time(int repeats, Fn&& fn) {
     best = std::min(best, std::chrono::duration<double>(Clock::now() - start).count());
   }
   return best;
-}
-
-std::string cpu_model() {
-  std::ifstream cpuinfo("/proc/cpuinfo");
-  for (std::string line; std::getline(cpuinfo, line);) {
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  }
-  return "unknown CPU";
 }
 
 }  // namespace
@@ -81,7 +66,8 @@ int main(int argc, char** argv) {
                                               : encodec::EncodecConfig::official_48khz();
     encodec::EncodecModel model = encodec::EncodecModel::with_random_weights(config);
     model.set_target_bandwidth(6.0);
-    const torch::Tensor wav = test_signal(config.channels, config.sample_rate_hz, seconds);
+    const torch::Tensor wav = encodec::bench::test_signal(config.channels, config.sample_rate_hz,
+                                    static_cast<int64_t>(seconds * config.sample_rate_hz));
     for (int threads : thread_counts) {
       // The reference kernels are the baseline: the Python package's own operations.
       for (const std::string& kernel_name : kernel_names) {

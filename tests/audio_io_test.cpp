@@ -70,16 +70,6 @@ WavFacts parse_wav(const std::string& path) {
   return facts;
 }
 
-// Files in `dir`, by name: failed writes must leave no temporary file behind.
-std::vector<std::string> list_dir(const std::string& dir) {
-  std::vector<std::string> names;
-  for (const auto& entry : fs::directory_iterator(dir)) {
-    names.push_back(entry.path().filename().string());
-  }
-  std::sort(names.begin(), names.end());
-  return names;
-}
-
 // The AudioError message of `action`, or a test failure if it does not throw one.
 template <typename Action>
 std::string audio_error_of(Action action) {
@@ -163,7 +153,7 @@ TEST(WriteWav, SineRoundTripsWithin16BitRounding) {
   EXPECT_EQ(audio.sample_rate_hz, 24000);
   ASSERT_EQ(audio.samples.sizes(), samples.sizes());
   EXPECT_LE((audio.samples - samples).abs().max().item<float>(), 0.5 / 32768 + 1e-9);
-  EXPECT_EQ(list_dir(dir), std::vector<std::string>{"sine.wav"});
+  EXPECT_EQ(testing::files_in(dir), std::vector<std::string>{"sine.wav"});
 }
 
 TEST(WriteWav, ClampsToPlusMinus099) {
@@ -219,7 +209,7 @@ TEST(WriteWav, FailuresThrowNamingThePathAndLeaveNothingBehind) {
             std::string::npos);
   EXPECT_FALSE(audio_error_of([&] { write_wav_atomic(dir + "/x.wav", torch::zeros({10}), 24000); })
                    .empty());
-  EXPECT_EQ(list_dir(dir), std::vector<std::string>{"taken.wav"});
+  EXPECT_EQ(testing::files_in(dir), std::vector<std::string>{"taken.wav"});
 }
 
 TEST(WriteFileAtomic, WritesReplacesAndFailsCleanly) {
@@ -246,7 +236,7 @@ TEST(WriteFileAtomic, WritesReplacesAndFailsCleanly) {
   EXPECT_NE(audio_error_of([&] { write_file_atomic(dir + "/none/a.bin", "x"); })
                 .find(dir + "/none/a.bin"),
             std::string::npos);
-  EXPECT_EQ(list_dir(dir), (std::vector<std::string>{"data.bin", "sub"}));
+  EXPECT_EQ(testing::files_in(dir), (std::vector<std::string>{"data.bin", "sub"}));
 }
 
 TEST(ReadAudio, ErrorsNameTheFileAndTheReason) {

@@ -23,15 +23,6 @@ namespace fs = std::filesystem;
 using ::encodec::testing::make_temp_dir;
 using ::encodec::testing::read_file_bytes;
 
-std::vector<std::string> list_dir(const std::string& dir) {
-  std::vector<std::string> names;
-  for (const auto& entry : fs::directory_iterator(dir)) {
-    names.push_back(entry.path().filename().string());
-  }
-  std::sort(names.begin(), names.end());
-  return names;
-}
-
 // Tones plus noise, [channels, frames], each channel different.
 torch::Tensor test_audio(int channels, int64_t frames, int sample_rate_hz, uint64_t seed = 7) {
   torch::Generator generator = at::detail::createCPUGenerator(seed);
@@ -43,18 +34,6 @@ torch::Tensor test_audio(int channels, int64_t frames, int sample_rate_hz, uint6
                    0.05f * torch::randn({frames}, generator, torch::kFloat32));
   }
   return torch::stack(rows);
-}
-
-void write_pcm16(const std::string& path, const torch::Tensor& samples, int sample_rate_hz) {
-  SF_INFO info{};
-  info.samplerate = sample_rate_hz;
-  info.channels = static_cast<int>(samples.size(0));
-  info.format = SF_FORMAT_WAV | SF_FORMAT_PCM_16;
-  SNDFILE* file = sf_open(path.c_str(), SFM_WRITE, &info);
-  ASSERT_NE(file, nullptr) << sf_strerror(nullptr);
-  const torch::Tensor interleaved = samples.t().contiguous();
-  EXPECT_EQ(sf_writef_float(file, interleaved.data_ptr<float>(), samples.size(1)), samples.size(1));
-  sf_close(file);
 }
 
 // Everything the reader yields, in blocks of at most `block_frames`.
@@ -97,7 +76,7 @@ TEST_P(BlockConversion, EqualsTheWholeFileConversion) {
   const Conversion& c = GetParam();
   const std::string dir = make_temp_dir("audio_stream_conversion");
   const std::string path = dir + "/in.wav";
-  write_pcm16(path, test_audio(c.input_channels, c.input_frames, c.input_rate_hz), c.input_rate_hz);
+  testing::write_pcm16(path, test_audio(c.input_channels, c.input_frames, c.input_rate_hz), c.input_rate_hz);
   const Audio whole = read_audio(path);
   const torch::Tensor expected =
       convert_audio(whole.samples, whole.sample_rate_hz, c.target_rate_hz, c.target_channels);
@@ -135,7 +114,7 @@ TEST(AudioFileReader, LengthIsKnownBeforeReadingForOddRatesAndCounts) {
     for (const int64_t frames : {int64_t{1}, int64_t{2}, int64_t{441}, int64_t{12347}}) {
       SCOPED_TRACE(std::to_string(frames) + " frames at " + std::to_string(rate_hz) + " Hz");
       const std::string path = dir + "/in.wav";
-      write_pcm16(path, test_audio(1, frames, rate_hz), rate_hz);
+      testing::write_pcm16(path, test_audio(1, frames, rate_hz), rate_hz);
       for (const int target_hz : {24000, 48000}) {
         AudioFileReader reader(path, target_hz, 1);
         const int64_t expected = reference_length(frames, rate_hz, target_hz);
@@ -148,7 +127,7 @@ TEST(AudioFileReader, LengthIsKnownBeforeReadingForOddRatesAndCounts) {
 
 TEST(AudioFileReader, EmptyFileYieldsNothing) {
   const std::string dir = make_temp_dir("audio_stream_empty");
-  write_pcm16(dir + "/empty.wav", torch::zeros({1, 0}), 44100);
+  testing::write_pcm16(dir + "/empty.wav", torch::zeros({1, 0}), 44100);
   AudioFileReader reader(dir + "/empty.wav", 24000, 1);
   EXPECT_EQ(reader.length(), 0);
   EXPECT_FALSE(reader.read().has_value());
@@ -222,7 +201,7 @@ TEST(WavFileWriter, BytesEqualTheWholeFileWriterClampedAndRescaled) {
         write_wav_atomic(dir + "/whole.wav", audio, 48000, whole_options);
         write_in_blocks(dir + "/blocks.wav", audio, 48000, rescale);
         EXPECT_TRUE(read_file_bytes(dir + "/blocks.wav") == read_file_bytes(dir + "/whole.wav"));
-        EXPECT_EQ(list_dir(dir), (std::vector<std::string>{"blocks.wav", "whole.wav"}));
+        EXPECT_EQ(testing::files_in(dir), (std::vector<std::string>{"blocks.wav", "whole.wav"}));
       }
     }
   }
@@ -244,9 +223,9 @@ TEST(WavFileWriter, WithoutCommitNothingIsLeft) {
     {
       WavFileWriter writer(dir + "/out.wav", 24000, 1, options);
       writer.write(test_audio(1, 5000, 24000));
-      EXPECT_EQ(list_dir(dir).size(), 1u);  // the temporary (or scratch) file
+      EXPECT_EQ(testing::files_in(dir).size(), 1u);  // the temporary (or scratch) file
     }
-    EXPECT_TRUE(list_dir(dir).empty());
+    EXPECT_TRUE(testing::files_in(dir).empty());
   }
 }
 

@@ -58,16 +58,6 @@ void write_bytes(const std::string& path, const std::string& bytes) {
   ASSERT_TRUE(out.good()) << "cannot write " << path;
 }
 
-// Names of the entries of `dir`, sorted.
-std::vector<std::string> files_in(const std::string& dir) {
-  std::vector<std::string> names;
-  for (const auto& entry : fs::directory_iterator(dir)) {
-    names.push_back(entry.path().filename().string());
-  }
-  std::sort(names.begin(), names.end());
-  return names;
-}
-
 struct Pcm16 {
   std::vector<int16_t> interleaved;
   int channels = 0;
@@ -90,21 +80,6 @@ Pcm16 read_pcm16(const std::string& path) {
   sf_close(file);
   if (got != info.frames) throw std::runtime_error("short read from " + path);
   return pcm;
-}
-
-// Writes float [channels, frames] as 16-bit PCM WAV with libsndfile's own
-// conversion (test inputs only).
-void write_pcm16(const std::string& path, const torch::Tensor& samples, int sample_rate_hz) {
-  SF_INFO info{};
-  info.samplerate = sample_rate_hz;
-  info.channels = static_cast<int>(samples.size(0));
-  info.format = SF_FORMAT_WAV | SF_FORMAT_PCM_16;
-  SNDFILE* file = sf_open(path.c_str(), SFM_WRITE, &info);
-  ASSERT_NE(file, nullptr) << sf_strerror(nullptr);
-  const torch::Tensor interleaved = samples.to(torch::kFloat32).t().contiguous();
-  EXPECT_EQ(sf_writef_float(file, interleaved.data_ptr<float>(), samples.size(1)),
-            samples.size(1));
-  sf_close(file);
 }
 
 // A test signal: sum of sines (Hz, amplitude), [channels, frames].
@@ -199,7 +174,7 @@ TEST_F(CliTest, CompressWritesExactlyTheReferenceFile) {
   ASSERT_EQ(run.exit_code, 0) << run.err;
   EXPECT_EQ(run.err, "");
   EXPECT_TRUE(testing::read_file_bytes(path("out.ecdc")) == reference_ecdc("speech_24k_6kbps"));
-  EXPECT_EQ(files_in(dir_), std::vector<std::string>{"out.ecdc"}) << "temporary files left behind";
+  EXPECT_EQ(testing::files_in(dir_), std::vector<std::string>{"out.ecdc"}) << "temporary files left behind";
 }
 
 TEST_F(CliTest, FastKernelsWriteAValidFileWhoseCodesMatchTheReference) {
@@ -219,7 +194,7 @@ TEST_F(CliTest, DefaultOutputIsTheInputWithEcdcAndDefaultBandwidthIs6Kbps) {
   const std::string input = copy_golden("inputs/chirp_odd_24k.wav", "chirp.wav");
   const CliRun run = run_cli({"--checkpoint", checkpoint_24khz(), input});
   ASSERT_EQ(run.exit_code, 0) << run.err;
-  EXPECT_EQ(files_in(dir_), (std::vector<std::string>{"chirp.ecdc", "chirp.wav"}));
+  EXPECT_EQ(testing::files_in(dir_), (std::vector<std::string>{"chirp.ecdc", "chirp.wav"}));
   EXPECT_TRUE(testing::read_file_bytes(path("chirp.ecdc")) == reference_ecdc("chirp_odd_24k_6kbps"));
 }
 
@@ -244,7 +219,7 @@ TEST_F(CliTest, ExistingOutputIsUntouchedWithoutForce) {
   expect_contains(run.err, "-f / --force");
   EXPECT_EQ(testing::read_file_bytes(output), "precious");
   EXPECT_EQ(fs::last_write_time(output), old_time);
-  EXPECT_EQ(files_in(dir_), std::vector<std::string>{"out.ecdc"});
+  EXPECT_EQ(testing::files_in(dir_), std::vector<std::string>{"out.ecdc"});
 }
 
 TEST_F(CliTest, ForceOverwritesAnExistingOutput) {
@@ -254,7 +229,7 @@ TEST_F(CliTest, ForceOverwritesAnExistingOutput) {
                               testing::golden_path("inputs/speech_24k.wav"), output});
   ASSERT_EQ(run.exit_code, 0) << run.err;
   EXPECT_TRUE(testing::read_file_bytes(output) == reference_ecdc("speech_24k_6kbps"));
-  EXPECT_EQ(files_in(dir_), std::vector<std::string>{"out.ecdc"});
+  EXPECT_EQ(testing::files_in(dir_), std::vector<std::string>{"out.ecdc"});
 }
 
 TEST_F(CliTest, DecompressWritesTheReferenceAudioAsWav) {
@@ -264,7 +239,7 @@ TEST_F(CliTest, DecompressWritesTheReferenceAudioAsWav) {
   ASSERT_EQ(run.exit_code, 0) << run.err;
   EXPECT_EQ(run.err, "");
   expect_wav_equals(path("out.wav"), clamped(reference_audio("speech_24k_6kbps")), 24000);
-  EXPECT_EQ(files_in(dir_), std::vector<std::string>{"out.wav"});
+  EXPECT_EQ(testing::files_in(dir_), std::vector<std::string>{"out.wav"});
 }
 
 TEST_F(CliTest, DecompressOf48kHzFileWritesStereoAt48kHz) {
@@ -284,7 +259,7 @@ TEST_F(CliTest, DefaultDecompressOutputIsTheInputWithWavAndTheSuffix) {
   // Python's spelling of the long option works too.
   run = run_cli({"--checkpoint", checkpoint_24khz(), "--decompress_suffix", "_py", input});
   ASSERT_EQ(run.exit_code, 0) << run.err;
-  EXPECT_EQ(files_in(dir_), (std::vector<std::string>{"tiny.ecdc", "tiny.wav", "tiny_dec.wav",
+  EXPECT_EQ(testing::files_in(dir_), (std::vector<std::string>{"tiny.ecdc", "tiny.wav", "tiny_dec.wav",
                                                       "tiny_py.wav"}));
   expect_wav_equals(path("tiny_dec.wav"), clamped(reference_audio("tiny_24k_6kbps")), 24000);
   EXPECT_EQ(testing::read_file_bytes(path("tiny.wav")),
@@ -352,7 +327,7 @@ TEST_F(CliTest, WavOutputCompressesAndDecompressesInOneGo) {
                               testing::golden_path("inputs/speech_24k.wav"), path("round.wav")});
   ASSERT_EQ(run.exit_code, 0) << run.err;
   expect_wav_equals(path("round.wav"), clamped(reference_audio("speech_24k_12kbps")), 24000);
-  EXPECT_EQ(files_in(dir_), std::vector<std::string>{"round.wav"});
+  EXPECT_EQ(testing::files_in(dir_), std::vector<std::string>{"round.wav"});
 }
 
 TEST_F(CliTest, HqCompressesWithThe48kHzModel) {
@@ -381,7 +356,7 @@ TEST_F(CliTest, BandwidthTheModelLacksIsRefusedNamingTheChoices) {
   EXPECT_EQ(run.exit_code, 1);
   expect_contains(run.err, "bandwidth 5 kbps");
   expect_contains(run.err, "1.5, 3, 6, 12, 24");
-  EXPECT_TRUE(files_in(dir_).empty());
+  EXPECT_TRUE(testing::files_in(dir_).empty());
 }
 
 TEST_F(CliTest, WrongOutputExtensionIsRefused) {
@@ -396,14 +371,14 @@ TEST_F(CliTest, WrongOutputExtensionIsRefused) {
   EXPECT_EQ(run.exit_code, 1);
   expect_contains(run.err, "out.ecdc");
   expect_contains(run.err, "must be a .wav file");
-  EXPECT_TRUE(files_in(dir_).empty());
+  EXPECT_TRUE(testing::files_in(dir_).empty());
 }
 
 TEST_F(CliTest, MissingInputIsNamed) {
   const CliRun run = run_cli({"--checkpoint", checkpoint_24khz(), path("nothing.wav")});
   EXPECT_EQ(run.exit_code, 1);
   expect_contains(run.err, path("nothing.wav") + " does not exist");
-  EXPECT_TRUE(files_in(dir_).empty());
+  EXPECT_TRUE(testing::files_in(dir_).empty());
 }
 
 TEST_F(CliTest, MissingOutputFolderIsNamed) {
@@ -413,7 +388,7 @@ TEST_F(CliTest, MissingOutputFolderIsNamed) {
   EXPECT_EQ(run.exit_code, 1);
   expect_contains(run.err, "output folder " + path("missing") + " ");
   expect_contains(run.err, "does not exist");
-  EXPECT_TRUE(files_in(dir_).empty());
+  EXPECT_TRUE(testing::files_in(dir_).empty());
 }
 
 TEST_F(CliTest, UnreadableInputIsNamed) {
@@ -421,15 +396,15 @@ TEST_F(CliTest, UnreadableInputIsNamed) {
   const CliRun run = run_cli({"--checkpoint", checkpoint_24khz(), path("text.wav")});
   EXPECT_EQ(run.exit_code, 1);
   expect_contains(run.err, "cannot read audio file '" + path("text.wav") + "'");
-  EXPECT_EQ(files_in(dir_), std::vector<std::string>{"text.wav"});
+  EXPECT_EQ(testing::files_in(dir_), std::vector<std::string>{"text.wav"});
 }
 
 TEST_F(CliTest, EmptyInputIsRefused) {
-  write_pcm16(path("empty.wav"), torch::zeros({1, 0}), 24000);
+  testing::write_pcm16(path("empty.wav"), torch::zeros({1, 0}), 24000);
   const CliRun run = run_cli({"--checkpoint", checkpoint_24khz(), path("empty.wav")});
   EXPECT_EQ(run.exit_code, 1);
   expect_contains(run.err, path("empty.wav") + " has no samples");
-  EXPECT_EQ(files_in(dir_), std::vector<std::string>{"empty.wav"});
+  EXPECT_EQ(testing::files_in(dir_), std::vector<std::string>{"empty.wav"});
 }
 
 TEST_F(CliTest, OutputThatIsTheInputIsRefused) {
@@ -450,7 +425,7 @@ TEST_F(CliTest, TruncatedEcdcFailsAndLeavesNoFileBehind) {
     EXPECT_EQ(run.exit_code, 1) << "cut to " << length;
     expect_contains(run.err, "cannot decompress " + path("cut.ecdc"));
     expect_contains(run.err, "truncated .ecdc");
-    EXPECT_EQ(files_in(dir_), std::vector<std::string>{"cut.ecdc"}) << "cut to " << length;
+    EXPECT_EQ(testing::files_in(dir_), std::vector<std::string>{"cut.ecdc"}) << "cut to " << length;
   }
 }
 
@@ -466,7 +441,7 @@ TEST_F(CliTest, FileTruncatedAfterItsFirstChunksLeavesNoFileBehind) {
     const CliRun run = run_cli(args);
     EXPECT_EQ(run.exit_code, 1) << run.err;
     expect_contains(run.err, "chunk 3 of 3");
-    EXPECT_EQ(files_in(dir_), std::vector<std::string>{"cut.ecdc"});
+    EXPECT_EQ(testing::files_in(dir_), std::vector<std::string>{"cut.ecdc"});
   }
 }
 
@@ -482,7 +457,7 @@ TEST_F(CliTest, LmCompressWritesExactlyTheReferenceFile) {
   EXPECT_EQ(run.err, "");
   EXPECT_TRUE(testing::read_file_bytes(path("out.ecdc")) == reference_ecdc("speech_24k_6kbps_lm"));
   EXPECT_TRUE(header_of(path("out.ecdc")).use_lm);
-  EXPECT_EQ(files_in(dir_), std::vector<std::string>{"out.ecdc"}) << "temporary files left behind";
+  EXPECT_EQ(testing::files_in(dir_), std::vector<std::string>{"out.ecdc"}) << "temporary files left behind";
 }
 
 TEST_F(CliTest, ShortLmFlagWithHqWritesTheReference48kHzFile) {
@@ -525,7 +500,7 @@ TEST_F(CliTest, TruncatedLmCodedFileFailsNamingTheTruncation) {
     EXPECT_EQ(run.exit_code, 1) << "cut " << cut;
     expect_contains(run.err, "cannot decompress " + path("cut.ecdc"));
     expect_contains(run.err, "truncated LM-coded data");
-    EXPECT_EQ(files_in(dir_), std::vector<std::string>{"cut.ecdc"}) << "cut " << cut;
+    EXPECT_EQ(testing::files_in(dir_), std::vector<std::string>{"cut.ecdc"}) << "cut " << cut;
   }
 }
 
@@ -538,7 +513,7 @@ TEST_F(CliTest, LmCheckpointOfTheWrongModelIsNamed) {
   EXPECT_EQ(run.exit_code, 1);
   expect_contains(run.err, "--lm-checkpoint " + lm_checkpoint_48khz());
   expect_contains(run.err, "16 codebooks");
-  EXPECT_TRUE(files_in(dir_).empty());
+  EXPECT_TRUE(testing::files_in(dir_).empty());
 }
 
 TEST_F(CliTest, OfficialLmIsLookedUpInTheModelDir) {
@@ -549,7 +524,7 @@ TEST_F(CliTest, OfficialLmIsLookedUpInTheModelDir) {
   EXPECT_EQ(run.exit_code, 1);
   expect_contains(run.err, (fs::path(path("models")) / kLmCheckpoint24kHz).string());
   expect_contains(run.err, "not found");
-  EXPECT_EQ(files_in(dir_), std::vector<std::string>{"models"});
+  EXPECT_EQ(testing::files_in(dir_), std::vector<std::string>{"models"});
 }
 
 TEST_F(CliTest, CheckpointOfTheWrongModelIsNamed) {
@@ -568,7 +543,7 @@ TEST_F(CliTest, CheckpointOfTheWrongModelIsNamed) {
   expect_contains(compress_run.err, "cannot load encodec_24khz from --checkpoint " +
                                         checkpoint_48khz());
   expect_contains(compress_run.err, "needs --hq");
-  EXPECT_TRUE(files_in(dir_).empty());
+  EXPECT_TRUE(testing::files_in(dir_).empty());
 }
 
 TEST_F(CliTest, ModelDirIsWhereOfficialCheckpointsAreLookedUp) {
@@ -586,7 +561,7 @@ TEST_F(CliTest, ModelDirIsWhereOfficialCheckpointsAreLookedUp) {
   EXPECT_EQ(run.exit_code, 1);
   expect_contains(run.err, (fs::path(path("models")) / kCheckpoint48kHz).string());
   expect_contains(run.err, "ENCODEC_MODEL_DIR");
-  EXPECT_EQ(files_in(dir_), std::vector<std::string>{"models"});
+  EXPECT_EQ(testing::files_in(dir_), std::vector<std::string>{"models"});
 }
 
 struct ResampleCase {
@@ -604,7 +579,7 @@ TEST_F(CliTest, InputsAtOtherRatesAndChannelCountsAreConverted) {
                  std::to_string(test.input_channels) + " channels" + (test.hq ? ", --hq" : ""));
     std::vector<std::vector<std::pair<double, double>>> tones = {{{440, 0.4}, {1234, 0.1}}};
     if (test.input_channels == 2) tones.push_back({{330, 0.3}});
-    write_pcm16(path("in.wav"), sines(test.input_frames, test.input_rate_hz, tones),
+    testing::write_pcm16(path("in.wav"), sines(test.input_frames, test.input_rate_hz, tones),
                 test.input_rate_hz);
     const int model_rate_hz = test.hq ? 48000 : 24000;
     const int model_channels = test.hq ? 2 : 1;
@@ -632,7 +607,7 @@ TEST_F(CliTest, InputsAtOtherRatesAndChannelCountsAreConverted) {
 }
 
 TEST_F(CliTest, StereoInputToThe24kHzModelIsDownmixedToTheMean) {
-  write_pcm16(path("stereo.wav"), sines(7000, 24000, {{{300, 0.5}}, {{1000, 0.3}, {50, 0.2}}}),
+  testing::write_pcm16(path("stereo.wav"), sines(7000, 24000, {{{300, 0.5}}, {{1000, 0.3}, {50, 0.2}}}),
               24000);
   const CliRun run = run_cli({"--checkpoint", checkpoint_24khz(), path("stereo.wav")});
   ASSERT_EQ(run.exit_code, 0) << run.err;
@@ -734,7 +709,7 @@ TEST_F(CliTest, StreamBlockNeedsThe24kHzModelAndAPositiveSize) {
   run = run_cli({"--stream-block", "0", testing::golden_path("inputs/tiny_24k.wav")});
   EXPECT_EQ(run.exit_code, 2);
   expect_contains(run.err, "--stream-block");
-  EXPECT_EQ(files_in(dir_), std::vector<std::string>{});
+  EXPECT_EQ(testing::files_in(dir_), std::vector<std::string>{});
 }
 
 }  // namespace

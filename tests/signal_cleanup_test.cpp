@@ -25,15 +25,6 @@ namespace encodec {
 namespace {
 namespace fs = std::filesystem;
 
-std::vector<std::string> files_in(const std::string& dir) {
-  std::vector<std::string> names;
-  for (const auto& entry : fs::directory_iterator(dir)) {
-    names.push_back(entry.path().filename().string());
-  }
-  std::sort(names.begin(), names.end());
-  return names;
-}
-
 void touch(const std::string& path) { std::ofstream(path) << "x"; }
 
 // Runs `child` in a forked process and returns its wait status.
@@ -67,7 +58,7 @@ TEST(RemoveOnSignal, RegisteredFilesAreRemovedAndTheProcessDiesOfTheSignal) {
   });
   ASSERT_TRUE(WIFSIGNALED(status)) << "status " << status;
   EXPECT_EQ(WTERMSIG(status), SIGTERM);
-  EXPECT_EQ(files_in(dir), (std::vector<std::string>{"bystander", "released.tmp"}));
+  EXPECT_EQ(testing::files_in(dir), (std::vector<std::string>{"bystander", "released.tmp"}));
 }
 
 TEST(RemoveOnSignal, AnIgnoredSignalStaysIgnored) {
@@ -84,7 +75,7 @@ TEST(RemoveOnSignal, AnIgnoredSignalStaysIgnored) {
   });
   ASSERT_TRUE(WIFEXITED(status)) << "status " << status;
   EXPECT_EQ(WEXITSTATUS(status), 7);
-  EXPECT_EQ(files_in(dir), std::vector<std::string>{"registered.tmp"});
+  EXPECT_EQ(testing::files_in(dir), std::vector<std::string>{"registered.tmp"});
 }
 
 // A stereo 48 kHz 16-bit WAV of `seconds` (tones and a little noise).
@@ -112,7 +103,7 @@ void write_long_input(const std::string& path, int seconds) {
 }
 
 bool has_temporary_file(const std::string& dir) {
-  for (const std::string& name : files_in(dir)) {
+  for (const std::string& name : testing::files_in(dir)) {
     if (name.find(".tmp-") != std::string::npos) return true;
   }
   return false;
@@ -185,7 +176,7 @@ TEST_P(InterruptedCommand, LeavesNothingBehind) {
   ASSERT_TRUE(WIFSIGNALED(status)) << "the command exited normally with status "
                                    << (WIFEXITED(status) ? WEXITSTATUS(status) : -1);
   EXPECT_EQ(WTERMSIG(status), run.signal_number);
-  EXPECT_EQ(files_in(dir), inputs);
+  EXPECT_EQ(testing::files_in(dir), inputs);
 }
 
 INSTANTIATE_TEST_SUITE_P(

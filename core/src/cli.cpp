@@ -176,6 +176,14 @@ void commit_output(const CliOptions& options,
   staging.mark_committed();
 }
 
+// An exception's message; LibTorch's without its C++ backtrace.
+std::string error_text(const std::exception& error) {
+  if (const auto* torch_error = dynamic_cast<const c10::Error*>(&error)) {
+    return torch_error->what_without_backtrace();
+  }
+  return error.what();
+}
+
 // Loads the codec named `model_name`: from --checkpoint when given, otherwise
 // the official checkpoint through the model store (--model-dir, else
 // $ENCODEC_MODEL_DIR, else the hub cache with download).
@@ -194,9 +202,7 @@ EncodecModel load_weights(const CliOptions& options, const std::string& model_na
     } catch (const std::exception& error) {
       // Say which file was meant for which model: a 24 kHz checkpoint given
       // for a 48 kHz file otherwise reads as a mere missing tensor.
-      const std::string what = dynamic_cast<const c10::Error*>(&error)
-                                   ? static_cast<const c10::Error&>(error).what_without_backtrace()
-                                   : error.what();
+      const std::string what = error_text(error);
       throw CliError("cannot load " + model_name + " from --checkpoint " + options.checkpoint +
                      ": " + what);
     }
@@ -234,9 +240,7 @@ LmModel load_lm(const CliOptions& options, const EncodecConfig& codec) {
     try {
       return LmModel::from_checkpoint(options.lm_checkpoint, codec);
     } catch (const std::exception& error) {
-      const std::string what = dynamic_cast<const c10::Error*>(&error)
-                                   ? static_cast<const c10::Error&>(error).what_without_backtrace()
-                                   : error.what();
+      const std::string what = error_text(error);
       throw CliError("cannot load the LM of " + codec.name + " from --lm-checkpoint " +
                      options.lm_checkpoint + ": " + what);
     }

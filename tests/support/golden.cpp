@@ -1,5 +1,7 @@
 #include "golden.h"
 
+#include <sndfile.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
@@ -130,6 +132,27 @@ std::string make_temp_dir(const std::string& test_name) {
   fs::remove_all(dir);
   fs::create_directories(dir);
   return dir.string();
+}
+
+void write_pcm16(const std::string& path, const torch::Tensor& samples, int sample_rate_hz) {
+  SF_INFO info{};
+  info.samplerate = sample_rate_hz;
+  info.channels = static_cast<int>(samples.size(0));
+  info.format = SF_FORMAT_WAV | SF_FORMAT_PCM_16;
+  SNDFILE* file = sf_open(path.c_str(), SFM_WRITE, &info);
+  ASSERT_NE(file, nullptr) << path << ": " << sf_strerror(nullptr);
+  const torch::Tensor interleaved = samples.to(torch::kFloat32).t().contiguous();
+  EXPECT_EQ(sf_writef_float(file, interleaved.data_ptr<float>(), samples.size(1)), samples.size(1));
+  sf_close(file);
+}
+
+std::vector<std::string> files_in(const std::string& dir) {
+  std::vector<std::string> names;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    names.push_back(entry.path().filename().string());
+  }
+  std::sort(names.begin(), names.end());
+  return names;
 }
 
 }  // namespace encodec::testing

@@ -6,6 +6,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -39,6 +40,13 @@ std::string describe_byte_difference(const std::string& actual, const std::strin
 
 // A fresh empty directory under the build tree for a test's output files.
 std::string make_temp_dir(const std::string& test_name);
+
+// Writes float [channels, frames] as a 16-bit PCM WAV with libsndfile's own
+// conversion (test inputs).
+void write_pcm16(const std::string& path, const torch::Tensor& samples, int sample_rate_hz);
+
+// Names of the entries of `dir`, sorted (failed writes must leave no file behind).
+std::vector<std::string> files_in(const std::string& dir);
 
 }  // namespace encodec::testing
 
