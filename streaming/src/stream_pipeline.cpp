@@ -82,7 +82,11 @@ class StreamingAudioDecoder : public AudioDecoder {
  public:
   StreamingAudioDecoder(const EncodecModel& model, int64_t audio_length, AudioSink& out,
                         int64_t block_size)
-      : decoder_(model), audio_length_(audio_length), out_(out), block_size_(block_size) {
+      : decoder_(model),
+        audio_length_(audio_length),
+        out_(out),
+        block_size_(block_size),
+        hop_(model.config().hop_length()) {
     check_block_size(block_size);
   }
 
@@ -93,20 +97,23 @@ class StreamingAudioDecoder : public AudioDecoder {
 
   void push_codes(const torch::Tensor& codes) override {
     const torch::Tensor values = codes.to(torch::kInt64).contiguous();
-    CodeFrame frame;
-    frame.num_codebooks = static_cast<int>(values.size(0));
+    const auto code = values.accessor<int64_t, 2>();
+    // Groups of frames covering about a block of audio go through the decoder
+    // in one pass: the same audio as frame by frame, with the weights read once per group.
     for (int64_t t = 0; t < values.size(1); ++t) {
+      CodeFrame& frame = pending_.emplace_back();
+      frame.num_codebooks = static_cast<int>(values.size(0));
       for (int level = 0; level < frame.num_codebooks; ++level) {
-        frame.codes[level] = static_cast<int32_t>(values[level][t].item<int64_t>());
+        frame.codes[level] = static_cast<int32_t>(code[level][t]);
       }
-      decoder_.push(frame);
-      drain();
+      if (static_cast<int64_t>(pending_.size()) * hop_ >= block_size_) flush();
     }
   }
 
   void end_chunk() override {}
 
   void finish() override {
+    flush();
     decoder_.finish();
     drain();
     if (written_ < audio_length_) {
@@ -116,6 +123,12 @@ class StreamingAudioDecoder : public AudioDecoder {
   }
 
  private:
+  void flush() {
+    decoder_.push(pending_.data(), static_cast<int64_t>(pending_.size()));
+    pending_.clear();
+    drain();
+  }
+
   // Writes ready audio in blocks, never past the file's audio length.
   void drain() {
     while (decoder_.samples_ready() > 0) {
@@ -132,6 +145,8 @@ class StreamingAudioDecoder : public AudioDecoder {
   int64_t audio_length_;
   AudioSink& out_;
   int64_t block_size_;
+  int64_t hop_;
+  std::vector<CodeFrame> pending_;
   int64_t written_ = 0;
   int chunks_ = 0;
 };

@@ -237,10 +237,15 @@ struct StreamingDecoder::Engine {
     output.clear();
   }
 
-  void push(const CodeFrame* frame) {
+  void push(const CodeFrame* frame) { push(frame, 1, /*lost=*/frame == nullptr); }
+
+  // `count` frames (or one lost frame) in one pass of the graph.
+  void push(const CodeFrame* frames, int64_t count, bool lost) {
     if (finished) throw std::logic_error("StreamingDecoder::push after finish (reset first)");
-    const int64_t first = graph.append_input(1);
-    prepare(frame, graph.input().row(0, first));
+    const int64_t first = graph.append_input(count);
+    for (int64_t i = 0; i < count; ++i) {
+      prepare(lost ? nullptr : frames + i, graph.input().row(0, first + i));
+    }
     run(false);
   }
 
@@ -278,6 +283,11 @@ StreamingDecoder& StreamingDecoder::operator=(StreamingDecoder&&) noexcept = def
 void StreamingDecoder::push(const CodeFrame& frame) {
   engine_->validate(frame);
   engine_->push(&frame);
+}
+
+void StreamingDecoder::push(const CodeFrame* frames, int64_t count) {
+  for (int64_t i = 0; i < count; ++i) engine_->validate(frames[i]);
+  if (count > 0) engine_->push(frames, count, /*lost=*/false);
 }
 
 void StreamingDecoder::push_lost() { engine_->push(nullptr); }

@@ -95,6 +95,9 @@ class StreamingDecoder {
   // the stream's start (see above). Throws std::invalid_argument for a frame
   // with no codebooks, more than the model has, or a code out of range.
   void push(const CodeFrame& frame);
+  // Several frames in one pass (the same audio as one at a time; faster for
+  // files, where the weights are then read once per group, not per frame).
+  void push(const CodeFrame* frames, int64_t count);
   // A frame that never arrived: concealed by decoding the last frame's codes
   // again while fading out (gain halves with every lost frame, silent after 8),
   // fading back in over the next good frame. Keeps the stream's timing: every
