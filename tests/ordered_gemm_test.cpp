@@ -100,6 +100,36 @@ TEST_P(OrderedGemmTest, ARowGivesTheSameBitsAloneAsInAnyBatchOrThreadCount) {
   }
 }
 
+// Every instruction set the CPU has gives the same bits (so do machines with
+// different ones: the chains are the same).
+TEST_P(OrderedGemmTest, EveryInstructionSetGivesTheSameBits) {
+  const Shape shape = GetParam();
+  const std::vector<float> a = random_values(shape.rows * shape.depth, 9);
+  const std::vector<float> weight = random_values(shape.columns * shape.depth, 10);
+  const std::vector<float> bias = random_values(shape.columns, 11);
+  const PackedMatrix packed(weight.data(), shape.columns, shape.depth);
+  const OrderedGemmIsa original = ordered_gemm_isa();
+  std::vector<float> scalar(shape.rows * shape.columns, 3.0f);
+  set_ordered_gemm_isa(OrderedGemmIsa::kScalar);
+  ordered_gemm(a.data(), shape.depth, shape.rows, packed, scalar.data(), shape.columns,
+               {bias.data(), true});
+  int compared = 0;
+  for (OrderedGemmIsa isa : {OrderedGemmIsa::kAvx2, OrderedGemmIsa::kAvx512}) {
+    try {
+      set_ordered_gemm_isa(isa);
+    } catch (const std::invalid_argument&) {
+      continue;  // not on this CPU
+    }
+    std::vector<float> vector(shape.rows * shape.columns, 3.0f);
+    ordered_gemm(a.data(), shape.depth, shape.rows, packed, vector.data(), shape.columns,
+                 {bias.data(), true});
+    EXPECT_EQ(vector, scalar) << "instruction set " << static_cast<int>(isa);
+    ++compared;
+  }
+  set_ordered_gemm_isa(original);
+  if (compared == 0) GTEST_SKIP() << "no vector instruction set on this CPU";
+}
+
 INSTANTIATE_TEST_SUITE_P(Shapes, OrderedGemmTest,
                          ::testing::Values(Shape{1, 1, 1}, Shape{1, 2048, 64}, Shape{3, 17, 7},
                                            Shape{7, 33, 96}, Shape{13, 64, 300}, Shape{6, 130, 5},

@@ -126,7 +126,7 @@ std::shared_ptr<EncodecModel::Weights> build_weights(const EncodecConfig& config
   auto weights = std::make_shared<EncodecModel::Weights>(EncodecModel::Weights{
       config, SEANetEncoder(loader, "encoder", seanet),
       ResidualVectorQuantizer(loader, "quantizer", config.n_q, config.bins, config.dimension),
-      SEANetDecoder(loader, "decoder", seanet), nullptr, nullptr});
+      SEANetDecoder(loader, "decoder", seanet), nullptr, nullptr, nullptr});
   loader.expect_all_used();
   // The encoder runs on the ordered kernel, whose results do not depend on the
   // input length: the streaming encoder then gives exactly the offline codes.

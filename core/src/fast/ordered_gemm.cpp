@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <stdexcept>
 
 #include <ATen/Parallel.h>
 
@@ -16,14 +17,24 @@ namespace {
 constexpr int64_t kPanel = PackedMatrix::kPanelWidth;
 constexpr int64_t kMaxTileRows = 6;
 
-bool cpu_has_avx512() {
-  static const bool supported = __builtin_cpu_supports("avx512f");
-  return supported;
+OrderedGemmIsa best_isa() {
+  if (__builtin_cpu_supports("avx512f")) return OrderedGemmIsa::kAvx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return OrderedGemmIsa::kAvx2;
+  return OrderedGemmIsa::kScalar;
+}
+
+OrderedGemmIsa& isa_in_use() {
+  static OrderedGemmIsa isa = best_isa();
+  return isa;
 }
 
 // Panels (of 16 columns) per tile: with few rows the tile takes more columns, so
-// that enough independent FMA chains hide the FMA latency.
-int64_t panels_per_tile(int64_t tile_rows) { return tile_rows <= 2 ? 4 : 2; }
+// that enough independent FMA chains hide the FMA latency. AVX2 has half the
+// registers, each half as wide: one panel is already two accumulators per row.
+int64_t panels_per_tile(int64_t tile_rows, OrderedGemmIsa isa) {
+  if (isa == OrderedGemmIsa::kAvx2) return tile_rows <= 2 ? 2 : 1;
+  return tile_rows <= 2 ? 4 : 2;
+}
 
 struct Tile {
   const float* const* rows;
@@ -98,6 +109,59 @@ void run_tile_avx512(const Tile& tile) {
   }
 }
 
+// AVX2 + FMA: a 16-column panel as two 8-lane halves, the same chains.
+template <int kRows, int kPanels>
+__attribute__((target("avx2,fma"))) void tile_avx2(const Tile& tile) {
+  constexpr int kHalves = 2 * kPanels;
+  __m256 accumulators[kRows][kHalves];
+  __m256i masks[kHalves];
+  const float* halves[kHalves];
+  for (int h = 0; h < kHalves; ++h) {
+    const int p = h / 2, offset = (h % 2) * 8;
+    const int64_t valid = std::clamp<int64_t>(valid_columns(tile, p) - offset, 0, 8);
+    alignas(32) int32_t lanes[8];
+    for (int lane = 0; lane < 8; ++lane) lanes[lane] = lane < valid ? -1 : 0;
+    masks[h] = _mm256_load_si256(reinterpret_cast<const __m256i*>(lanes));
+    halves[h] = tile.b->panel(tile.first_panel + p) + offset;
+    const __m256 start = tile.bias ? _mm256_maskload_ps(tile.bias + p * kPanel + offset, masks[h])
+                                   : _mm256_setzero_ps();
+    for (int r = 0; r < kRows; ++r) accumulators[r][h] = start;
+  }
+  const float* rows[kRows];
+  for (int r = 0; r < kRows; ++r) rows[r] = tile.rows[r];
+  const int64_t depth = tile.b->rows();
+  for (int64_t k = 0; k < depth; ++k) {
+    __m256 b_values[kHalves];
+    for (int h = 0; h < kHalves; ++h) b_values[h] = _mm256_load_ps(halves[h] + k * kPanel);
+    for (int r = 0; r < kRows; ++r) {
+      const __m256 a_value = _mm256_set1_ps(rows[r][k]);
+      for (int h = 0; h < kHalves; ++h) {
+        accumulators[r][h] = _mm256_fmadd_ps(a_value, b_values[h], accumulators[r][h]);
+      }
+    }
+  }
+  for (int r = 0; r < kRows; ++r) {
+    for (int h = 0; h < kHalves; ++h) {
+      float* target = tile.out_rows[r] + tile.column_offset + (h / 2) * kPanel + (h % 2) * 8;
+      __m256 value = accumulators[r][h];
+      if (tile.accumulate) value = _mm256_add_ps(_mm256_maskload_ps(target, masks[h]), value);
+      _mm256_maskstore_ps(target, masks[h], value);
+    }
+  }
+}
+
+void run_tile_avx2(const Tile& tile) {
+  const bool two = tile.panel_count >= 2;
+  switch (tile.row_count) {
+    case 1: return two ? tile_avx2<1, 2>(tile) : tile_avx2<1, 1>(tile);
+    case 2: return two ? tile_avx2<2, 2>(tile) : tile_avx2<2, 1>(tile);
+    case 3: return tile_avx2<3, 1>(tile);
+    case 4: return tile_avx2<4, 1>(tile);
+    case 5: return tile_avx2<5, 1>(tile);
+    default: return tile_avx2<6, 1>(tile);
+  }
+}
+
 // The same chains one element at a time (std::fma rounds once, as the vector FMA).
 void run_tile_scalar(const Tile& tile) {
   const int64_t depth = tile.b->rows();
@@ -116,6 +180,19 @@ void run_tile_scalar(const Tile& tile) {
 
 }  // namespace
 
+OrderedGemmIsa ordered_gemm_isa() { return isa_in_use(); }
+
+void set_ordered_gemm_isa(OrderedGemmIsa isa) {
+  if (isa == OrderedGemmIsa::kAvx512 && !__builtin_cpu_supports("avx512f")) {
+    throw std::invalid_argument("this CPU has no AVX-512");
+  }
+  if (isa == OrderedGemmIsa::kAvx2 &&
+      !(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))) {
+    throw std::invalid_argument("this CPU has no AVX2 with FMA");
+  }
+  isa_in_use() = isa;
+}
+
 void PackedMatrix::FreeAligned::operator()(float* pointer) const { std::free(pointer); }
 
 PackedMatrix::PackedMatrix(const float* rows_by_k, int64_t n, int64_t k) : n_(n), k_(k) {
@@ -133,9 +210,9 @@ PackedMatrix::PackedMatrix(const float* rows_by_k, int64_t n, int64_t k) : n_(n)
 void ordered_gemm(const float* const* rows, int64_t row_count, const PackedMatrix& b,
                   float* const* out_rows, const OrderedGemmOptions& options) {
   if (row_count <= 0 || b.columns() == 0) return;
-  const bool vector = cpu_has_avx512();
+  const OrderedGemmIsa isa = isa_in_use();
   const int64_t tile_rows = std::min(row_count, kMaxTileRows);
-  const int64_t tile_panels = panels_per_tile(tile_rows);
+  const int64_t tile_panels = panels_per_tile(tile_rows, isa);
   const int64_t row_blocks = (row_count + tile_rows - 1) / tile_rows;
   const int64_t panel_blocks = (b.panel_count() + tile_panels - 1) / tile_panels;
   // Each element is computed by exactly one tile, so splitting tiles between
@@ -156,7 +233,11 @@ void ordered_gemm(const float* const* rows, int64_t row_count, const PackedMatri
                 first_panel * kPanel,
                 options.bias ? options.bias + first_panel * kPanel : nullptr,
                 options.accumulate};
-      vector ? run_tile_avx512(tile) : run_tile_scalar(tile);
+      switch (isa) {
+        case OrderedGemmIsa::kAvx512: run_tile_avx512(tile); break;
+        case OrderedGemmIsa::kAvx2: run_tile_avx2(tile); break;
+        case OrderedGemmIsa::kScalar: run_tile_scalar(tile); break;
+      }
     }
   });
 }

@@ -51,6 +51,14 @@ struct OrderedGemmOptions {
 void ordered_gemm(const float* const* rows, int64_t row_count, const PackedMatrix& b,
                   float* const* out_rows, const OrderedGemmOptions& options = {});
 
+// The instruction set the kernel runs on: the best the CPU has. Every one computes
+// the same chains, so the results are the same bits on any of them (tested).
+enum class OrderedGemmIsa { kAvx512, kAvx2, kScalar };
+OrderedGemmIsa ordered_gemm_isa();
+// For tests: use `isa` from now on (not while products run on other threads).
+// Throws std::invalid_argument if the CPU lacks it.
+void set_ordered_gemm_isa(OrderedGemmIsa isa);
+
 // The common case of rows at a fixed distance: a_m = a + m * lda.
 void ordered_gemm(const float* a, int64_t lda, int64_t row_count, const PackedMatrix& b, float* c,
                   int64_t ldc, const OrderedGemmOptions& options = {});
