@@ -82,19 +82,21 @@ std::vector<CodeFrame> stream_encode(StreamingEncoder& encoder, const std::vecto
   return frames;
 }
 
+// Appends the decoder's ready audio to `audio`.
+void drain(StreamingDecoder& decoder, std::vector<float>& audio) {
+  const size_t old = audio.size();
+  audio.resize(old + decoder.samples_ready());
+  decoder.pop(audio.data() + old, static_cast<int64_t>(audio.size() - old));
+}
+
 std::vector<float> stream_decode(StreamingDecoder& decoder, const std::vector<CodeFrame>& frames) {
   std::vector<float> audio;
-  auto drain = [&] {
-    const size_t old = audio.size();
-    audio.resize(old + decoder.samples_ready());
-    decoder.pop(audio.data() + old, static_cast<int64_t>(audio.size() - old));
-  };
   for (const CodeFrame& frame : frames) {
     decoder.push(frame);
-    drain();
+    drain(decoder, audio);
   }
   decoder.finish();
-  drain();
+  drain(decoder, audio);
   return audio;
 }
 
@@ -147,14 +149,10 @@ TEST_P(StreamingGoldenTest, AudioEqualsOfflineDecode) {
   std::vector<float> audio;
   for (size_t first = 0; first < frames.size(); first += 5) {
     grouped.push(frames.data() + first, std::min<int64_t>(5, frames.size() - first));
-    std::vector<float> chunk(grouped.samples_ready());
-    grouped.pop(chunk.data(), chunk.size());
-    audio.insert(audio.end(), chunk.begin(), chunk.end());
+    drain(grouped, audio);
   }
   grouped.finish();
-  std::vector<float> tail(grouped.samples_ready());
-  grouped.pop(tail.data(), tail.size());
-  audio.insert(audio.end(), tail.begin(), tail.end());
+  drain(grouped, audio);
   EXPECT_EQ(audio, streamed);
 }
 
@@ -339,9 +337,7 @@ TEST_F(StreamingTest, BatchedStreamsEqualStreamsAlone) {
         codes.push_back(frame);
         decoder.push(frame);
       }
-      std::vector<float> chunk(decoder.samples_ready());
-      decoder.pop(chunk.data(), chunk.size());
-      audio.insert(audio.end(), chunk.begin(), chunk.end());
+      drain(decoder, audio);
     }
     ASSERT_EQ(batched_codes[s].size(), codes.size()) << "stream " << s;
     ASSERT_GT(codes.size(), 10u);
@@ -373,14 +369,10 @@ TEST_F(StreamingTest, ConcealsLostFramesSmoothly) {
   std::vector<float> audio;
   for (size_t t = 0; t < frames.size(); ++t) {
     lost(t) ? decoder.push_lost() : decoder.push(frames[t]);
-    std::vector<float> chunk(decoder.samples_ready());
-    decoder.pop(chunk.data(), chunk.size());
-    audio.insert(audio.end(), chunk.begin(), chunk.end());
+    drain(decoder, audio);
   }
   decoder.finish();
-  std::vector<float> tail(decoder.samples_ready());
-  decoder.pop(tail.data(), tail.size());
-  audio.insert(audio.end(), tail.begin(), tail.end());
+  drain(decoder, audio);
 
   ASSERT_EQ(audio.size(), reference.size());
   ASSERT_EQ(static_cast<int64_t>(audio.size()), static_cast<int64_t>(frames.size()) * hop);
