@@ -1,0 +1,158 @@
+#include "fast/ordered_gemm_bf16.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+
+#include <ATen/Parallel.h>
+
+namespace encodec::fast {
+namespace {
+
+constexpr int64_t kPanel = PackedMatrixBf16::kPanelWidth;
+constexpr int64_t kMaxTileRows = 6;
+
+// VDPBF16PS treats denormal inputs and results as zero.
+float flush_denormal(float value) {
+  return std::fpclassify(value) == FP_SUBNORMAL ? std::copysign(0.0f, value) : value;
+}
+
+template <int kRows, int kPanels>
+__attribute__((target("avx512f,avx512bf16"))) void tile(const uint16_t* const* rows,
+                                                         const PackedMatrixBf16& b,
+                                                         int64_t first_panel, float* const* out_rows,
+                                                         const float* bias) {
+  __m512 accumulators[kRows][kPanels];
+  __mmask16 masks[kPanels];
+  const uint32_t* panels[kPanels];
+  for (int p = 0; p < kPanels; ++p) {
+    const int64_t valid = std::min(kPanel, b.columns() - (first_panel + p) * kPanel);
+    masks[p] = static_cast<__mmask16>((1u << valid) - 1u);
+    panels[p] = b.panel(first_panel + p);
+    const __m512 start = bias ? _mm512_maskz_loadu_ps(masks[p], bias + (first_panel + p) * kPanel)
+                              : _mm512_setzero_ps();
+    for (int r = 0; r < kRows; ++r) accumulators[r][p] = start;
+  }
+  for (int64_t pair = 0; pair < b.pairs(); ++pair) {
+    __m512bh b_values[kPanels];
+    for (int p = 0; p < kPanels; ++p) {
+      b_values[p] = (__m512bh)_mm512_loadu_si512(panels[p] + pair * kPanel);
+    }
+    for (int r = 0; r < kRows; ++r) {
+      uint32_t word;
+      std::memcpy(&word, rows[r] + 2 * pair, sizeof(word));
+      const __m512bh a_value = (__m512bh)_mm512_set1_epi32(static_cast<int>(word));
+      for (int p = 0; p < kPanels; ++p) {
+        accumulators[r][p] = _mm512_dpbf16_ps(accumulators[r][p], a_value, b_values[p]);
+      }
+    }
+  }
+  for (int r = 0; r < kRows; ++r) {
+    for (int p = 0; p < kPanels; ++p) {
+      _mm512_mask_storeu_ps(out_rows[r] + (first_panel + p) * kPanel, masks[p], accumulators[r][p]);
+    }
+  }
+}
+
+template <int kRows>
+void tile_panels(const uint16_t* const* rows, const PackedMatrixBf16& b, int64_t first_panel,
+                 int64_t panels, float* const* out_rows, const float* bias) {
+  switch (panels) {
+    case 1: return tile<kRows, 1>(rows, b, first_panel, out_rows, bias);
+    case 2: return tile<kRows, 2>(rows, b, first_panel, out_rows, bias);
+    case 3: return tile<kRows, 3>(rows, b, first_panel, out_rows, bias);
+    default: return tile<kRows, 4>(rows, b, first_panel, out_rows, bias);
+  }
+}
+
+void run_tile(const uint16_t* const* rows, int64_t row_count, const PackedMatrixBf16& b,
+              int64_t first_panel, int64_t panels, float* const* out_rows, const float* bias) {
+  switch (row_count) {
+    case 1: return tile_panels<1>(rows, b, first_panel, panels, out_rows, bias);
+    case 2: return tile_panels<2>(rows, b, first_panel, panels, out_rows, bias);
+    case 3: return tile_panels<3>(rows, b, first_panel, panels, out_rows, bias);
+    case 4: return tile_panels<4>(rows, b, first_panel, panels, out_rows, bias);
+    case 5: return tile_panels<5>(rows, b, first_panel, panels, out_rows, bias);
+    default: return tile_panels<6>(rows, b, first_panel, panels, out_rows, bias);
+  }
+}
+
+}  // namespace
+
+uint16_t to_bf16(float value) {
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof(bits));
+  if (std::isnan(value)) return static_cast<uint16_t>((bits >> 16) | 0x40);  // stays a NaN
+  bits += 0x7fff + ((bits >> 16) & 1);  // round to nearest even
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+float from_bf16(uint16_t value) {
+  const uint32_t bits = static_cast<uint32_t>(value) << 16;
+  float result;
+  std::memcpy(&result, &bits, sizeof(result));
+  return result;
+}
+
+bool cpu_has_avx512_bf16() {
+  static const bool supported =
+      __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+  return supported;
+}
+
+PackedMatrixBf16::PackedMatrixBf16(const float* rows_by_k, int64_t n, int64_t k)
+    : n_(n), k_(k), data_(static_cast<size_t>(panel_count() * pairs() * kPanel), 0u) {
+  for (int64_t column = 0; column < n; ++column) {
+    uint32_t* panel = data_.data() + (column / kPanel) * pairs() * kPanel + column % kPanel;
+    for (int64_t pair = 0; pair < pairs(); ++pair) {
+      const float low = rows_by_k[column * k + 2 * pair];
+      const float high = 2 * pair + 1 < k ? rows_by_k[column * k + 2 * pair + 1] : 0.0f;
+      panel[pair * kPanel] = static_cast<uint32_t>(to_bf16(low)) |
+                             (static_cast<uint32_t>(to_bf16(high)) << 16);
+    }
+  }
+}
+
+float ordered_chain_bf16(const uint16_t* a_row, const PackedMatrixBf16& b, int64_t column,
+                         float start) {
+  const uint32_t* panel = b.panel(column / kPanel) + column % kPanel;
+  float sum = flush_denormal(start);
+  for (int64_t pair = 0; pair < b.pairs(); ++pair) {
+    const uint32_t word = panel[pair * kPanel];
+    const float b_low = flush_denormal(from_bf16(static_cast<uint16_t>(word)));
+    const float b_high = flush_denormal(from_bf16(static_cast<uint16_t>(word >> 16)));
+    const float a_low = flush_denormal(from_bf16(a_row[2 * pair]));
+    const float a_high = flush_denormal(from_bf16(a_row[2 * pair + 1]));
+    // Products of bf16 values are exact in fp32: one rounding per addition.
+    sum = flush_denormal(sum + a_high * b_high);
+    sum = flush_denormal(sum + a_low * b_low);
+  }
+  return sum;
+}
+
+void ordered_gemm_bf16(const uint16_t* const* rows, int64_t row_count, const PackedMatrixBf16& b,
+                       float* const* out_rows, const float* bias) {
+  if (!cpu_has_avx512_bf16()) {
+    throw std::runtime_error("bf16 products need a CPU with AVX512-BF16");
+  }
+  if (row_count <= 0 || b.columns() == 0) return;
+  const int64_t tile_rows = std::min(row_count, kMaxTileRows);
+  const int64_t tile_panels = tile_rows <= 2 ? 4 : 2;
+  const int64_t row_blocks = (row_count + tile_rows - 1) / tile_rows;
+  const int64_t panel_blocks = (b.panel_count() + tile_panels - 1) / tile_panels;
+  const int64_t work_per_tile = tile_rows * tile_panels * kPanel * b.rows();
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 20) / std::max<int64_t>(1, work_per_tile));
+  at::parallel_for(0, row_blocks * panel_blocks, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t index = begin; index < end; ++index) {
+      const int64_t panel_block = index / row_blocks, row_block = index % row_blocks;
+      const int64_t first_row = row_block * tile_rows, first_panel = panel_block * tile_panels;
+      run_tile(rows + first_row, std::min(tile_rows, row_count - first_row), b, first_panel,
+               std::min(tile_panels, b.panel_count() - first_panel), out_rows + first_row, bias);
+    }
+  });
+}
+
+}  // namespace encodec::fast
