@@ -1,4 +1,4 @@
-// SEANet encoder/decoder on the fast (oneDNN) kernels, built from the reference
+// SEANet encoder/decoder on the fast kernels (onednn_layers.h), built from the reference
 // layers so that both paths share one set of weights and one architecture.
 #pragma once
 

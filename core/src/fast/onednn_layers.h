@@ -1,8 +1,10 @@
-// The "fast" kernels: SEANet layers run by oneDNN (the library LibTorch itself
-// uses for convolutions) on time-major activations [B, T, C], with weights
-// reordered once per shape instead of on every call and ELUs fused into the
-// convolution that produces their input. Results equal the reference kernels
-// to float rounding, not bit for bit (different summation order).
+// The "fast" kernels: SEANet layers on time-major activations [B, T, C], with
+// weights prepared once and ELUs and residual adds fused into the product that
+// produces their input. The products run on the ordered kernel (ordered_gemm.h,
+// the default everywhere: a row's bits do not depend on its batch or the input
+// length, which streaming needs) or on oneDNN (the library LibTorch uses for
+// convolutions; weights reordered once per shape). Results equal the reference
+// kernels to float rounding, not bit for bit (different summation order).
 //
 // Thread safety: layers are immutable apart from their compiled-primitive caches,
 // each guarded by a mutex; forward() may run concurrently from several threads.
@@ -137,12 +139,10 @@ class ConvTranspose1d {
 };
 
 // SLSTM on [B, T, C] with the skip connection. The input projections of all
-// steps are one matrix product; each step's recurrent product is a
-// matrix-vector product (BLAS gemv, several times faster than the 1-row matrix
-// products LibTorch uses) and the gate arithmetic is one fused, vectorized loop.
-//
-// Both products run on the ordered kernel, so that a step gives the same bits
-// for a stream alone, within a whole sequence, or stacked with other streams.
+// steps are one matrix product, each step's recurrent product another, and the
+// gate arithmetic is one fused, vectorized loop. Both products run on the
+// ordered kernel, so that a step gives the same bits for a stream alone, within
+// a whole sequence, or stacked with other streams.
 class Lstm {
  public:
   explicit Lstm(const SLSTM& reference);
