@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(
   build-essential cmake ninja-build pkg-config
-  libtorch-dev libopenblas0-openmp libdnnl-dev
+  libtorch-dev libopenblas0-openmp
   libsndfile1-dev libsoxr-dev libcurl4-openssl-dev libssl-dev libzip-dev
   libcli11-dev nlohmann-json3-dev libspdlog-dev
   libgtest-dev libgmock-dev libbenchmark-dev

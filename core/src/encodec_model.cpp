@@ -128,12 +128,8 @@ std::shared_ptr<EncodecModel::Weights> build_weights(const EncodecConfig& config
       ResidualVectorQuantizer(loader, "quantizer", config.n_q, config.bins, config.dimension),
       SEANetDecoder(loader, "decoder", seanet), nullptr, nullptr, nullptr});
   loader.expect_all_used();
-  // The encoder runs on the ordered kernel, whose results do not depend on the
-  // input length: the streaming encoder then gives exactly the offline codes.
-  weights->fast_encoder =
-      std::make_unique<fast::SEANet>(weights->encoder.layers(), fast::ConvBackend::kOrdered);
-  weights->fast_decoder =
-      std::make_unique<fast::SEANet>(weights->decoder.layers(), fast::ConvBackend::kOrdered);
+  weights->fast_encoder = std::make_unique<fast::SEANet>(weights->encoder.layers());
+  weights->fast_decoder = std::make_unique<fast::SEANet>(weights->decoder.layers());
   weights->fast_quantizer = std::make_unique<fast::Quantizer>(weights->quantizer);
   return weights;
 }

@@ -4,7 +4,7 @@
 #include <cstring>
 #include <stdexcept>
 
-#include "fast/onednn_layers.h"
+#include "fast/fast_layers.h"
 #include "fast/ordered_gemm.h"
 
 namespace encodec::streaming {

@@ -2,10 +2,10 @@
 
 namespace encodec::fast {
 
-ResnetBlock::ResnetBlock(const SEANetResnetBlock& reference, ConvBackend backend) {
+ResnetBlock::ResnetBlock(const SEANetResnetBlock& reference) {
   block_.reserve(reference.block().size());
-  for (const SConv1d& conv : reference.block()) block_.emplace_back(conv, backend);
-  if (reference.shortcut()) shortcut_.emplace(*reference.shortcut(), backend);
+  for (const SConv1d& conv : reference.block()) block_.emplace_back(conv);
+  if (reference.shortcut()) shortcut_.emplace(*reference.shortcut());
   TORCH_CHECK(block_.size() >= 2, "a SEANet residual block has at least two convs");
 }
 
@@ -19,22 +19,22 @@ torch::Tensor ResnetBlock::forward(const torch::Tensor& x, const Epilogue& epilo
   return block_.back().forward(h, Epilogue{skip, epilogue.elu});
 }
 
-SEANet::SEANet(const std::vector<SEANetLayer>& reference_layers, ConvBackend backend) {
+SEANet::SEANet(const std::vector<SEANetLayer>& reference_layers) {
   layers_.reserve(reference_layers.size());
   for (const SEANetLayer& layer : reference_layers) {
     std::visit(
-        [this, backend](const auto& module) {
+        [this](const auto& module) {
           using Module = std::decay_t<decltype(module)>;
           if constexpr (std::is_same_v<Module, encodec::Elu>) {
             layers_.emplace_back(Elu{});
           } else if constexpr (std::is_same_v<Module, SConv1d>) {
-            layers_.emplace_back(std::in_place_type<Conv1d>, module, backend);
+            layers_.emplace_back(std::in_place_type<Conv1d>, module);
           } else if constexpr (std::is_same_v<Module, SConvTranspose1d>) {
-            layers_.emplace_back(std::in_place_type<ConvTranspose1d>, module, backend);
+            layers_.emplace_back(std::in_place_type<ConvTranspose1d>, module);
           } else if constexpr (std::is_same_v<Module, SLSTM>) {
             layers_.emplace_back(std::in_place_type<Lstm>, module);
           } else {
-            layers_.emplace_back(std::in_place_type<ResnetBlock>, module, backend);
+            layers_.emplace_back(std::in_place_type<ResnetBlock>, module);
           }
         },
         layer);

@@ -1,18 +1,18 @@
-// SEANet encoder/decoder on the fast kernels (onednn_layers.h), built from the reference
+// SEANet encoder/decoder on the fast kernels (fast_layers.h), built from the reference
 // layers so that both paths share one set of weights and one architecture.
 #pragma once
 
 #include <variant>
 #include <vector>
 
-#include "fast/onednn_layers.h"
+#include "fast/fast_layers.h"
 #include "modules/seanet.h"
 
 namespace encodec::fast {
 
 class ResnetBlock {
  public:
-  ResnetBlock(const SEANetResnetBlock& reference, ConvBackend backend);
+  explicit ResnetBlock(const SEANetResnetBlock& reference);
   torch::Tensor forward(const torch::Tensor& x, const Epilogue& epilogue) const;
 
   // Each conv of the block reads ELU of its input.
@@ -29,7 +29,7 @@ using Layer = std::variant<Elu, Conv1d, ConvTranspose1d, Lstm, ResnetBlock>;
 
 class SEANet {
  public:
-  SEANet(const std::vector<SEANetLayer>& reference_layers, ConvBackend backend);
+  explicit SEANet(const std::vector<SEANetLayer>& reference_layers);
   // [B, C, T] (any strides) -> [B, C', T'] with the same meaning as the reference.
   torch::Tensor forward(const torch::Tensor& x) const;
 

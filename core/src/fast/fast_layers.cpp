@@ -1,4 +1,4 @@
-#include "fast/onednn_layers.h"
+#include "fast/fast_layers.h"
 
 #include <algorithm>
 #include <cmath>
@@ -7,10 +7,6 @@
 
 namespace encodec::fast {
 namespace {
-
-using dnnl::memory;
-using Tag = memory::format_tag;
-using DataType = memory::data_type;
 
 // exp for the gate nonlinearities: Cephes' single-precision polynomial (about
 // 1 ulp), branch-free so that the gate loop vectorizes.
@@ -36,37 +32,6 @@ inline float exp_approx(float x) {
 
 inline float sigmoid_approx(float x) { return 1.0f / (1.0f + exp_approx(-x)); }
 inline float tanh_approx(float x) { return 2.0f / (1.0f + exp_approx(-2.0f * x)) - 1.0f; }
-
-dnnl::stream make_stream() { return dnnl::stream(cpu_engine()); }
-
-memory::desc time_major_desc(int64_t batch, int64_t length, int64_t channels) {
-  return memory::desc({batch, channels, length}, DataType::f32, Tag::nwc);
-}
-
-memory wrap(const memory::desc& desc, const torch::Tensor& tensor) {
-  return memory(desc, cpu_engine(), const_cast<void*>(tensor.data_ptr()));
-}
-
-// Reorders plain weights into the layout the primitive chose.
-memory reorder_weights(const memory::desc& plain_desc, const torch::Tensor& plain,
-                       const memory::desc& wanted) {
-  memory source = wrap(plain_desc, plain);
-  memory target(wanted, cpu_engine());
-  dnnl::stream stream = make_stream();
-  dnnl::reorder(source, target).execute(stream, source, target);
-  stream.wait();
-  return target;
-}
-
-dnnl::primitive_attr make_attr(bool fuse_sum, bool fuse_elu) {
-  dnnl::post_ops ops;
-  if (fuse_sum) ops.append_sum(1.0f);
-  if (fuse_elu) ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_elu, 1.0f, 0.0f);
-  dnnl::primitive_attr attr;
-  attr.set_post_ops(ops);
-  return attr;
-}
-
 
 }  // namespace
 
@@ -112,11 +77,6 @@ void copy_rows(const float* source, float* target, int64_t count, bool elu) {
 }
 
 }  // namespace
-
-const dnnl::engine& cpu_engine() {
-  static const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  return engine;
-}
 
 torch::Tensor reflect_pad_time_major(const torch::Tensor& x, int64_t left, int64_t right,
                                      bool elu) {
@@ -210,79 +170,6 @@ void group_norm_time_major_(torch::Tensor& y, const GroupNormWeights& norm) {
   }
 }
 
-ConvPrimitive::ConvPrimitive(torch::Tensor weight, torch::Tensor bias, int64_t stride,
-                             int64_t dilation, int64_t padding_left, int64_t padding_right)
-    : weight_(weight.contiguous()),
-      bias_(bias.contiguous()),
-      stride_(stride),
-      dilation_(dilation),
-      padding_left_(padding_left),
-      padding_right_(padding_right) {}
-
-int64_t ConvPrimitive::output_length(int64_t input_length) const {
-  const int64_t effective_kernel = (weight_.size(2) - 1) * dilation_ + 1;
-  return (input_length + padding_left_ + padding_right_ - effective_kernel) / stride_ + 1;
-}
-
-std::shared_ptr<const ConvPrimitive::Compiled> ConvPrimitive::compiled(int64_t batch,
-                                                                       int64_t length,
-                                                                       bool accumulate,
-                                                                       bool elu) const {
-  const Key key{batch, length, accumulate, elu};
-  std::lock_guard<std::mutex> lock(cache_->mutex);
-  if (auto found = cache_->entries.find(key); found != cache_->entries.end()) return found->second;
-
-  const int64_t out_channels = weight_.size(0), in_channels = weight_.size(1),
-                kernel = weight_.size(2);
-  const memory::desc weights_plain({out_channels, in_channels, kernel}, DataType::f32, Tag::oiw);
-  const memory::desc weights_any({out_channels, in_channels, kernel}, DataType::f32, Tag::any);
-  const memory::desc bias_desc({out_channels}, DataType::f32, Tag::a);
-  dnnl::convolution_forward::desc desc(
-      dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
-      time_major_desc(batch, length, in_channels), weights_any, bias_desc,
-      time_major_desc(batch, output_length(length), out_channels), {stride_}, {dilation_ - 1},
-      {padding_left_}, {padding_right_});
-  dnnl::convolution_forward::primitive_desc primitive_desc(desc, make_attr(accumulate, elu),
-                                                            cpu_engine());
-  const memory::desc wanted = primitive_desc.weights_desc();
-  auto& reordered = cache_->reordered_weights;
-  auto same_layout = std::find_if(reordered.begin(), reordered.end(), [&](const memory& weights) {
-    return weights.get_desc() == wanted;
-  });
-  if (same_layout == reordered.end()) {
-    reordered.push_back(reorder_weights(weights_plain, weight_, wanted));
-    same_layout = std::prev(reordered.end());
-  }
-  auto entry = std::make_shared<const Compiled>(
-      Compiled{dnnl::convolution_forward(primitive_desc), *same_layout});
-
-  if (cache_->entries.size() >= kMaxCachedShapes) {
-    cache_->entries.erase(cache_->insertion_order.front());  // callers keep their shared_ptr
-    cache_->insertion_order.pop_front();
-  }
-  cache_->entries.emplace(key, entry);
-  cache_->insertion_order.push_back(key);
-  return entry;
-}
-
-void ConvPrimitive::run(const torch::Tensor& x, torch::Tensor& out, bool accumulate,
-                        bool elu) const {
-  const int64_t batch = x.size(0), length = x.size(1);
-  const int64_t out_channels = weight_.size(0), out_length = output_length(length);
-  TORCH_CHECK(x.is_contiguous() && x.size(2) == weight_.size(1), "conv input has the wrong shape");
-  TORCH_CHECK(out.is_contiguous() && out.size(0) == batch && out.size(1) == out_length &&
-                  out.size(2) == out_channels,
-              "conv output has the wrong shape");
-  const std::shared_ptr<const Compiled> conv = compiled(batch, length, accumulate, elu);
-  dnnl::stream stream = make_stream();
-  conv->primitive.execute(
-      stream, {{DNNL_ARG_SRC, wrap(time_major_desc(batch, length, x.size(2)), x)},
-               {DNNL_ARG_WEIGHTS, conv->weights},
-               {DNNL_ARG_BIAS, wrap(memory::desc({out_channels}, DataType::f32, Tag::a), bias_)},
-               {DNNL_ARG_DST, wrap(time_major_desc(batch, out_length, out_channels), out)}});
-  stream.wait();
-}
-
 namespace {
 
 // A conv weight [out, in, kernel] as the ordered kernel's matrix: row n holds
@@ -296,46 +183,26 @@ PackedMatrix pack_conv_weight(const torch::Tensor& weight) {
 
 }  // namespace
 
-Conv1d::Conv1d(const SConv1d& reference, ConvBackend backend)
-    : reference_(reference),
-      backend_(backend),
-      conv_(reference.weight(), reference.bias(), reference.stride(), reference.dilation(), 0, 0) {
-  if (backend_ == ConvBackend::kOrdered) ordered_weights_ = pack_conv_weight(reference.weight());
-}
+Conv1d::Conv1d(const SConv1d& reference)
+    : reference_(reference), weights_(pack_conv_weight(reference.weight())) {}
 
 int64_t Conv1d::output_length(int64_t padded_length) const {
-  return conv_.output_length(padded_length);
+  return (padded_length - reference_.effective_kernel_size()) / reference_.stride() + 1;
 }
 
 void Conv1d::run_padded(const float* padded, int64_t batch, int64_t padded_length, float* out,
                         bool accumulate, bool elu) const {
-  const int64_t in_channels = reference_.weight().size(1), out_channels = conv_.out_channels();
+  const int64_t in_channels = reference_.weight().size(1), out_channels = reference_.weight().size(0);
   const int64_t out_length = output_length(padded_length);
   if (out_length <= 0) return;
-  if (backend_ == ConvBackend::kOneDnn) {
-    torch::Tensor input = torch::from_blob(const_cast<float*>(padded),
-                                           {batch, padded_length, in_channels});
-    torch::Tensor output = torch::from_blob(out, {batch, out_length, out_channels});
-    conv_.run(input, output, accumulate, elu);
-    return;
-  }
   TORCH_CHECK(reference_.dilation() == 1, "the ordered conv kernel reads windows of consecutive rows");
   const int64_t stride = reference_.stride();
   for (int64_t b = 0; b < batch; ++b) {
     float* target = out + b * out_length * out_channels;
     ordered_gemm(padded + b * padded_length * in_channels, stride * in_channels, out_length,
-                 ordered_weights_, target, out_channels,
-                 {reference_.bias().data_ptr<float>(), accumulate});
+                 weights_, target, out_channels, {reference_.bias().data_ptr<float>(), accumulate});
     if (elu) elu_in_place(target, out_length * out_channels);
   }
-}
-
-void Conv1d::run(const torch::Tensor& padded, torch::Tensor& out, bool accumulate,
-                 bool elu) const {
-  if (backend_ == ConvBackend::kOneDnn) return conv_.run(padded, out, accumulate, elu);
-  TORCH_CHECK(padded.is_contiguous() && out.is_contiguous(), "conv buffers must be contiguous");
-  run_padded(padded.data_ptr<float>(), padded.size(0), padded.size(1), out.data_ptr<float>(),
-             accumulate, elu);
 }
 
 torch::Tensor Conv1d::forward(const torch::Tensor& x, const Epilogue& epilogue,
@@ -351,15 +218,16 @@ torch::Tensor Conv1d::forward(const torch::Tensor& x, const Epilogue& epilogue,
   } else {
     padded = reflect_pad_time_major(x.contiguous(), padding_left, padding_right, elu_input);
   }
-  // Post-ops can only be fused when nothing (a group norm) comes between the conv and them.
+  // The epilogue can only be fused when nothing (a group norm) comes between the conv and it.
   const bool plain = !reference_.group_norm().has_value();
   const bool fuse_sum = plain && epilogue.accumulate_into.defined();
   const bool fuse_elu = plain && epilogue.elu;
   torch::Tensor y = fuse_sum ? epilogue.accumulate_into
-                             : torch::empty({padded.size(0), conv_.output_length(padded.size(1)),
-                                             conv_.out_channels()},
+                             : torch::empty({padded.size(0), output_length(padded.size(1)),
+                                             reference_.weight().size(0)},
                                             x.options());
-  run(padded, y, fuse_sum, fuse_elu);
+  run_padded(padded.data_ptr<float>(), padded.size(0), padded.size(1), y.data_ptr<float>(),
+             fuse_sum, fuse_elu);
   if (!plain) group_norm_time_major_(y, *reference_.group_norm());
   return finish(y, epilogue, fuse_sum, fuse_elu);
 }
@@ -382,45 +250,34 @@ torch::Tensor phase_weights(const torch::Tensor& weight, int64_t stride) {
 
 }  // namespace
 
-ConvTranspose1d::ConvTranspose1d(const SConvTranspose1d& reference, ConvBackend backend)
+ConvTranspose1d::ConvTranspose1d(const SConvTranspose1d& reference)
     : reference_(reference),
-      backend_(backend),
       out_channels_(reference.weight().size(1)),
-      phase_bias_(reference.bias().repeat({reference.stride()}).contiguous()),
-      phases_(phase_weights(reference.weight(), reference.stride()), phase_bias_, /*stride=*/1,
-              /*dilation=*/1,
-              /*padding_left=*/reference.kernel_size() / reference.stride() - 1,
-              /*padding_right=*/reference.kernel_size() / reference.stride() - 1) {
+      phase_bias_(reference.bias().repeat({reference.stride()}).contiguous()) {
   TORCH_CHECK(reference.kernel_size() % reference.stride() == 0,
               "fast transposed convs need a kernel size that is a multiple of the stride");
   const int64_t padding_total = reference.kernel_size() - reference.stride();
   trim_right_ = reference.causal() ? padding_total : padding_total / 2;
   trim_left_ = padding_total - trim_right_;
-  if (backend_ == ConvBackend::kOrdered) {
-    ordered_phases_ = pack_conv_weight(phase_weights(reference.weight(), reference.stride()));
-  }
+  phases_ = pack_conv_weight(phase_weights(reference.weight(), reference.stride()));
 }
 
 torch::Tensor ConvTranspose1d::forward(const torch::Tensor& x, const Epilogue& epilogue) const {
   const torch::Tensor input = x.contiguous();
   const int64_t batch = input.size(0), stride = reference_.stride();
-  const int64_t phase_rows = phases_.output_length(input.size(1));
+  // The phase convolution's zero padding (taps - 1 rows each side) made
+  // explicit, then windows of `taps` rows: one phase row per window.
+  const int64_t in_channels = input.size(2), context = taps() - 1;
+  const int64_t phase_rows = input.size(1) + context;
   const bool plain = !reference_.group_norm().has_value();
   const bool fuse_elu = plain && epilogue.elu && !epilogue.accumulate_into.defined();
   torch::Tensor full = torch::empty({batch, phase_rows, stride * out_channels_}, input.options());
-  if (backend_ == ConvBackend::kOneDnn) {
-    phases_.run(input, full, /*accumulate=*/false, fuse_elu);
-  } else {
-    // The phase convolution's zero padding made explicit, then windows of `taps` rows.
-    const int64_t in_channels = input.size(2), context = taps() - 1;
-    const torch::Tensor padded =
-        torch::constant_pad_nd(input, {0, 0, context, context}).contiguous();
-    for (int64_t b = 0; b < batch; ++b) {
-      float* target = full[b].data_ptr<float>();
-      ordered_gemm(padded[b].data_ptr<float>(), in_channels, phase_rows, ordered_phases_, target,
-                   stride * out_channels_, {phase_bias_.data_ptr<float>()});
-      if (fuse_elu) elu_in_place(target, phase_rows * stride * out_channels_);
-    }
+  const torch::Tensor padded = torch::constant_pad_nd(input, {0, 0, context, context}).contiguous();
+  for (int64_t b = 0; b < batch; ++b) {
+    float* target = full[b].data_ptr<float>();
+    ordered_gemm(padded[b].data_ptr<float>(), in_channels, phase_rows, phases_, target,
+                 stride * out_channels_, {phase_bias_.data_ptr<float>()});
+    if (fuse_elu) elu_in_place(target, phase_rows * stride * out_channels_);
   }
   torch::Tensor y = full.view({batch, phase_rows * stride, out_channels_});
   // The reference normalizes the untrimmed output, then trims.

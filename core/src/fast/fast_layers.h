@@ -1,24 +1,18 @@
 // The "fast" kernels: SEANet layers on time-major activations [B, T, C], with
-// weights prepared once and ELUs and residual adds fused into the product that
-// produces their input. The products run on the ordered kernel (ordered_gemm.h,
-// the default everywhere: a row's bits do not depend on its batch or the input
-// length, which streaming needs) or on oneDNN (the library LibTorch uses for
-// convolutions; weights reordered once per shape). Results equal the reference
-// kernels to float rounding, not bit for bit (different summation order).
+// weights packed once and ELUs and residual adds fused into the product that
+// produces their input. Every product runs on the ordered kernel
+// (ordered_gemm.h): a row's bits do not depend on its batch or the input length,
+// which the streaming engine needs to equal the offline path. (oneDNN, which
+// LibTorch uses for convolutions, sums in an order chosen from the shapes.)
+// Results equal the reference kernels to float rounding, not bit for bit.
 //
-// Thread safety: layers are immutable apart from their compiled-primitive caches,
-// each guarded by a mutex; forward() may run concurrently from several threads.
+// Thread safety: layers are immutable; forward() may run concurrently from
+// several threads.
 #pragma once
 
-#include <deque>
-#include <map>
-#include <memory>
-#include <mutex>
 #include <optional>
-#include <tuple>
 #include <vector>
 
-#include <oneapi/dnnl/dnnl.hpp>
 #include <torch/torch.h>
 
 #include "fast/ordered_gemm.h"
@@ -26,9 +20,6 @@
 #include "modules/lstm.h"
 
 namespace encodec::fast {
-
-// The process-wide CPU engine (oneDNN engines are thread-safe).
-const dnnl::engine& cpu_engine();
 
 // What happens to a layer's output before it is returned.
 struct Epilogue {
@@ -38,54 +29,10 @@ struct Epilogue {
   bool elu = false;  // then ELU
 };
 
-// A oneDNN convolution over time-major [B, T, C] with zero padding, compiled
-// once per input shape (weights reordered to the layout the kernel chose).
-class ConvPrimitive {
- public:
-  // weight [out, in, kernel], bias [out].
-  ConvPrimitive(torch::Tensor weight, torch::Tensor bias, int64_t stride, int64_t dilation,
-                int64_t padding_left, int64_t padding_right);
-  int64_t output_length(int64_t input_length) const;
-  int64_t out_channels() const { return weight_.size(0); }
-  // x [B, T, in] contiguous -> out [B, output_length(T), out] contiguous. With
-  // `accumulate` the result is added to what `out` holds; `elu` is applied last.
-  void run(const torch::Tensor& x, torch::Tensor& out, bool accumulate, bool elu) const;
-
- private:
-  struct Compiled {
-    dnnl::convolution_forward primitive;
-    dnnl::memory weights;
-  };
-  using Key = std::tuple<int64_t, int64_t, bool, bool>;  // batch, length, accumulate, elu
-  std::shared_ptr<const Compiled> compiled(int64_t batch, int64_t length, bool accumulate,
-                                           bool elu) const;
-
-  torch::Tensor weight_, bias_;
-  int64_t stride_, dilation_, padding_left_, padding_right_;
-  // A file-transcoding server meets a new input length with every file, so the
-  // cache is bounded (oldest out first); reordered weights are shared by every
-  // entry whose kernel chose the same layout.
-  static constexpr size_t kMaxCachedShapes = 32;
-  struct Cache {
-    std::mutex mutex;
-    std::map<Key, std::shared_ptr<const Compiled>> entries;
-    std::deque<Key> insertion_order;
-    std::vector<dnnl::memory> reordered_weights;
-  };
-  std::unique_ptr<Cache> cache_ = std::make_unique<Cache>();
-};
-
-// Which kernel a convolution runs on. oneDNN is the fastest for long inputs, but
-// the order of its sums depends on the input length; the ordered kernel
-// (ordered_gemm.h) gives every output the same bits whatever the length, the
-// batch or the thread count, which the streaming encoder needs to equal the
-// offline one.
-enum class ConvBackend { kOneDnn, kOrdered };
-
 // SConv1d on [B, T, C]: reflect padding as the reference, then the convolution.
 class Conv1d {
  public:
-  explicit Conv1d(const SConv1d& reference, ConvBackend backend = ConvBackend::kOneDnn);
+  explicit Conv1d(const SConv1d& reference);
   // `elu_input`: the conv reads ELU(x) (applied while padding, saving a pass).
   torch::Tensor forward(const torch::Tensor& x, const Epilogue& epilogue = {},
                         bool elu_input = false) const;
@@ -93,49 +40,42 @@ class Conv1d {
   // The convolution alone on an already padded input: `padded` [batch,
   // padded_length, in] -> `out` [batch, output_length(padded_length), out]
   // (plus what `out` holds with `accumulate`; ELU last with `elu`). No group
-  // norm (streaming runs only causal, norm-free convs). Allocates nothing once
-  // a shape has been seen.
+  // norm (streaming runs only causal, norm-free convs). Allocates nothing.
   void run_padded(const float* padded, int64_t batch, int64_t padded_length, float* out,
                   bool accumulate, bool elu) const;
   int64_t output_length(int64_t padded_length) const;
   const SConv1d& reference() const { return reference_; }
-  const PackedMatrix& ordered_weights() const { return ordered_weights_; }  // kOrdered only
+  // [kernel * in (window order), out]
+  const PackedMatrix& ordered_weights() const { return weights_; }
 
  private:
-  void run(const torch::Tensor& padded, torch::Tensor& out, bool accumulate, bool elu) const;
-
   const SConv1d& reference_;
-  ConvBackend backend_;
-  ConvPrimitive conv_;
-  PackedMatrix ordered_weights_;  // kOrdered: [kernel * in (window order), out]
+  PackedMatrix weights_;
 };
 
 // SConvTranspose1d on [B, T, C], as a plain convolution over the input that
 // computes every output phase (kernel 2 x stride, stride s: output t*s + r is
 // x[t] w[r] + x[t-1] w[r+s]) into [B, T + 1, s * C_out], which in time-major
-// layout already is the interleaved output [B, (T + 1) * s, C_out]. oneDNN's
-// own deconvolution kernels run at a third to half of its convolution speed on
-// these shapes. The reference's padding trim is then a slice.
+// layout already is the interleaved output [B, (T + 1) * s, C_out]: one
+// ordered product over windows of kernel / stride rows, no scatter. The
+// reference's padding trim is then a slice.
 class ConvTranspose1d {
  public:
-  explicit ConvTranspose1d(const SConvTranspose1d& reference,
-                           ConvBackend backend = ConvBackend::kOneDnn);
+  explicit ConvTranspose1d(const SConvTranspose1d& reference);
   torch::Tensor forward(const torch::Tensor& x, const Epilogue& epilogue = {}) const;
 
   const SConvTranspose1d& reference() const { return reference_; }
   int64_t taps() const { return reference_.kernel_size() / reference_.stride(); }
-  // kOrdered: the phase convolution's matrix, [taps * in (window order), stride * out],
+  // The phase convolution's matrix, [taps * in (window order), stride * out],
   // and its bias [stride * out].
-  const PackedMatrix& ordered_phases() const { return ordered_phases_; }
+  const PackedMatrix& ordered_phases() const { return phases_; }
   const torch::Tensor& phase_bias() const { return phase_bias_; }
 
  private:
   const SConvTranspose1d& reference_;
-  ConvBackend backend_;
   int64_t out_channels_, trim_left_, trim_right_;
   torch::Tensor phase_bias_;
-  ConvPrimitive phases_;
-  PackedMatrix ordered_phases_;
+  PackedMatrix phases_;
 };
 
 // SLSTM on [B, T, C] with the skip connection. The input projections of all
