@@ -4,21 +4,13 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <random>
 #include <vector>
 
 #include "fast/ordered_gemm_bf16.h"
+#include "golden.h"
 
 namespace encodec::fast {
 namespace {
-
-std::vector<float> random_values(size_t count, unsigned seed) {
-  std::mt19937 generator(seed);
-  std::normal_distribution<float> normal;
-  std::vector<float> values(count);
-  for (float& value : values) value = normal(generator);
-  return values;
-}
 
 TEST(Bf16ConversionTest, RoundsToNearestEven) {
   EXPECT_EQ(to_bf16(1.0f), 0x3f80);
@@ -43,9 +35,9 @@ class OrderedGemmBf16Test : public ::testing::TestWithParam<Shape> {
 
 TEST_P(OrderedGemmBf16Test, EveryElementIsThePairChainAndRowsAreIndependent) {
   const Shape shape = GetParam();
-  const std::vector<float> weight = random_values(shape.columns * shape.depth, 1);
-  const std::vector<float> bias = random_values(shape.columns, 2);
-  const std::vector<float> a = random_values(shape.rows * shape.depth, 3);
+  const std::vector<float> weight = encodec::testing::random_normal_values(shape.columns * shape.depth, 1);
+  const std::vector<float> bias = encodec::testing::random_normal_values(shape.columns, 2);
+  const std::vector<float> a = encodec::testing::random_normal_values(shape.rows * shape.depth, 3);
   const PackedMatrixBf16 packed(weight.data(), shape.columns, shape.depth);
   // Rows in bf16 with one readable value past an odd depth (it meets a zero weight).
   const int64_t stride = shape.depth + 1;
@@ -77,8 +69,8 @@ TEST_P(OrderedGemmBf16Test, EveryElementIsThePairChainAndRowsAreIndependent) {
 // 2^-8 relative steps of the fp32 one (an independent double computation).
 TEST_P(OrderedGemmBf16Test, CloseToTheExactProduct) {
   const Shape shape = GetParam();
-  const std::vector<float> weight = random_values(shape.columns * shape.depth, 4);
-  const std::vector<float> a = random_values(shape.rows * shape.depth, 5);
+  const std::vector<float> weight = encodec::testing::random_normal_values(shape.columns * shape.depth, 4);
+  const std::vector<float> a = encodec::testing::random_normal_values(shape.rows * shape.depth, 5);
   const PackedMatrixBf16 packed(weight.data(), shape.columns, shape.depth);
   std::vector<uint16_t> a_bf16(shape.rows * shape.depth + 1, 0);
   for (size_t i = 0; i < a.size(); ++i) a_bf16[i] = to_bf16(a[i]);

@@ -4,23 +4,15 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <random>
 #include <vector>
 
 #include <ATen/Parallel.h>
 
 #include "fast/ordered_gemm.h"
+#include "golden.h"
 
 namespace encodec::fast {
 namespace {
-
-std::vector<float> random_values(size_t count, unsigned seed) {
-  std::mt19937 generator(seed);
-  std::normal_distribution<float> normal;
-  std::vector<float> values(count);
-  for (float& value : values) value = normal(generator);
-  return values;
-}
 
 // The chain the contract defines, one element at a time with std::fma.
 float expected_chain(const float* a_row, const float* weight_row, int64_t depth, float start) {
@@ -37,9 +29,9 @@ class OrderedGemmTest : public ::testing::TestWithParam<Shape> {};
 
 TEST_P(OrderedGemmTest, EveryElementIsTheFmaChainInOrder) {
   const Shape shape = GetParam();
-  const std::vector<float> a = random_values(shape.rows * shape.depth, 1);
-  const std::vector<float> weight = random_values(shape.columns * shape.depth, 2);  // [N, K]
-  const std::vector<float> bias = random_values(shape.columns, 3);
+  const std::vector<float> a = encodec::testing::random_normal_values(shape.rows * shape.depth, 1);
+  const std::vector<float> weight = encodec::testing::random_normal_values(shape.columns * shape.depth, 2);  // [N, K]
+  const std::vector<float> bias = encodec::testing::random_normal_values(shape.columns, 3);
   const PackedMatrix packed(weight.data(), shape.columns, shape.depth);
   // A wider output than needed: the columns beyond N must stay untouched.
   const int64_t ldc = shape.columns + 3;
@@ -58,10 +50,10 @@ TEST_P(OrderedGemmTest, EveryElementIsTheFmaChainInOrder) {
 
 TEST_P(OrderedGemmTest, AccumulateAddsTheChainToTheOutput) {
   const Shape shape = GetParam();
-  const std::vector<float> a = random_values(shape.rows * shape.depth, 4);
-  const std::vector<float> weight = random_values(shape.columns * shape.depth, 5);
+  const std::vector<float> a = encodec::testing::random_normal_values(shape.rows * shape.depth, 4);
+  const std::vector<float> weight = encodec::testing::random_normal_values(shape.columns * shape.depth, 5);
   const PackedMatrix packed(weight.data(), shape.columns, shape.depth);
-  const std::vector<float> residual = random_values(shape.rows * shape.columns, 6);
+  const std::vector<float> residual = encodec::testing::random_normal_values(shape.rows * shape.columns, 6);
   std::vector<float> c = residual;
   ordered_gemm(a.data(), shape.depth, shape.rows, packed, c.data(), shape.columns, {nullptr, true});
   for (int64_t m = 0; m < shape.rows; ++m) {
@@ -75,8 +67,8 @@ TEST_P(OrderedGemmTest, AccumulateAddsTheChainToTheOutput) {
 
 TEST_P(OrderedGemmTest, ARowGivesTheSameBitsAloneAsInAnyBatchOrThreadCount) {
   const Shape shape = GetParam();
-  const std::vector<float> a = random_values(shape.rows * shape.depth, 7);
-  const std::vector<float> weight = random_values(shape.columns * shape.depth, 8);
+  const std::vector<float> a = encodec::testing::random_normal_values(shape.rows * shape.depth, 7);
+  const std::vector<float> weight = encodec::testing::random_normal_values(shape.columns * shape.depth, 8);
   const PackedMatrix packed(weight.data(), shape.columns, shape.depth);
   std::vector<float> together(shape.rows * shape.columns);
   const int threads = at::get_num_threads();
@@ -104,9 +96,9 @@ TEST_P(OrderedGemmTest, ARowGivesTheSameBitsAloneAsInAnyBatchOrThreadCount) {
 // different ones: the chains are the same).
 TEST_P(OrderedGemmTest, EveryInstructionSetGivesTheSameBits) {
   const Shape shape = GetParam();
-  const std::vector<float> a = random_values(shape.rows * shape.depth, 9);
-  const std::vector<float> weight = random_values(shape.columns * shape.depth, 10);
-  const std::vector<float> bias = random_values(shape.columns, 11);
+  const std::vector<float> a = encodec::testing::random_normal_values(shape.rows * shape.depth, 9);
+  const std::vector<float> weight = encodec::testing::random_normal_values(shape.columns * shape.depth, 10);
+  const std::vector<float> bias = encodec::testing::random_normal_values(shape.columns, 11);
   const PackedMatrix packed(weight.data(), shape.columns, shape.depth);
   const OrderedGemmIsa original = ordered_gemm_isa();
   std::vector<float> scalar(shape.rows * shape.columns, 3.0f);

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <regex>
 #include <sstream>
 #include <cstring>
@@ -144,6 +145,14 @@ void write_pcm16(const std::string& path, const torch::Tensor& samples, int samp
   const torch::Tensor interleaved = samples.to(torch::kFloat32).t().contiguous();
   EXPECT_EQ(sf_writef_float(file, interleaved.data_ptr<float>(), samples.size(1)), samples.size(1));
   sf_close(file);
+}
+
+std::vector<float> random_normal_values(size_t count, unsigned seed) {
+  std::mt19937 generator(seed);
+  std::normal_distribution<float> normal;
+  std::vector<float> values(count);
+  for (float& value : values) value = normal(generator);
+  return values;
 }
 
 std::vector<std::string> files_in(const std::string& dir) {

@@ -45,6 +45,9 @@ std::string make_temp_dir(const std::string& test_name);
 // conversion (test inputs).
 void write_pcm16(const std::string& path, const torch::Tensor& samples, int sample_rate_hz);
 
+// `count` draws from N(0, 1), the same for the same seed (kernel tests' inputs).
+std::vector<float> random_normal_values(size_t count, unsigned seed);
+
 // Names of the entries of `dir`, sorted (failed writes must leave no file behind).
 std::vector<std::string> files_in(const std::string& dir);
 

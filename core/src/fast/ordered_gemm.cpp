@@ -9,13 +9,12 @@
 #include <new>
 #include <stdexcept>
 
-#include <ATen/Parallel.h>
+#include "fast/tile_schedule.h"
 
 namespace encodec::fast {
 namespace {
 
 constexpr int64_t kPanel = PackedMatrix::kPanelWidth;
-constexpr int64_t kMaxTileRows = 6;
 
 OrderedGemmIsa best_isa() {
   if (__builtin_cpu_supports("avx512f")) return OrderedGemmIsa::kAvx512;
@@ -209,37 +208,27 @@ PackedMatrix::PackedMatrix(const float* rows_by_k, int64_t n, int64_t k) : n_(n)
 
 void ordered_gemm(const float* const* rows, int64_t row_count, const PackedMatrix& b,
                   float* const* out_rows, const OrderedGemmOptions& options) {
-  if (row_count <= 0 || b.columns() == 0) return;
+  if (b.columns() == 0) return;
   const OrderedGemmIsa isa = isa_in_use();
-  const int64_t tile_rows = std::min(row_count, kMaxTileRows);
-  const int64_t tile_panels = panels_per_tile(tile_rows, isa);
-  const int64_t row_blocks = (row_count + tile_rows - 1) / tile_rows;
-  const int64_t panel_blocks = (b.panel_count() + tile_panels - 1) / tile_panels;
-  // Each element is computed by exactly one tile, so splitting tiles between
-  // threads cannot change any result. Tiles walk the rows fastest: a panel block
-  // stays in cache while the rows pass over it.
-  const int64_t work_per_tile = tile_rows * tile_panels * kPanel * b.rows();
-  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 20) / std::max<int64_t>(1, work_per_tile));
-  at::parallel_for(0, row_blocks * panel_blocks, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t index = begin; index < end; ++index) {
-      const int64_t panel_block = index / row_blocks, row_block = index % row_blocks;
-      const int64_t first_row = row_block * tile_rows, first_panel = panel_block * tile_panels;
-      Tile tile{rows + first_row,
-                std::min(tile_rows, row_count - first_row),
-                &b,
-                first_panel,
-                std::min(tile_panels, b.panel_count() - first_panel),
-                out_rows + first_row,
-                first_panel * kPanel,
-                options.bias ? options.bias + first_panel * kPanel : nullptr,
-                options.accumulate};
-      switch (isa) {
-        case OrderedGemmIsa::kAvx512: run_tile_avx512(tile); break;
-        case OrderedGemmIsa::kAvx2: run_tile_avx2(tile); break;
-        case OrderedGemmIsa::kScalar: run_tile_scalar(tile); break;
-      }
-    }
-  });
+  for_each_tile(
+      row_count, b.panel_count(), b.rows(),
+      [isa](int64_t tile_rows) { return panels_per_tile(tile_rows, isa); },
+      [&](int64_t first_row, int64_t rows_in_tile, int64_t first_panel, int64_t panels) {
+        Tile tile{rows + first_row,
+                  rows_in_tile,
+                  &b,
+                  first_panel,
+                  panels,
+                  out_rows + first_row,
+                  first_panel * kPanel,
+                  options.bias ? options.bias + first_panel * kPanel : nullptr,
+                  options.accumulate};
+        switch (isa) {
+          case OrderedGemmIsa::kAvx512: run_tile_avx512(tile); break;
+          case OrderedGemmIsa::kAvx2: run_tile_avx2(tile); break;
+          case OrderedGemmIsa::kScalar: run_tile_scalar(tile); break;
+        }
+      });
 }
 
 void ordered_gemm(const float* a, int64_t lda, int64_t row_count, const PackedMatrix& b, float* c,

@@ -7,13 +7,12 @@
 #include <cstring>
 #include <stdexcept>
 
-#include <ATen/Parallel.h>
+#include "fast/tile_schedule.h"
 
 namespace encodec::fast {
 namespace {
 
 constexpr int64_t kPanel = PackedMatrixBf16::kPanelWidth;
-constexpr int64_t kMaxTileRows = 6;
 
 // VDPBF16PS treats denormal inputs and results as zero.
 float flush_denormal(float value) {
@@ -138,21 +137,13 @@ void ordered_gemm_bf16(const uint16_t* const* rows, int64_t row_count, const Pac
   if (!cpu_has_avx512_bf16()) {
     throw std::runtime_error("bf16 products need a CPU with AVX512-BF16");
   }
-  if (row_count <= 0 || b.columns() == 0) return;
-  const int64_t tile_rows = std::min(row_count, kMaxTileRows);
-  const int64_t tile_panels = tile_rows <= 2 ? 4 : 2;
-  const int64_t row_blocks = (row_count + tile_rows - 1) / tile_rows;
-  const int64_t panel_blocks = (b.panel_count() + tile_panels - 1) / tile_panels;
-  const int64_t work_per_tile = tile_rows * tile_panels * kPanel * b.rows();
-  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 20) / std::max<int64_t>(1, work_per_tile));
-  at::parallel_for(0, row_blocks * panel_blocks, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t index = begin; index < end; ++index) {
-      const int64_t panel_block = index / row_blocks, row_block = index % row_blocks;
-      const int64_t first_row = row_block * tile_rows, first_panel = panel_block * tile_panels;
-      run_tile(rows + first_row, std::min(tile_rows, row_count - first_row), b, first_panel,
-               std::min(tile_panels, b.panel_count() - first_panel), out_rows + first_row, bias);
-    }
-  });
+  if (b.columns() == 0) return;
+  for_each_tile(
+      row_count, b.panel_count(), b.rows(),
+      [](int64_t tile_rows) -> int64_t { return tile_rows <= 2 ? 4 : 2; },
+      [&](int64_t first_row, int64_t rows_in_tile, int64_t first_panel, int64_t panels) {
+        run_tile(rows + first_row, rows_in_tile, b, first_panel, panels, out_rows + first_row, bias);
+      });
 }
 
 }  // namespace encodec::fast

@@ -1,0 +1,40 @@
+// How the ordered kernels (ordered_gemm.h, ordered_gemm_bf16.h) cut a product
+// into tiles of rows x 16-column panels and share them between threads. Each
+// output element belongs to exactly one tile, so the split never changes a result.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include <ATen/Parallel.h>
+
+namespace encodec::fast {
+
+inline constexpr int64_t kMaxTileRows = 6;
+
+// Calls run_tile(first_row, rows, first_panel, panels) for every tile, on
+// LibTorch's threads. `tile_panels(rows)` gives the panels per tile for tiles
+// of that many rows. Tiles walk the rows fastest: a panel block stays in cache
+// while the rows pass over it.
+template <typename TilePanels, typename RunTile>
+void for_each_tile(int64_t row_count, int64_t panel_count, int64_t depth, TilePanels&& tile_panels,
+                   RunTile&& run_tile) {
+  if (row_count <= 0 || panel_count <= 0) return;
+  const int64_t tile_rows = std::min(row_count, kMaxTileRows);
+  const int64_t panels = tile_panels(tile_rows);
+  const int64_t row_blocks = (row_count + tile_rows - 1) / tile_rows;
+  const int64_t panel_blocks = (panel_count + panels - 1) / panels;
+  // About a million multiply-adds per task: enough to pay for waking a thread.
+  const int64_t work_per_tile = tile_rows * panels * 16 * depth;
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 20) / std::max<int64_t>(1, work_per_tile));
+  at::parallel_for(0, row_blocks * panel_blocks, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t index = begin; index < end; ++index) {
+      const int64_t first_row = (index % row_blocks) * tile_rows;
+      const int64_t first_panel = (index / row_blocks) * panels;
+      run_tile(first_row, std::min(tile_rows, row_count - first_row), first_panel,
+               std::min(panels, panel_count - first_panel));
+    }
+  });
+}
+
+}  // namespace encodec::fast
