@@ -712,5 +712,54 @@ TEST_F(CliTest, StreamBlockNeedsThe24kHzModelAndAPositiveSize) {
   EXPECT_EQ(testing::files_in(dir_), std::vector<std::string>{});
 }
 
+// Past 5 min, 24 kHz audio streams with the fast kernels (bounded memory)
+// unless --whole-file; 24 kbps, where this model's fast codes differ from the
+// reference's on near-ties, shows which path ran.
+TEST_F(CliTest, LongInputsStreamUnlessWholeFile) {
+  const torch::Tensor audio = sines(24000 * 301, 24000, {{{220.0, 0.3}, {3150.0, 0.1}}});
+  testing::write_pcm16(path("long.wav"), audio, 24000);
+  const std::vector<std::string> common = {"-f", "-b", "24", "--checkpoint", checkpoint_24khz(),
+                                           path("long.wav")};
+  auto with = [&common](std::vector<std::string> args, const std::string& output) {
+    args.insert(args.end(), common.begin(), common.end());
+    args.push_back(output);
+    return args;
+  };
+  CliRun run = run_cli(with({}, path("auto.ecdc")));
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  expect_contains(run.err, "5.0 min of audio");
+  expect_contains(run.err, "--whole-file");
+  run = run_cli(with({"-q", "--fast"}, path("fast.ecdc")));
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_EQ(run.err, "");
+  EXPECT_TRUE(testing::read_file_bytes(path("auto.ecdc")) == testing::read_file_bytes(path("fast.ecdc")));
+
+  run = run_cli(with({"-q", "--whole-file"}, path("whole.ecdc")));
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EncodecModel reference = testing::golden_model("encodec_24khz");
+  reference.set_target_bandwidth(24);
+  const Audio input = read_audio(path("long.wav"));
+  const std::string expected = compress(reference, input.samples);
+  EXPECT_TRUE(testing::read_file_bytes(path("whole.ecdc")) == expected);
+  EXPECT_FALSE(expected == testing::read_file_bytes(path("auto.ecdc")));
+
+  // Decompression of a long file streams likewise: the --fast decode.
+  run = run_cli({"-f", "--checkpoint", checkpoint_24khz(), path("auto.ecdc"), path("auto.wav")});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  expect_contains(run.err, "min of audio");
+  run = run_cli({"-f", "-q", "--fast", "--checkpoint", checkpoint_24khz(), path("auto.ecdc"),
+                 path("fast.wav")});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_TRUE(testing::read_file_bytes(path("auto.wav")) == testing::read_file_bytes(path("fast.wav")));
+}
+
+TEST_F(CliTest, WholeFileAndStreamBlockExcludeEachOther) {
+  const CliRun run = run_cli({"--whole-file", "--stream-block", "320",
+                              testing::golden_path("inputs/tiny_24k.wav"), path("out.ecdc")});
+  EXPECT_EQ(run.exit_code, 2);
+  expect_contains(run.err, "--whole-file");
+  EXPECT_EQ(testing::files_in(dir_), std::vector<std::string>{});
+}
+
 }  // namespace
 }  // namespace encodec

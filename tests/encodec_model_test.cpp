@@ -9,6 +9,7 @@
 #include "encodec/audio_io.h"
 #include "encodec/encodec.h"
 #include "golden_cases.h"
+#include "model_weights.h"
 
 namespace encodec {
 namespace {
@@ -225,6 +226,99 @@ TEST_F(StrictLoadingTest, UnexpectedTensorIsNamed) {
 
 TEST_F(StrictLoadingTest, CheckpointOfTheOtherModelIsRefused) {
   EXPECT_THROW(EncodecModel::from_checkpoint(path_, "encodec_48khz"), CheckpointError);
+}
+
+TEST_F(StrictLoadingTest, AStateDictGivenUpLoadsTheSameModel) {
+  EncodecModel kept = EncodecModel::from_state_dict(config_, state_, "test.th");
+  EncodecModel consumed = EncodecModel::from_state_dict(config_, StateDict(state_), "test.th");
+  const torch::Tensor wav = read_audio(testing::golden_path("inputs/speech_24k.wav")).samples.unsqueeze(0);
+  for (EncodecModel* model : {&kept, &consumed}) model->set_target_bandwidth(6.0);
+  EXPECT_TRUE(torch::equal(kept.encode(wav)[0].codes, consumed.encode(wav)[0].codes));
+  // The owning loader reports problems the same way.
+  StateDict missing = state_;
+  missing.erase("quantizer.vq.layers.0._codebook.embed");
+  try {
+    EncodecModel::from_state_dict(config_, std::move(missing), "test.th");
+    ADD_FAILURE() << "a missing tensor was not reported";
+  } catch (const CheckpointError& error) {
+    EXPECT_THAT(error.what(), ::testing::HasSubstr("missing tensor 'quantizer.vq.layers.0._codebook.embed'"));
+  }
+}
+
+// A model loads only the kernels it will run (KernelSet): a fast-only model
+// computes exactly what the fast kernels of a full model compute.
+class KernelSetTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ENCODEC_REQUIRE_GOLDEN(); }
+};
+
+TEST_F(KernelSetTest, FastOnlyModelsEncodeAndDecodeAsTheFastKernelsOfAFullModel) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"encodec_24khz", "inputs/speech_24k.wav"}, {"encodec_48khz", "inputs/short_48k.wav"}};
+  for (const auto& [name, input] : cases) {
+    SCOPED_TRACE(name);
+    const std::string checkpoint = testing::golden_path(std::string(name) + "-random.th");
+    EncodecModel full = EncodecModel::from_checkpoint(checkpoint, name);
+    full.set_kernels(Kernels::kFast);
+    EncodecModel fast_only = EncodecModel::from_checkpoint(checkpoint, name, KernelSet::kFastOnly);
+    EXPECT_EQ(fast_only.kernels(), Kernels::kFast);
+    EXPECT_EQ(fast_only.kernel_set(), KernelSet::kFastOnly);
+    const torch::Tensor wav = read_audio(testing::golden_path(input)).samples.unsqueeze(0);
+    for (EncodecModel* model : {&full, &fast_only}) model->set_target_bandwidth(6.0);
+    const std::vector<EncodedFrame> expected = full.encode(wav);
+    const std::vector<EncodedFrame> frames = fast_only.encode(wav);
+    ASSERT_EQ(frames.size(), expected.size());
+    for (size_t chunk = 0; chunk < frames.size(); ++chunk) {
+      EXPECT_TRUE(torch::equal(frames[chunk].codes, expected[chunk].codes)) << "chunk " << chunk;
+      EXPECT_EQ(frames[chunk].scale.has_value(), expected[chunk].scale.has_value());
+      if (frames[chunk].scale) EXPECT_TRUE(torch::equal(*frames[chunk].scale, *expected[chunk].scale));
+    }
+    EXPECT_TRUE(torch::equal(fast_only.decode(frames), full.decode(expected)));
+  }
+}
+
+// The point of kFastOnly: the reference layers keep no kernels of their own.
+TEST_F(KernelSetTest, FastOnlyModelsHoldNoReferenceKernels) {
+  const EncodecModel model = EncodecModel::from_checkpoint(
+      testing::golden_path("encodec_24khz-random.th"), "encodec_24khz", KernelSet::kFastOnly);
+  int convs = 0, lstms = 0;
+  for (const auto* layers : {&model.weights().encoder.layers(), &model.weights().decoder.layers()}) {
+    for (const SEANetLayer& layer : *layers) {
+      if (const auto* conv = std::get_if<SConv1d>(&layer)) {
+        EXPECT_FALSE(conv->weight().defined());
+        ++convs;
+      } else if (const auto* transposed = std::get_if<SConvTranspose1d>(&layer)) {
+        EXPECT_FALSE(transposed->weight().defined());
+        ++convs;
+      } else if (const auto* block = std::get_if<SEANetResnetBlock>(&layer)) {
+        for (const SConv1d& inner : block->block()) EXPECT_FALSE(inner.weight().defined());
+        ++convs;
+      } else if (const auto* lstm = std::get_if<SLSTM>(&layer)) {
+        for (int64_t i = 0; i < lstm->num_layers(); ++i) {
+          EXPECT_FALSE(lstm->parameters()[4 * i].defined());
+          EXPECT_FALSE(lstm->parameters()[4 * i + 1].defined());
+        }
+        ++lstms;
+      }
+    }
+  }
+  EXPECT_GT(convs, 4);
+  EXPECT_EQ(lstms, 2);
+}
+
+TEST_F(KernelSetTest, ModelsRefuseKernelsTheyDidNotLoad) {
+  const std::string checkpoint = testing::golden_path("encodec_24khz-random.th");
+  EncodecModel fast_only = EncodecModel::from_checkpoint(checkpoint, "encodec_24khz", KernelSet::kFastOnly);
+  EXPECT_THROW(fast_only.set_kernels(Kernels::kReference), std::logic_error);
+  EncodecModel reference_only =
+      EncodecModel::from_checkpoint(checkpoint, "encodec_24khz", KernelSet::kReferenceOnly);
+  EXPECT_EQ(reference_only.kernels(), Kernels::kReference);
+  EXPECT_EQ(reference_only.weights().fast_encoder, nullptr);
+  EXPECT_THROW(reference_only.set_kernels(Kernels::kFast), std::logic_error);
+  EncodecModel both = EncodecModel::from_checkpoint(checkpoint, "encodec_24khz");
+  both.set_kernels(Kernels::kFast);
+  both.set_kernels(Kernels::kReference);
+  EXPECT_EQ(both.kernels(), Kernels::kReference);
 }
 
 }  // namespace

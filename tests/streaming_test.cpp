@@ -252,6 +252,12 @@ TEST_F(StreamingTest, RefusesModelsThatCannotStream) {
   EXPECT_THROW(StreamingEncoder{testing::golden_model("encodec_48khz")}, std::invalid_argument);
   EXPECT_THROW(StreamingDecoder{testing::golden_model("encodec_48khz")}, std::invalid_argument);
   EXPECT_THROW(StreamBatcher{testing::golden_model("encodec_48khz")}, std::invalid_argument);
+  // Streaming runs the fast kernels, which a reference-only model lacks.
+  const EncodecModel reference_only = EncodecModel::from_checkpoint(
+      testing::golden_path("encodec_24khz-random.th"), "encodec_24khz", KernelSet::kReferenceOnly);
+  EXPECT_THROW(StreamingEncoder{reference_only}, std::invalid_argument);
+  EXPECT_THROW(StreamingDecoder{reference_only}, std::invalid_argument);
+  EXPECT_THROW(StreamBatcher{reference_only}, std::invalid_argument);
 }
 
 TEST_F(StreamingTest, DecoderRejectsInvalidFrames) {

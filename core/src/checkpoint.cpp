@@ -138,9 +138,13 @@ class CheckpointReader {
   }
 
   // Storages shared by several tensors are read once.
-  const std::vector<char>& storage_bytes(const std::string& key) {
+  const std::shared_ptr<std::vector<char>>& storage_bytes(const std::string& key) {
     auto it = storages_.find(key);
-    if (it == storages_.end()) it = storages_.emplace(key, read_entry(prefix_ + "data/" + key)).first;
+    if (it == storages_.end()) {
+      it = storages_
+               .emplace(key, std::make_shared<std::vector<char>>(read_entry(prefix_ + "data/" + key)))
+               .first;
+    }
     return it->second;
   }
 
@@ -213,17 +217,22 @@ class CheckpointReader {
     // (that would take overlapping strides, as from expand()).
     if (numel > storage_numel) bad("more elements than its storage (overlapping views are not supported)");
 
-    const std::vector<char>& bytes = storage_bytes(key);
-    if (static_cast<uint64_t>(storage_bytes_needed) > bytes.size()) {
-      bad("storage data/" + key + " holds " + std::to_string(bytes.size()) + " bytes, " +
+    const std::shared_ptr<std::vector<char>>& bytes = storage_bytes(key);
+    if (static_cast<uint64_t>(storage_bytes_needed) > bytes->size()) {
+      bad("storage data/" + key + " holds " + std::to_string(bytes->size()) + " bytes, " +
           std::to_string(storage_bytes_needed) + " expected");
     }
     // Bools are read as bytes and normalized, since a byte other than 0/1 is not a valid bool.
     const torch::ScalarType read_type = dtype == torch::kBool ? torch::kUInt8 : dtype;
-    torch::Tensor storage = torch::from_blob(const_cast<char*>(bytes.data()), {storage_numel},
-                                             torch::TensorOptions().dtype(read_type));
-    torch::Tensor tensor = storage.as_strided(size, stride, offset).clone(at::MemoryFormat::Contiguous);
-    return dtype == torch::kBool ? tensor.ne(0) : tensor;
+    // A tensor that is its whole storage (as state_dict tensors are) keeps the
+    // bytes read, with no copy, so loading holds the weights once; views of a
+    // part of a storage are copied, so that no two tensors alias.
+    torch::Tensor storage = torch::from_blob(
+        bytes->data(), {storage_numel}, [owner = bytes](void*) {}, torch::TensorOptions().dtype(read_type));
+    torch::Tensor tensor = storage.as_strided(size, stride, offset);
+    if (dtype == torch::kBool) return tensor.ne(0);
+    const bool whole_storage = offset == 0 && numel == storage_numel && tensor.is_contiguous();
+    return whole_storage ? tensor : tensor.clone(at::MemoryFormat::Contiguous);
   }
 
   template <typename Fail>
@@ -242,7 +251,7 @@ class CheckpointReader {
   zip_t* archive_;
   std::string name_;
   std::string prefix_;
-  std::map<std::string, std::vector<char>> storages_;
+  std::map<std::string, std::shared_ptr<std::vector<char>>> storages_;
 };
 
 }  // namespace

@@ -2,6 +2,7 @@
 #include <cmath>
 #include <sstream>
 #include <stdexcept>
+#include <utility>
 
 #include "encodec/encodec.h"
 #include "fast/fast_quantizer.h"
@@ -116,21 +117,49 @@ SEANetConfig seanet_config(const EncodecConfig& config) {
   return seanet;
 }
 
-EncodecModel::EncodecModel(std::shared_ptr<const Weights> weights) : weights_(std::move(weights)) {}
+EncodecModel::EncodecModel(std::shared_ptr<const Weights> weights)
+    : weights_(std::move(weights)),
+      kernels_(weights_->kernel_set == KernelSet::kFastOnly ? Kernels::kFast : Kernels::kReference) {}
+
+KernelSet EncodecModel::kernel_set() const { return weights_->kernel_set; }
+
+void EncodecModel::set_kernels(Kernels kernels) {
+  const KernelSet loaded = weights_->kernel_set;
+  if (kernels == Kernels::kFast && loaded == KernelSet::kReferenceOnly) {
+    throw std::logic_error("model " + name() +
+                           " was loaded with the reference kernels only (KernelSet::kReferenceOnly): "
+                           "it cannot run the fast kernels");
+  }
+  if (kernels == Kernels::kReference && loaded == KernelSet::kFastOnly) {
+    throw std::logic_error("model " + name() +
+                           " was loaded with the fast kernels only (KernelSet::kFastOnly): "
+                           "it cannot run the reference kernels");
+  }
+  kernels_ = kernels;
+}
 
 namespace {
 
 std::shared_ptr<EncodecModel::Weights> build_weights(const EncodecConfig& config,
-                                                     WeightLoader& loader) {
+                                                     WeightLoader& loader, KernelSet kernel_set) {
   const SEANetConfig seanet = seanet_config(config);
   auto weights = std::make_shared<EncodecModel::Weights>(EncodecModel::Weights{
-      config, SEANetEncoder(loader, "encoder", seanet),
+      config, kernel_set, SEANetEncoder(loader, "encoder", seanet),
       ResidualVectorQuantizer(loader, "quantizer", config.n_q, config.bins, config.dimension),
       SEANetDecoder(loader, "decoder", seanet), nullptr, nullptr, nullptr});
   loader.expect_all_used();
-  weights->fast_encoder = std::make_unique<fast::SEANet>(weights->encoder.layers());
-  weights->fast_decoder = std::make_unique<fast::SEANet>(weights->decoder.layers());
-  weights->fast_quantizer = std::make_unique<fast::Quantizer>(weights->quantizer);
+  if (kernel_set == KernelSet::kFastOnly) {
+    const fast::SEANet::ReleaseReferenceWeights release;
+    weights->fast_encoder = std::make_unique<fast::SEANet>(weights->encoder.layers(), release);
+    weights->fast_decoder = std::make_unique<fast::SEANet>(weights->decoder.layers(), release);
+  } else if (kernel_set == KernelSet::kBoth) {
+    weights->fast_encoder = std::make_unique<fast::SEANet>(std::as_const(weights->encoder).layers());
+    weights->fast_decoder = std::make_unique<fast::SEANet>(std::as_const(weights->decoder).layers());
+  }
+  // The fast quantizer decodes from the reference codebooks, which stay.
+  if (kernel_set != KernelSet::kReferenceOnly) {
+    weights->fast_quantizer = std::make_unique<fast::Quantizer>(weights->quantizer);
+  }
   return weights;
 }
 
@@ -142,12 +171,19 @@ bool ends_with(const std::string& text, const std::string& suffix) {
 }  // namespace
 
 EncodecModel EncodecModel::from_state_dict(const EncodecConfig& config, const StateDict& state,
-                                           const std::string& source) {
+                                           const std::string& source, KernelSet kernel_set) {
   WeightLoader loader(state, source);
-  return EncodecModel(build_weights(config, loader));
+  return EncodecModel(build_weights(config, loader, kernel_set));
 }
 
-EncodecModel EncodecModel::with_random_weights(const EncodecConfig& config, uint64_t seed) {
+EncodecModel EncodecModel::from_state_dict(const EncodecConfig& config, StateDict&& state,
+                                           const std::string& source, KernelSet kernel_set) {
+  WeightLoader loader(std::move(state), source);
+  return EncodecModel(build_weights(config, loader, kernel_set));
+}
+
+EncodecModel EncodecModel::with_random_weights(const EncodecConfig& config, uint64_t seed,
+                                               KernelSet kernel_set) {
   torch::Generator generator = at::detail::createCPUGenerator(seed);
   WeightLoader loader([&generator](const std::string& name, const TensorShape& shape) {
     const auto options = torch::TensorOptions().dtype(torch::kFloat32);
@@ -169,7 +205,7 @@ EncodecModel EncodecModel::with_random_weights(const EncodecConfig& config, uint
     }
     return values;
   });
-  return EncodecModel(build_weights(config, loader));
+  return EncodecModel(build_weights(config, loader, kernel_set));
 }
 
 std::vector<std::pair<std::string, std::vector<int64_t>>> EncodecModel::tensor_shapes(
@@ -177,23 +213,27 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> EncodecModel::tensor_s
   WeightLoader loader([](const std::string&, const TensorShape& shape) {
     return torch::ones(shape, torch::kFloat32);
   });
-  build_weights(config, loader);
+  build_weights(config, loader, KernelSet::kReferenceOnly);
   return loader.taken();
 }
 
-EncodecModel EncodecModel::from_checkpoint(const std::string& path, const std::string& name) {
-  const StateDict state = load_checkpoint(path);
-  return from_state_dict(EncodecConfig::infer_from_state_dict(name, state), state, path);
+EncodecModel EncodecModel::from_checkpoint(const std::string& path, const std::string& name,
+                                           KernelSet kernel_set) {
+  StateDict state = load_checkpoint(path);
+  const EncodecConfig config = EncodecConfig::infer_from_state_dict(name, state);
+  return from_state_dict(config, std::move(state), path, kernel_set);
 }
 
-EncodecModel EncodecModel::encodec_model_24khz(const ModelStoreOptions& options) {
+EncodecModel EncodecModel::encodec_model_24khz(const ModelStoreOptions& options,
+                                               KernelSet kernel_set) {
   const std::string path = ModelStore(options).resolve(kCheckpoint24kHz);
-  return from_state_dict(EncodecConfig::official_24khz(), load_checkpoint(path), path);
+  return from_state_dict(EncodecConfig::official_24khz(), load_checkpoint(path), path, kernel_set);
 }
 
-EncodecModel EncodecModel::encodec_model_48khz(const ModelStoreOptions& options) {
+EncodecModel EncodecModel::encodec_model_48khz(const ModelStoreOptions& options,
+                                               KernelSet kernel_set) {
   const std::string path = ModelStore(options).resolve(kCheckpoint48kHz);
-  return from_state_dict(EncodecConfig::official_48khz(), load_checkpoint(path), path);
+  return from_state_dict(EncodecConfig::official_48khz(), load_checkpoint(path), path, kernel_set);
 }
 
 const EncodecConfig& EncodecModel::config() const { return weights_->config; }

@@ -14,10 +14,14 @@ namespace encodec {
 
 struct EncodecModel::Weights {
   EncodecConfig config;
+  KernelSet kernel_set;
+  // With KernelSet::kFastOnly the layers keep their metadata and biases but not
+  // their kernels (released once packed into the fast copies).
   SEANetEncoder encoder;
   ResidualVectorQuantizer quantizer;
   SEANetDecoder decoder;
-  // The same layers on the fast kernels; they refer to the layers above.
+  // The same layers on the fast kernels (null with KernelSet::kReferenceOnly);
+  // they refer to the layers above.
   std::unique_ptr<fast::SEANet> fast_encoder;
   std::unique_ptr<fast::SEANet> fast_decoder;
   std::unique_ptr<fast::Quantizer> fast_quantizer;

@@ -328,7 +328,7 @@ StreamGraph::StreamGraph(const fast::SEANet& network, int64_t slots) : slots_(sl
       }
       ConvState state;
       state.conv = conv;
-      state.input = RowBuffer(conv->reference().weight().size(1), slots, kInitialRows);
+      state.input = RowBuffer(conv->in_channels(), slots, kInitialRows);
       layers_.emplace_back(std::move(state));
     } else if (const auto* transposed = std::get_if<fast::ConvTranspose1d>(&layer)) {
       if (!transposed->reference().causal() || transposed->reference().group_norm()) {
@@ -336,7 +336,7 @@ StreamGraph::StreamGraph(const fast::SEANet& network, int64_t slots) : slots_(sl
       }
       TransposedConvState state;
       state.conv = transposed;
-      state.input = RowBuffer(transposed->reference().weight().size(0), slots, kInitialRows);
+      state.input = RowBuffer(transposed->in_channels(), slots, kInitialRows);
       layers_.emplace_back(std::move(state));
     } else if (const auto* lstm = std::get_if<fast::Lstm>(&layer)) {
       LstmState state;
@@ -349,7 +349,7 @@ StreamGraph::StreamGraph(const fast::SEANet& network, int64_t slots) : slots_(sl
       for (const fast::Conv1d& conv : block.block()) {
         ConvState inner;
         inner.conv = &conv;
-        inner.input = RowBuffer(conv.reference().weight().size(1), slots, kInitialRows);
+        inner.input = RowBuffer(conv.in_channels(), slots, kInitialRows);
         state.block.push_back(std::move(inner));
       }
       // Every conv but the last is followed by an ELU inside the block.
@@ -362,9 +362,9 @@ StreamGraph::StreamGraph(const fast::SEANet& network, int64_t slots) : slots_(sl
       if (block.block().back().reference().effective_kernel_size() != 1) {
         throw std::invalid_argument("streaming: a residual block must end with a 1-tap conv");
       }
-      const int64_t channels = block.block().back().reference().weight().size(0);
+      const int64_t channels = block.block().back().out_channels();
       state.skip = RowBuffer(channels, slots, kInitialRows);
-      state.input = RowBuffer(block.block().front().reference().weight().size(1), slots, kInitialRows);
+      state.input = RowBuffer(block.block().front().in_channels(), slots, kInitialRows);
       layers_.emplace_back(std::move(state));
     }
   }
@@ -374,9 +374,9 @@ StreamGraph::StreamGraph(const fast::SEANet& network, int64_t slots) : slots_(sl
       [&out_channels](const auto& state) {
         using State = std::decay_t<decltype(state)>;
         if constexpr (std::is_same_v<State, ConvState>) {
-          out_channels = state.conv->reference().weight().size(0);
+          out_channels = state.conv->out_channels();
         } else if constexpr (std::is_same_v<State, TransposedConvState>) {
-          out_channels = state.conv->reference().weight().size(1);
+          out_channels = state.conv->out_channels();
         } else if constexpr (std::is_same_v<State, LstmState>) {
           out_channels = state.lstm->dimension();
         } else {

@@ -23,6 +23,10 @@ void check_streamable(const EncodecModel& model) {
     throw std::invalid_argument("streaming supports at most " + std::to_string(kMaxStreamCodebooks) +
                                 " codebooks; " + config.name + " has " + std::to_string(config.n_q));
   }
+  if (model.kernel_set() == KernelSet::kReferenceOnly) {
+    throw std::invalid_argument("streaming runs the fast kernels; this " + config.name +
+                                " model was loaded with KernelSet::kReferenceOnly");
+  }
 }
 
 // A FIFO that reuses its storage: the per-frame path allocates nothing once it

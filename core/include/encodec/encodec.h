@@ -74,6 +74,18 @@ enum class Kernels {
   kFast,
 };
 
+// Which kernels' weights a model loads. Each kind keeps its own copy (the fast
+// kernels' repacked; about 76 MB each for the official 24 kHz model), so a
+// program that runs only one kind loads only that one.
+enum class KernelSet {
+  kBoth,           // set_kernels() may switch at any time
+  kReferenceOnly,  // set_kernels(Kernels::kFast) throws
+  // Runs Kernels::kFast (set from the start); set_kernels(Kernels::kReference)
+  // throws. The fast copies are packed layer by layer while each reference
+  // kernel is released, so the weights are never held twice, even while loading.
+  kFastOnly,
+};
+
 // One chunk's codes [B, K, T] (int64) and, for normalizing models, its scale [B, 1].
 struct EncodedFrame {
   torch::Tensor codes;
@@ -84,19 +96,29 @@ class EncodecModel {
  public:
   // The official pretrained models, resolved through the model store (the hub
   // cache, downloading on first use, or options.model_dir).
-  static EncodecModel encodec_model_24khz(const ModelStoreOptions& options = {});
-  static EncodecModel encodec_model_48khz(const ModelStoreOptions& options = {});
+  static EncodecModel encodec_model_24khz(const ModelStoreOptions& options = {},
+                                          KernelSet kernel_set = KernelSet::kBoth);
+  static EncodecModel encodec_model_48khz(const ModelStoreOptions& options = {},
+                                          KernelSet kernel_set = KernelSet::kBoth);
   // A model named `name` ("encodec_24khz" or "encodec_48khz") from a checkpoint
   // file of any width; no checksum. Throws CheckpointError naming the tensor at fault.
-  static EncodecModel from_checkpoint(const std::string& path, const std::string& name);
+  static EncodecModel from_checkpoint(const std::string& path, const std::string& name,
+                                      KernelSet kernel_set = KernelSet::kBoth);
   // Strict loading: every tensor of `config` must be present with its shape, and
   // no other. `source` names the weights in error messages.
   static EncodecModel from_state_dict(const EncodecConfig& config, const StateDict& state,
-                                      const std::string& source = "state_dict");
+                                      const std::string& source = "state_dict",
+                                      KernelSet kernel_set = KernelSet::kBoth);
+  // The same from a state dict given up by the caller: each tensor is taken out
+  // of it as the model is built, so that loading holds the weights once.
+  static EncodecModel from_state_dict(const EncodecConfig& config, StateDict&& state,
+                                      const std::string& source = "state_dict",
+                                      KernelSet kernel_set = KernelSet::kBoth);
 
   // A model of `config`'s architecture with random weights, scaled so that
   // activations stay in a normal range (benchmarks: speed does not depend on values).
-  static EncodecModel with_random_weights(const EncodecConfig& config, uint64_t seed = 0);
+  static EncodecModel with_random_weights(const EncodecConfig& config, uint64_t seed = 0,
+                                          KernelSet kernel_set = KernelSet::kBoth);
   // Name and shape of every tensor a checkpoint of `config` holds, in module order.
   static std::vector<std::pair<std::string, std::vector<int64_t>>> tensor_shapes(
       const EncodecConfig& config);
@@ -111,8 +133,10 @@ class EncodecModel {
   std::optional<double> bandwidth() const { return bandwidth_kbps_; }
   int num_codebooks() const { return config().num_codebooks(bandwidth_kbps_); }
 
-  void set_kernels(Kernels kernels) { kernels_ = kernels; }
+  // Throws std::logic_error when the model's KernelSet lacks `kernels`.
+  void set_kernels(Kernels kernels);
   Kernels kernels() const { return kernels_; }
+  KernelSet kernel_set() const;
 
   // wav: float32 [B, channels, T]. One frame per chunk (a single one without segments).
   std::vector<EncodedFrame> encode(const torch::Tensor& wav) const;

@@ -184,7 +184,10 @@ PackedMatrix pack_conv_weight(const torch::Tensor& weight) {
 }  // namespace
 
 Conv1d::Conv1d(const SConv1d& reference)
-    : reference_(reference), weights_(pack_conv_weight(reference.weight())) {}
+    : reference_(reference),
+      in_channels_(reference.weight().size(1)),
+      out_channels_(reference.weight().size(0)),
+      weights_(pack_conv_weight(reference.weight())) {}
 
 int64_t Conv1d::output_length(int64_t padded_length) const {
   return (padded_length - reference_.effective_kernel_size()) / reference_.stride() + 1;
@@ -192,7 +195,7 @@ int64_t Conv1d::output_length(int64_t padded_length) const {
 
 void Conv1d::run_padded(const float* padded, int64_t batch, int64_t padded_length, float* out,
                         bool accumulate, bool elu) const {
-  const int64_t in_channels = reference_.weight().size(1), out_channels = reference_.weight().size(0);
+  const int64_t in_channels = in_channels_, out_channels = out_channels_;
   const int64_t out_length = output_length(padded_length);
   if (out_length <= 0) return;
   TORCH_CHECK(reference_.dilation() == 1, "the ordered conv kernel reads windows of consecutive rows");
@@ -224,7 +227,7 @@ torch::Tensor Conv1d::forward(const torch::Tensor& x, const Epilogue& epilogue,
   const bool fuse_elu = plain && epilogue.elu;
   torch::Tensor y = fuse_sum ? epilogue.accumulate_into
                              : torch::empty({padded.size(0), output_length(padded.size(1)),
-                                             reference_.weight().size(0)},
+                                             out_channels_},
                                             x.options());
   run_padded(padded.data_ptr<float>(), padded.size(0), padded.size(1), y.data_ptr<float>(),
              fuse_sum, fuse_elu);

@@ -44,12 +44,15 @@ class Conv1d {
   void run_padded(const float* padded, int64_t batch, int64_t padded_length, float* out,
                   bool accumulate, bool elu) const;
   int64_t output_length(int64_t padded_length) const;
+  int64_t in_channels() const { return in_channels_; }
+  int64_t out_channels() const { return out_channels_; }
   const SConv1d& reference() const { return reference_; }
   // [kernel * in (window order), out]
   const PackedMatrix& ordered_weights() const { return weights_; }
 
  private:
-  const SConv1d& reference_;
+  const SConv1d& reference_;  // its metadata: the kernel itself may be released
+  int64_t in_channels_, out_channels_;
   PackedMatrix weights_;
 };
 
@@ -66,13 +69,15 @@ class ConvTranspose1d {
 
   const SConvTranspose1d& reference() const { return reference_; }
   int64_t taps() const { return reference_.kernel_size() / reference_.stride(); }
+  int64_t in_channels() const { return phases_.rows() / taps(); }
+  int64_t out_channels() const { return out_channels_; }
   // The phase convolution's matrix, [taps * in (window order), stride * out],
   // and its bias [stride * out].
   const PackedMatrix& ordered_phases() const { return phases_; }
   const torch::Tensor& phase_bias() const { return phase_bias_; }
 
  private:
-  const SConvTranspose1d& reference_;
+  const SConvTranspose1d& reference_;  // its metadata: the kernel itself may be released
   int64_t out_channels_, trim_left_, trim_right_;
   torch::Tensor phase_bias_;
   PackedMatrix phases_;

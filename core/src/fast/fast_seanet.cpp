@@ -21,24 +21,34 @@ torch::Tensor ResnetBlock::forward(const torch::Tensor& x, const Epilogue& epilo
 
 SEANet::SEANet(const std::vector<SEANetLayer>& reference_layers) {
   layers_.reserve(reference_layers.size());
-  for (const SEANetLayer& layer : reference_layers) {
-    std::visit(
-        [this](const auto& module) {
-          using Module = std::decay_t<decltype(module)>;
-          if constexpr (std::is_same_v<Module, encodec::Elu>) {
-            layers_.emplace_back(Elu{});
-          } else if constexpr (std::is_same_v<Module, SConv1d>) {
-            layers_.emplace_back(std::in_place_type<Conv1d>, module);
-          } else if constexpr (std::is_same_v<Module, SConvTranspose1d>) {
-            layers_.emplace_back(std::in_place_type<ConvTranspose1d>, module);
-          } else if constexpr (std::is_same_v<Module, SLSTM>) {
-            layers_.emplace_back(std::in_place_type<Lstm>, module);
-          } else {
-            layers_.emplace_back(std::in_place_type<ResnetBlock>, module);
-          }
-        },
-        layer);
+  for (const SEANetLayer& layer : reference_layers) append(layer);
+}
+
+SEANet::SEANet(std::vector<SEANetLayer>& reference_layers, ReleaseReferenceWeights) {
+  layers_.reserve(reference_layers.size());
+  for (SEANetLayer& layer : reference_layers) {
+    append(layer);
+    release_weights(layer);
   }
+}
+
+void SEANet::append(const SEANetLayer& layer) {
+  std::visit(
+      [this](const auto& module) {
+        using Module = std::decay_t<decltype(module)>;
+        if constexpr (std::is_same_v<Module, encodec::Elu>) {
+          layers_.emplace_back(Elu{});
+        } else if constexpr (std::is_same_v<Module, SConv1d>) {
+          layers_.emplace_back(std::in_place_type<Conv1d>, module);
+        } else if constexpr (std::is_same_v<Module, SConvTranspose1d>) {
+          layers_.emplace_back(std::in_place_type<ConvTranspose1d>, module);
+        } else if constexpr (std::is_same_v<Module, SLSTM>) {
+          layers_.emplace_back(std::in_place_type<Lstm>, module);
+        } else {
+          layers_.emplace_back(std::in_place_type<ResnetBlock>, module);
+        }
+      },
+      layer);
 }
 
 torch::Tensor SEANet::forward(const torch::Tensor& x) const {

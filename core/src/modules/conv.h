@@ -42,6 +42,9 @@ class SConv1d {
   int64_t padding_total() const { return effective_kernel_size() - stride_; }
   const torch::Tensor& weight() const { return weight_; }  // [out, in, kernel]
   const torch::Tensor& bias() const { return bias_; }      // [out]
+  // Frees the kernel once a fast copy holds it (a fast-only model keeps one
+  // copy of its weights); forward() may not be called afterwards.
+  void release_weight() { weight_ = torch::Tensor(); }
   const std::optional<GroupNormWeights>& group_norm() const { return group_norm_; }
 
  private:
@@ -67,6 +70,8 @@ class SConvTranspose1d {
   bool causal() const { return causal_; }
   const torch::Tensor& weight() const { return weight_; }  // [in, out, kernel]
   const torch::Tensor& bias() const { return bias_; }      // [out]
+  // As SConv1d::release_weight.
+  void release_weight() { weight_ = torch::Tensor(); }
   const std::optional<GroupNormWeights>& group_norm() const { return group_norm_; }
 
  private:

@@ -14,6 +14,13 @@ SLSTM::SLSTM(WeightLoader& weights, const std::string& prefix, int64_t dimension
   }
 }
 
+void SLSTM::release_weights() {
+  for (int64_t layer = 0; layer < num_layers_; ++layer) {
+    parameters_[4 * layer] = torch::Tensor();
+    parameters_[4 * layer + 1] = torch::Tensor();
+  }
+}
+
 torch::Tensor SLSTM::forward(const torch::Tensor& x) const {
   // Same call as nn.LSTM.forward with no initial state, so results are bit-identical.
   torch::Tensor sequence = x.permute({2, 0, 1});

@@ -23,6 +23,8 @@ class SLSTM {
   int64_t num_layers() const { return num_layers_; }
   // Flat parameters in torch's order: per layer w_ih, w_hh, b_ih, b_hh.
   const std::vector<torch::Tensor>& parameters() const { return parameters_; }
+  // Frees the weight matrices once a fast copy holds them (as SConv1d::release_weight).
+  void release_weights();
 
  private:
   int64_t dimension_, num_layers_;

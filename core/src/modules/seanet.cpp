@@ -47,6 +47,24 @@ torch::Tensor SEANetResnetBlock::forward(const torch::Tensor& x) const {
   return skip + y;
 }
 
+void SEANetResnetBlock::release_weights() {
+  for (SConv1d& conv : block_) conv.release_weight();
+  if (shortcut_) shortcut_->release_weight();
+}
+
+void release_weights(SEANetLayer& layer) {
+  std::visit(
+      [](auto& module) {
+        using Module = std::decay_t<decltype(module)>;
+        if constexpr (std::is_same_v<Module, SConv1d> || std::is_same_v<Module, SConvTranspose1d>) {
+          module.release_weight();
+        } else if constexpr (!std::is_same_v<Module, Elu>) {
+          module.release_weights();
+        }
+      },
+      layer);
+}
+
 torch::Tensor forward_layer(const SEANetLayer& layer, const torch::Tensor& x) {
   return std::visit(
       [&x](const auto& module) -> torch::Tensor {

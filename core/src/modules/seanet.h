@@ -47,6 +47,8 @@ class SEANetResnetBlock {
   const std::vector<SConv1d>& block() const { return block_; }
   // nullopt when true_skip (identity shortcut).
   const std::optional<SConv1d>& shortcut() const { return shortcut_; }
+  // Frees every conv's kernel (as SConv1d::release_weight).
+  void release_weights();
 
  private:
   std::vector<SConv1d> block_;
@@ -56,6 +58,9 @@ class SEANetResnetBlock {
 using SEANetLayer = std::variant<Elu, SConv1d, SConvTranspose1d, SLSTM, SEANetResnetBlock>;
 
 torch::Tensor forward_layer(const SEANetLayer& layer, const torch::Tensor& x);
+// Frees the layer's weight matrices and kernels (biases and norms stay), once
+// fast copies hold them.
+void release_weights(SEANetLayer& layer);
 
 class SEANetEncoder {
  public:
@@ -64,6 +69,7 @@ class SEANetEncoder {
   // [B, channels, T] -> [B, dimension, ceil(T / hop)]
   torch::Tensor forward(const torch::Tensor& x) const;
   const std::vector<SEANetLayer>& layers() const { return layers_; }
+  std::vector<SEANetLayer>& layers() { return layers_; }
 
  private:
   std::vector<SEANetLayer> layers_;
@@ -75,6 +81,7 @@ class SEANetDecoder {
   // [B, dimension, T] -> [B, channels, T * hop]
   torch::Tensor forward(const torch::Tensor& z) const;
   const std::vector<SEANetLayer>& layers() const { return layers_; }
+  std::vector<SEANetLayer>& layers() { return layers_; }
 
  private:
   std::vector<SEANetLayer> layers_;

@@ -15,6 +15,9 @@ std::string shape_to_string(const TensorShape& shape) {
 WeightLoader::WeightLoader(const StateDict& state, std::string source)
     : state_(&state), source_(std::move(source)) {}
 
+WeightLoader::WeightLoader(StateDict&& state, std::string source)
+    : owned_state_(std::move(state)), state_(&owned_state_), source_(std::move(source)) {}
+
 WeightLoader::WeightLoader(TensorSynthesizer synthesize)
     : synthesize_(std::move(synthesize)), source_("synthesized weights") {}
 
@@ -36,7 +39,9 @@ torch::Tensor WeightLoader::take(const std::string& name, const TensorShape& exp
   if (!tensor.is_floating_point()) {
     throw CheckpointError(source_ + ": tensor '" + name + "' is not a floating-point tensor");
   }
-  return tensor.to(torch::kFloat32).contiguous();
+  torch::Tensor result = tensor.to(torch::kFloat32).contiguous();
+  if (state_ == &owned_state_) owned_state_.erase(found);
+  return result;
 }
 
 void WeightLoader::expect_all_used() const {

@@ -24,8 +24,13 @@ class WeightLoader {
   // Reads from `state`, which must outlive the loader; `source` names the
   // checkpoint in error messages.
   WeightLoader(const StateDict& state, std::string source);
+  // Owns `state` and hands each tensor over as it is taken (the loader keeps no
+  // reference to it), so that a model built from it never holds a tensor twice.
+  WeightLoader(StateDict&& state, std::string source);
   // Makes each requested tensor with `synthesize` instead of reading it.
   explicit WeightLoader(TensorSynthesizer synthesize);
+  WeightLoader(const WeightLoader&) = delete;  // state_ may point into this object
+  WeightLoader& operator=(const WeightLoader&) = delete;
 
   // The tensor `name` as contiguous float32; throws CheckpointError when it is
   // missing or its shape differs from `expected_shape`.
@@ -38,6 +43,7 @@ class WeightLoader {
   const std::vector<std::pair<std::string, TensorShape>>& taken() const { return taken_; }
 
  private:
+  StateDict owned_state_;
   const StateDict* state_ = nullptr;
   TensorSynthesizer synthesize_;
   std::string source_;
