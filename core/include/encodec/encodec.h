@@ -23,6 +23,7 @@
 
 #include "encodec/checkpoint.h"
 #include "encodec/model_store.h"
+#include "encodec/precision.h"
 
 namespace encodec {
 
@@ -111,8 +112,19 @@ class EncodecModel {
   std::optional<double> bandwidth() const { return bandwidth_kbps_; }
   int num_codebooks() const { return config().num_codebooks(bandwidth_kbps_); }
 
-  void set_kernels(Kernels kernels) { kernels_ = kernels; }
+  // Throws std::invalid_argument for Kernels::kReference while the precision is
+  // bf16 (the reference kernels run in fp32 only).
+  void set_kernels(Kernels kernels);
   Kernels kernels() const { return kernels_; }
+
+  // Precision::kBf16 (opt-in, see encodec/precision.h) runs the fast kernels in
+  // bf16, and so also selects Kernels::kFast; kFp32 (the default) keeps the
+  // kernels. The bf16 layers are built on the first call for a set of weights
+  // (once, shared by the copies of the model; fp32-only users never pay for
+  // them). Throws std::runtime_error, saying why, where bf16 is unavailable
+  // (bf16_unavailable_reason()).
+  void set_precision(Precision precision);
+  Precision precision() const { return precision_; }
 
   // wav: float32 [B, channels, T]. One frame per chunk (a single one without segments).
   std::vector<EncodedFrame> encode(const torch::Tensor& wav) const;
@@ -132,6 +144,7 @@ class EncodecModel {
   std::shared_ptr<const Weights> weights_;
   std::optional<double> bandwidth_kbps_;
   Kernels kernels_ = Kernels::kReference;
+  Precision precision_ = Precision::kFp32;
 };
 
 // Cross-fades chunk outputs with triangular weights (the reference's _linear_overlap_add).
