@@ -52,6 +52,7 @@ struct CliOptions {
   std::string model_dir;
   int threads = 0;
   bool fast = false;
+  std::string precision = "fp32";  // or "bf16" (implies fast)
   // Samples per block pushed to the streaming engine; 0: not given.
   int64_t stream_block = 0;
   // Hidden (benchmarks): official-size models with random weights instead of
@@ -218,6 +219,7 @@ EncodecModel load_weights(const CliOptions& options, const std::string& model_na
 EncodecModel load_model(const CliOptions& options, const std::string& model_name) {
   EncodecModel model = load_weights(options, model_name);
   model.set_kernels(options.fast ? Kernels::kFast : Kernels::kReference);
+  if (options.precision == "bf16") model.set_precision(Precision::kBf16);
   return model;
 }
 
@@ -509,6 +511,14 @@ int run_encodec_cli(int argc, const char* const* argv) {
                  "time (decompression: writing N at a time); implies --fast. The output is "
                  "byte-identical to --fast without it (which streams with N = 24000)")
       ->check(CLI::PositiveNumber);
+  app.add_option("--precision", options.precision,
+                 "Arithmetic of the fast kernels: fp32, or bf16 (implies --fast; needs a CPU "
+                 "with AVX512-BF16 and is refused without it). bf16 rounds weights and layer "
+                 "inputs to bfloat16, summing in fp32: faster, with decoded audio about 40 dB "
+                 "from fp32's; its .ecdc files are valid for any decoder, not byte-identical "
+                 "to fp32 ones. Streams still equal files bit for bit in either precision")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "bf16"}));
   // No help text and no group: not shown by --help (benchmarks only).
   app.add_flag("--random-weights", options.random_weights)->group("");
   app.add_option("--threads", options.threads,
@@ -530,6 +540,15 @@ int run_encodec_cli(int argc, const char* const* argv) {
       std::cerr << "encodec: error: --stream-block needs the causal 24 kHz model; the 48 kHz "
                    "model (--hq) encodes 1 s chunks\n";
       return kExitUsage;
+    }
+    options.fast = true;
+  }
+  if (options.precision == "bf16") {
+    // Refused before any work: bf16 without the instructions would be slower, not faster.
+    const std::string reason = bf16_unavailable_reason();
+    if (!reason.empty()) {
+      std::cerr << "encodec: error: --precision bf16: " << reason << "\n";
+      return kExitFailure;
     }
     options.fast = true;
   }
