@@ -4,6 +4,8 @@
 #include <cstring>
 #include <vector>
 
+#include "fast/tile_schedule.h"
+
 namespace encodec::fast {
 namespace {
 
@@ -115,21 +117,10 @@ void ordered_gemm(const float* const* rows, int64_t row_count, const OrderedMatr
 
 void ordered_gemm(const float* a, int64_t lda, int64_t row_count, const OrderedMatrix& b, float* c,
                   int64_t ldc, const OrderedGemmOptions& options) {
-  if (const PackedMatrix* matrix = b.fp32()) {
-    ordered_gemm(a, lda, row_count, *matrix, c, ldc, options);
-    return;
-  }
-  // Row pointers in chunks on the stack, as the fp32 strided product.
-  const float* rows[kChunkRows];
-  float* out_rows[kChunkRows];
-  for (int64_t first = 0; first < row_count; first += kChunkRows) {
-    const int64_t count = std::min(kChunkRows, row_count - first);
-    for (int64_t m = 0; m < count; ++m) {
-      rows[m] = a + (first + m) * lda;
-      out_rows[m] = c + (first + m) * ldc;
-    }
-    ordered_gemm(rows, count, b, out_rows, options);
-  }
+  for_strided_row_chunks(a, lda, row_count, c, ldc,
+                         [&](const float* const* rows, float* const* out_rows, int64_t count) {
+                           ordered_gemm(rows, count, b, out_rows, options);
+                         });
 }
 
 }  // namespace encodec::fast
