@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <fstream>
 #include <string>
@@ -34,6 +35,19 @@ inline double percentile(std::vector<double> values, double p) {
   std::sort(values.begin(), values.end());
   const size_t index = std::min(values.size() - 1, static_cast<size_t>(p * (values.size() - 1) + 0.5));
   return values[index];
+}
+
+// Best of `repeats` runs of `fn`, in seconds.
+template <typename Fn>
+double best_time(int repeats, Fn&& fn) {
+  double best = INFINITY;
+  for (int i = 0; i < repeats; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    fn();
+    best = std::min(
+        best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  return best;
 }
 
 // Noise plus a few tones, like real audio in level and spectrum: [1, channels, length].

@@ -19,21 +19,8 @@
 
 namespace {
 
+using encodec::bench::best_time;
 using encodec::bench::cpu_model;
-
-using Clock = std::chrono::steady_clock;
-
-// Best of `repeats` runs, in seconds.
-template <typename Fn>
-double best_time(int repeats, Fn&& fn) {
-  double best = INFINITY;
-  for (int i = 0; i < repeats; ++i) {
-    const auto start = Clock::now();
-    fn();
-    best = std::min(best, std::chrono::duration<double>(Clock::now() - start).count());
-  }
-  return best;
-}
 
 }  // namespace
 

@@ -627,7 +627,7 @@ TEST_F(CliTest, HelpExplainsEveryFlag) {
   for (const char* flag :
        {"-b", "--bandwidth", "-f", "--force", "--hq", "-l", "--lm", "-r", "--rescale", "-s",
         "--decompress-suffix", "-q", "--quiet", "--checkpoint", "--lm-checkpoint", "--model-dir",
-        "--threads", "--fast", "--stream-block", "Usage: encodec [OPTIONS] INPUT [OUTPUT]", "ENCODEC_MODEL_DIR", ".ecdc",
+        "--threads", "--fast", "--stream-block", "--precision", "bf16", "AVX512-BF16", "Usage: encodec [OPTIONS] INPUT [OUTPUT]", "ENCODEC_MODEL_DIR", ".ecdc",
         ".wav"}) {
     expect_contains(run.out, flag);
   }
@@ -759,6 +759,63 @@ TEST_F(CliTest, WholeFileAndStreamBlockExcludeEachOther) {
   EXPECT_EQ(run.exit_code, 2);
   expect_contains(run.err, "--whole-file");
   EXPECT_EQ(testing::files_in(dir_), std::vector<std::string>{});
+}
+
+}  // namespace
+}  // namespace encodec
+
+namespace encodec {
+namespace {
+
+// --precision bf16 where bf16 is unavailable (forced through
+// ENCODEC_DISABLE_BF16 so that this runs on any CPU): refused before any work,
+// naming the missing feature.
+TEST_F(CliTest, PrecisionBf16IsRefusedWhereUnavailable) {
+  ::setenv("ENCODEC_DISABLE_BF16", "1", 1);
+  const CliRun run = run_cli({"-f", "--precision", "bf16", "--checkpoint", checkpoint_24khz(),
+                              testing::golden_path("inputs/tiny_24k.wav"), path("out.ecdc")});
+  ::unsetenv("ENCODEC_DISABLE_BF16");
+  EXPECT_EQ(run.exit_code, 1);
+  expect_contains(run.err, "--precision bf16");
+  expect_contains(run.err, "AVX512-BF16");
+  EXPECT_EQ(testing::files_in(dir_), std::vector<std::string>{});
+}
+
+// --precision bf16 writes the offline bf16 path's bytes (the 24 kHz model
+// streams, with any block size; the 48 kHz model runs its chunks), and the
+// default (fp32, reference kernels) decompression reads them.
+TEST_F(CliTest, PrecisionBf16WritesTheOfflineBf16BytesThatFp32Decompresses) {
+  if (!bf16_unavailable_reason().empty()) GTEST_SKIP() << bf16_unavailable_reason();
+  struct Case {
+    std::string model, input, checkpoint;
+    std::vector<std::vector<std::string>> modes;  // extra flags, one run each
+  };
+  const Case cases[] = {
+      {"encodec_24khz", "inputs/speech_24k.wav", checkpoint_24khz(), {{}, {"--stream-block", "441"}}},
+      {"encodec_48khz", "inputs/music_stereo_48k.wav", checkpoint_48khz(), {{"--hq"}}}};
+  for (const Case& c : cases) {
+    EncodecModel model = testing::golden_model(c.model);
+    model.set_target_bandwidth(6.0);
+    model.set_precision(Precision::kBf16);
+    const Audio audio = read_audio(testing::golden_path(c.input));
+    const std::string offline = compress(model, audio.samples);
+    for (const std::vector<std::string>& mode : c.modes) {
+      std::vector<std::string> args = {"-f", "-q", "--precision", "bf16", "-b", "6",
+                                       "--checkpoint", c.checkpoint};
+      args.insert(args.end(), mode.begin(), mode.end());
+      args.push_back(testing::golden_path(c.input));
+      args.push_back(path("out.ecdc"));
+      const CliRun run = run_cli(args);
+      ASSERT_EQ(run.exit_code, 0) << run.err;
+      EXPECT_TRUE(testing::read_file_bytes(path("out.ecdc")) == offline) << c.input;
+    }
+    const CliRun run = run_cli({"-f", "-q", "--checkpoint", c.checkpoint, path("out.ecdc"),
+                                path("out.wav")});
+    ASSERT_EQ(run.exit_code, 0) << run.err;
+    const Pcm16 decoded = read_pcm16(path("out.wav"));
+    EXPECT_EQ(decoded.frames, audio.samples.size(1));
+    EXPECT_EQ(decoded.channels, audio.samples.size(0));
+  }
 }
 
 }  // namespace

@@ -52,11 +52,11 @@ TEST_P(OrderedGemmBf16Test, EveryElementIsThePairChainAndRowsAreIndependent) {
     rows[m] = &a_bf16[m * stride];
     out_rows[m] = &out[m * shape.columns];
   }
-  ordered_gemm_bf16(rows.data(), shape.rows, packed, out_rows.data(), bias.data());
+  ordered_gemm_bf16(rows.data(), shape.rows, packed, out_rows.data(), {bias.data()});
   for (int64_t m = 0; m < shape.rows; ++m) {
     std::vector<float> alone(shape.columns);
     float* alone_row = alone.data();
-    ordered_gemm_bf16(&rows[m], 1, packed, &alone_row, bias.data());
+    ordered_gemm_bf16(&rows[m], 1, packed, &alone_row, {bias.data()});
     for (int64_t n = 0; n < shape.columns; ++n) {
       ASSERT_EQ(out[m * shape.columns + n], ordered_chain_bf16(rows[m], packed, n, bias[n]))
           << "row " << m << " column " << n;
@@ -81,7 +81,7 @@ TEST_P(OrderedGemmBf16Test, CloseToTheExactProduct) {
     rows[m] = &a_bf16[m * shape.depth];
     out_rows[m] = &out[m * shape.columns];
   }
-  ordered_gemm_bf16(rows.data(), shape.rows, packed, out_rows.data(), nullptr);
+  ordered_gemm_bf16(rows.data(), shape.rows, packed, out_rows.data());
   for (int64_t m = 0; m < shape.rows; ++m) {
     for (int64_t n = 0; n < shape.columns; ++n) {
       double exact = 0;

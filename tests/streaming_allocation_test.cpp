@@ -67,11 +67,19 @@ void free(void* pointer) { __libc_free(pointer); }
 namespace encodec {
 namespace {
 
-TEST(StreamingAllocationTest, PerFramePathAllocatesNothingAfterWarmUp) {
+// In both precisions: bf16 products convert their inputs into a per-thread
+// scratch that must stop growing once warmed up.
+class StreamingAllocationTest : public ::testing::TestWithParam<Precision> {};
+
+TEST_P(StreamingAllocationTest, PerFramePathAllocatesNothingAfterWarmUp) {
   ENCODEC_REQUIRE_GOLDEN();
+  if (GetParam() == Precision::kBf16 && !bf16_unavailable_reason().empty()) {
+    GTEST_SKIP() << bf16_unavailable_reason();
+  }
   at::set_num_threads(1);
   EncodecModel model = testing::golden_model("encodec_24khz");
   model.set_target_bandwidth(6.0);
+  model.set_precision(GetParam());
   StreamingEncoder encoder(model);
   StreamingDecoder decoder(model);
   StreamBatcher batcher(model);
@@ -114,6 +122,10 @@ TEST(StreamingAllocationTest, PerFramePathAllocatesNothingAfterWarmUp) {
   counting = false;
   EXPECT_EQ(allocations.load(), 0) << "allocations in 100 frames of encode, decode and batched ticks";
 }
+
+INSTANTIATE_TEST_SUITE_P(Precisions, StreamingAllocationTest,
+                         ::testing::Values(Precision::kFp32, Precision::kBf16),
+                         [](const auto& info) { return std::string(precision_name(info.param)); });
 
 }  // namespace
 }  // namespace encodec

@@ -27,9 +27,10 @@ std::vector<GoldenCase> streaming_cases() {
   return cases;
 }
 
-EncodecModel fast_model(double bandwidth_kbps) {
+EncodecModel fast_model(double bandwidth_kbps, Precision precision = Precision::kFp32) {
   EncodecModel model = testing::golden_model("encodec_24khz");
   model.set_kernels(Kernels::kFast);
+  model.set_precision(precision);
   model.set_target_bandwidth(bandwidth_kbps);
   return model;
 }
@@ -100,14 +101,27 @@ std::vector<float> stream_decode(StreamingDecoder& decoder, const std::vector<Co
   return audio;
 }
 
-class StreamingGoldenTest : public ::testing::TestWithParam<GoldenCase> {
+// Skips a bf16 test where bf16 cannot run.
+#define REQUIRE_PRECISION(precision)                                         \
+  do {                                                                       \
+    if ((precision) == Precision::kBf16 && !bf16_unavailable_reason().empty()) { \
+      GTEST_SKIP() << bf16_unavailable_reason();                             \
+    }                                                                        \
+  } while (0)
+
+// Every golden 24 kHz case in both precisions: bf16 streams equal bf16 files
+// bit for bit too (its products have one fixed order as well).
+class StreamingGoldenTest : public ::testing::TestWithParam<std::tuple<GoldenCase, Precision>> {
  protected:
-  void SetUp() override { ENCODEC_REQUIRE_GOLDEN(); }
+  void SetUp() override {
+    ENCODEC_REQUIRE_GOLDEN();
+    REQUIRE_PRECISION(std::get<1>(GetParam()));
+  }
 };
 
 TEST_P(StreamingGoldenTest, CodesEqualOfflineForAnyBlockSize) {
-  const GoldenCase& golden = GetParam();
-  const EncodecModel model = fast_model(golden.bandwidth_kbps);
+  const auto& [golden, precision] = GetParam();
+  const EncodecModel model = fast_model(golden.bandwidth_kbps, precision);
   const std::vector<float> samples = mono_samples(golden);
   const torch::Tensor offline = testing::concatenated_codes(model.encode(as_wav(samples)));
   std::vector<int64_t> blocks = {160, 320, 441, 4096};
@@ -121,15 +135,15 @@ TEST_P(StreamingGoldenTest, CodesEqualOfflineForAnyBlockSize) {
   }
   // Where the fast kernels equal the reference (up to 12 kbps on this model),
   // the streamed codes are the golden ones too.
-  if (golden.bandwidth_kbps <= 12.0) {
+  if (golden.bandwidth_kbps <= 12.0 && precision == Precision::kFp32) {
     const torch::Tensor expected = testing::load_npy(testing::golden_path(golden.codes));
     EXPECT_TRUE(torch::equal(offline, expected.reshape(offline.sizes())));
   }
 }
 
 TEST_P(StreamingGoldenTest, AudioEqualsOfflineDecode) {
-  const GoldenCase& golden = GetParam();
-  const EncodecModel model = fast_model(golden.bandwidth_kbps);
+  const auto& [golden, precision] = GetParam();
+  const EncodecModel model = fast_model(golden.bandwidth_kbps, precision);
   const std::vector<float> samples = mono_samples(golden);
   const std::vector<EncodedFrame> encoded = model.encode(as_wav(samples));
   const torch::Tensor offline = model.decode(encoded).flatten();
@@ -156,8 +170,13 @@ TEST_P(StreamingGoldenTest, AudioEqualsOfflineDecode) {
   EXPECT_EQ(audio, streamed);
 }
 
-INSTANTIATE_TEST_SUITE_P(Golden, StreamingGoldenTest, ::testing::ValuesIn(streaming_cases()),
-                         [](const auto& info) { return info.param.label; });
+INSTANTIATE_TEST_SUITE_P(Golden, StreamingGoldenTest,
+                         ::testing::Combine(::testing::ValuesIn(streaming_cases()),
+                                            ::testing::Values(Precision::kFp32, Precision::kBf16)),
+                         [](const auto& info) {
+                           const bool bf16 = std::get<1>(info.param) == Precision::kBf16;
+                           return std::get<0>(info.param).label + (bf16 ? "_bf16" : "");
+                         });
 GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(StreamingGoldenTest);
 
 class StreamingTest : public ::testing::Test {
@@ -170,6 +189,9 @@ class StreamingTest : public ::testing::Test {
     }
     return {};
   }
+  // Streams joining, leaving and skipping ticks of a StreamBatcher against the
+  // same streams alone, in `precision`.
+  void expect_batched_streams_equal_streams_alone(Precision precision) const;
 };
 
 TEST_F(StreamingTest, BandwidthChangesBetweenFrames) {
@@ -273,9 +295,9 @@ TEST_F(StreamingTest, DecoderRejectsInvalidFrames) {
 
 // Streams that open at different ticks, run at different bandwidths, skip
 // ticks and close early give the codes and audio they give alone.
-TEST_F(StreamingTest, BatchedStreamsEqualStreamsAlone) {
+void StreamingTest::expect_batched_streams_equal_streams_alone(Precision precision) const {
   const std::vector<float> samples = speech();
-  const EncodecModel model = fast_model(6.0);
+  const EncodecModel model = fast_model(6.0, precision);
   const int64_t hop = model.config().hop_length();
   constexpr int kStreams = 5;
   const double bandwidths[kStreams] = {6.0, 1.5, 24.0, 6.0, 12.0};
@@ -356,6 +378,15 @@ TEST_F(StreamingTest, BatchedStreamsEqualStreamsAlone) {
     EXPECT_TRUE(std::equal(batched_audio[s].begin(), batched_audio[s].end(), audio.begin()))
         << "stream " << s;
   }
+}
+
+TEST_F(StreamingTest, BatchedStreamsEqualStreamsAlone) {
+  expect_batched_streams_equal_streams_alone(Precision::kFp32);
+}
+
+TEST_F(StreamingTest, BatchedBf16StreamsEqualBf16StreamsAlone) {
+  REQUIRE_PRECISION(Precision::kBf16);
+  expect_batched_streams_equal_streams_alone(Precision::kBf16);
 }
 
 // Lost frames: no NaN, the timing kept (hop samples per frame, lost or not),

@@ -57,6 +57,7 @@ struct CliOptions {
   bool fast = false;
   // Reference path on the whole input whatever its length (no automatic streaming).
   bool whole_file = false;
+  std::string precision = "fp32";  // or "bf16" (implies fast)
   // Samples per block pushed to the streaming engine; 0: not given.
   int64_t stream_block = 0;
   // Hidden (benchmarks): official-size models with random weights instead of
@@ -230,8 +231,12 @@ EncodecModel load_weights(const CliOptions& options, const std::string& model_na
 // than mapped and zeroed again for every chunk.
 EncodecModel load_model(const CliOptions& options, const std::string& model_name) {
   mallopt(M_MMAP_THRESHOLD, 128 * 1024);
-  EncodecModel model = load_weights(options, model_name,
-                                    options.fast ? KernelSet::kFastOnly : KernelSet::kReferenceOnly);
+  // bf16 builds its layers from the reference weights (and needs no fp32 fast copies).
+  const bool bf16 = options.precision == "bf16";
+  EncodecModel model = load_weights(
+      options, model_name,
+      options.fast && !bf16 ? KernelSet::kFastOnly : KernelSet::kReferenceOnly);
+  if (bf16) model.set_precision(Precision::kBf16);
   mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
   mallopt(M_TRIM_THRESHOLD, 64 * 1024 * 1024);
   return model;
@@ -557,6 +562,14 @@ int run_encodec_cli(int argc, const char* const* argv) {
                  "time (decompression: writing N at a time); implies --fast. The output is "
                  "byte-identical to --fast without it (which streams with N = 9600)")
       ->check(CLI::PositiveNumber);
+  app.add_option("--precision", options.precision,
+                 "Arithmetic of the fast kernels: fp32, or bf16 (implies --fast; needs a CPU "
+                 "with AVX512-BF16 and is refused without it). bf16 rounds weights and layer "
+                 "inputs to bfloat16, summing in fp32: faster, with decoded audio about 40 dB "
+                 "from fp32's; its .ecdc files are valid for any decoder, not byte-identical "
+                 "to fp32 ones. Streams still equal files bit for bit in either precision")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "bf16"}));
   // No help text and no group: not shown by --help (benchmarks only).
   app.add_flag("--random-weights", options.random_weights)->group("");
   app.add_option("--threads", options.threads,
@@ -582,6 +595,15 @@ int run_encodec_cli(int argc, const char* const* argv) {
     if (options.whole_file) {
       std::cerr << "encodec: error: --stream-block and --whole-file exclude each other\n";
       return kExitUsage;
+    }
+    options.fast = true;
+  }
+  if (options.precision == "bf16") {
+    // Refused before any work: bf16 without the instructions would be slower, not faster.
+    const std::string reason = bf16_unavailable_reason();
+    if (!reason.empty()) {
+      std::cerr << "encodec: error: --precision bf16: " << reason << "\n";
+      return kExitFailure;
     }
     options.fast = true;
   }

@@ -123,21 +123,6 @@ EncodecModel::EncodecModel(std::shared_ptr<const Weights> weights)
 
 KernelSet EncodecModel::kernel_set() const { return weights_->kernel_set; }
 
-void EncodecModel::set_kernels(Kernels kernels) {
-  const KernelSet loaded = weights_->kernel_set;
-  if (kernels == Kernels::kFast && loaded == KernelSet::kReferenceOnly) {
-    throw std::logic_error("model " + name() +
-                           " was loaded with the reference kernels only (KernelSet::kReferenceOnly): "
-                           "it cannot run the fast kernels");
-  }
-  if (kernels == Kernels::kReference && loaded == KernelSet::kFastOnly) {
-    throw std::logic_error("model " + name() +
-                           " was loaded with the fast kernels only (KernelSet::kFastOnly): "
-                           "it cannot run the reference kernels");
-  }
-  kernels_ = kernels;
-}
-
 namespace {
 
 std::shared_ptr<EncodecModel::Weights> build_weights(const EncodecConfig& config,
@@ -146,7 +131,7 @@ std::shared_ptr<EncodecModel::Weights> build_weights(const EncodecConfig& config
   auto weights = std::make_shared<EncodecModel::Weights>(EncodecModel::Weights{
       config, kernel_set, SEANetEncoder(loader, "encoder", seanet),
       ResidualVectorQuantizer(loader, "quantizer", config.n_q, config.bins, config.dimension),
-      SEANetDecoder(loader, "decoder", seanet), nullptr, nullptr, nullptr});
+      SEANetDecoder(loader, "decoder", seanet), nullptr, nullptr, nullptr, {}});
   loader.expect_all_used();
   if (kernel_set == KernelSet::kFastOnly) {
     const fast::SEANet::ReleaseReferenceWeights release;
@@ -264,12 +249,11 @@ EncodedFrame EncodecModel::encode_chunk(const torch::Tensor& wav) const {
     x = x / scale;
     frame.scale = scale.view({-1, 1});
   }
-  torch::Tensor embeddings = kernels_ == Kernels::kFast ? weights_->fast_encoder->forward(x)
-                                                        : weights_->encoder.forward(x);
-  const torch::Tensor codes =
-      kernels_ == Kernels::kFast
-          ? weights_->fast_quantizer->encode(embeddings, num_codebooks())
-          : weights_->quantizer.encode(embeddings, num_codebooks());
+  const bool fast = kernels_ == Kernels::kFast;
+  torch::Tensor embeddings =
+      fast ? fast_layers(*this).encoder.forward(x) : weights_->encoder.forward(x);
+  const torch::Tensor codes = fast ? fast_layers(*this).quantizer.encode(embeddings, num_codebooks())
+                                   : weights_->quantizer.encode(embeddings, num_codebooks());
   frame.codes = codes.transpose(0, 1);
   return frame;
 }
@@ -290,7 +274,7 @@ std::vector<EncodedFrame> EncodecModel::encode(const torch::Tensor& wav) const {
 torch::Tensor EncodecModel::decode_chunk(const EncodedFrame& frame) const {
   torch::NoGradGuard no_grad;
   torch::Tensor embeddings = weights_->quantizer.decode(frame.codes.transpose(0, 1));
-  torch::Tensor out = kernels_ == Kernels::kFast ? weights_->fast_decoder->forward(embeddings)
+  torch::Tensor out = kernels_ == Kernels::kFast ? fast_layers(*this).decoder.forward(embeddings)
                                                  : weights_->decoder.forward(embeddings);
   if (frame.scale) out = out * frame.scale->view({-1, 1, 1});
   return out;

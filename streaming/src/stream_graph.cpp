@@ -5,7 +5,7 @@
 #include <stdexcept>
 
 #include "fast/fast_layers.h"
-#include "fast/ordered_gemm.h"
+#include "fast/ordered_matrix.h"
 
 namespace encodec::streaming {
 
@@ -77,7 +77,7 @@ namespace {
 // Conv outputs for every slot: rows t of `input` at stride `stride`, into
 // `output` rows [first_output, first_output + count) (added to what they hold
 // with `accumulate`), then ELU.
-void conv_rows(const RowBuffer& input, int64_t stride, int64_t count, const fast::PackedMatrix& weights,
+void conv_rows(const RowBuffer& input, int64_t stride, int64_t count, const fast::OrderedMatrix& weights,
                const float* bias, RowBuffer& output, int64_t first_output, bool accumulate, bool elu,
                Scratch& scratch) {
   if (count <= 0) return;

@@ -23,9 +23,9 @@ void check_streamable(const EncodecModel& model) {
     throw std::invalid_argument("streaming supports at most " + std::to_string(kMaxStreamCodebooks) +
                                 " codebooks; " + config.name + " has " + std::to_string(config.n_q));
   }
-  if (model.kernel_set() == KernelSet::kReferenceOnly) {
+  if (model.kernel_set() == KernelSet::kReferenceOnly && model.precision() == Precision::kFp32) {
     throw std::invalid_argument("streaming runs the fast kernels; this " + config.name +
-                                " model was loaded with KernelSet::kReferenceOnly");
+                                " model was loaded with KernelSet::kReferenceOnly (fp32)");
   }
 }
 
@@ -75,11 +75,11 @@ class Queue {
 
 struct StreamingEncoder::Engine {
   explicit Engine(const EncodecModel& source)
-      : model(source), graph((check_streamable(source), *source.weights().fast_encoder), 1) {
+      : model(source), graph((check_streamable(source), fast_layers(source).encoder), 1) {
     num_codebooks = model.num_codebooks();
   }
 
-  const fast::Quantizer& quantizer() const { return *model.weights().fast_quantizer; }
+  const fast::Quantizer& quantizer() const { return fast_layers(model).quantizer; }
 
   // rows [count, D] -> frames with `codebooks` levels, onto `ready`.
   void quantize(const float* rows, int64_t count, int codebooks) {
@@ -164,11 +164,11 @@ struct StreamingDecoder::Engine {
 
   explicit Engine(const EncodecModel& source)
       : model(source),
-        graph((check_streamable(source), *source.weights().fast_decoder), 1),
+        graph((check_streamable(source), fast_layers(source).decoder), 1),
         hop(source.config().hop_length()),
         ramps(kRampFrames, {1.0f, 1.0f}) {}
 
-  const fast::Quantizer& quantizer() const { return *model.weights().fast_quantizer; }
+  const fast::Quantizer& quantizer() const { return fast_layers(model).quantizer; }
 
   void validate(const CodeFrame& frame) const {
     if (frame.num_codebooks < 1 || frame.num_codebooks > quantizer().max_codebooks()) {
@@ -488,7 +488,7 @@ void StreamBatcher::encode_tick() {
       max_codebooks = std::max(max_codebooks, state.streams.at(owners[slot])->encoder.num_codebooks);
     }
     output.clear();
-    const fast::Quantizer& quantizer = *state.model.weights().fast_quantizer;
+    const fast::Quantizer& quantizer = fast_layers(state.model).quantizer;
     state.codes.resize(static_cast<size_t>(count * max_codebooks));
     state.residual.resize(static_cast<size_t>(count * dimension));
     state.scores.resize(static_cast<size_t>(count * quantizer.bins()));

@@ -23,6 +23,7 @@
 
 #include "encodec/checkpoint.h"
 #include "encodec/model_store.h"
+#include "encodec/precision.h"
 
 namespace encodec {
 
@@ -79,7 +80,7 @@ enum class Kernels {
 // program that runs only one kind loads only that one.
 enum class KernelSet {
   kBoth,           // set_kernels() may switch at any time
-  kReferenceOnly,  // set_kernels(Kernels::kFast) throws
+  kReferenceOnly,  // set_kernels(Kernels::kFast) throws in fp32 (bf16 builds its own layers)
   // Runs Kernels::kFast (set from the start); set_kernels(Kernels::kReference)
   // throws. The fast copies are packed layer by layer while each reference
   // kernel is released, so the weights are never held twice, even while loading.
@@ -133,10 +134,25 @@ class EncodecModel {
   std::optional<double> bandwidth() const { return bandwidth_kbps_; }
   int num_codebooks() const { return config().num_codebooks(bandwidth_kbps_); }
 
-  // Throws std::logic_error when the model's KernelSet lacks `kernels`.
+  // Throws std::logic_error when the model cannot run `kernels` in its
+  // precision: the reference kernels run in fp32 only and need the reference
+  // weights (not KernelSet::kFastOnly); the fp32 fast kernels need the fast
+  // copies (not KernelSet::kReferenceOnly).
   void set_kernels(Kernels kernels);
   Kernels kernels() const { return kernels_; }
   KernelSet kernel_set() const;
+
+  // Precision::kBf16 (opt-in, see encodec/precision.h) runs the fast kernels in
+  // bf16, and so also selects Kernels::kFast; kFp32 (the default) keeps the
+  // kernels (on a KernelSet::kReferenceOnly model: back to kReference). The
+  // bf16 layers are built from the reference weights on the first call for a
+  // set of weights (once, shared by the copies of the model; fp32-only users
+  // never pay for them), so a bf16-only program loads KernelSet::kReferenceOnly
+  // (no fp32 fast copies). Throws std::runtime_error, saying why, where bf16 is
+  // unavailable (bf16_unavailable_reason()), and std::logic_error on a
+  // KernelSet::kFastOnly model (its reference weights are released).
+  void set_precision(Precision precision);
+  Precision precision() const { return precision_; }
 
   // wav: float32 [B, channels, T]. One frame per chunk (a single one without segments).
   std::vector<EncodedFrame> encode(const torch::Tensor& wav) const;
@@ -156,6 +172,7 @@ class EncodecModel {
   std::shared_ptr<const Weights> weights_;
   std::optional<double> bandwidth_kbps_;
   Kernels kernels_ = Kernels::kReference;
+  Precision precision_ = Precision::kFp32;
 };
 
 // Cross-fades chunk outputs with triangular weights (the reference's _linear_overlap_add).

@@ -175,19 +175,19 @@ namespace {
 // A conv weight [out, in, kernel] as the ordered kernel's matrix: row n holds
 // output channel n's taps in the order of a time-major window (tap-major, then
 // input channel), so that a window of `kernel` consecutive rows is one row of A.
-PackedMatrix pack_conv_weight(const torch::Tensor& weight) {
+OrderedMatrix pack_conv_weight(const torch::Tensor& weight, Precision precision) {
   const torch::Tensor window_order = weight.permute({0, 2, 1}).contiguous();
-  return PackedMatrix(window_order.data_ptr<float>(), weight.size(0),
-                      weight.size(1) * weight.size(2));
+  return OrderedMatrix(window_order.data_ptr<float>(), weight.size(0),
+                       weight.size(1) * weight.size(2), precision);
 }
 
 }  // namespace
 
-Conv1d::Conv1d(const SConv1d& reference)
+Conv1d::Conv1d(const SConv1d& reference, Precision precision)
     : reference_(reference),
       in_channels_(reference.weight().size(1)),
       out_channels_(reference.weight().size(0)),
-      weights_(pack_conv_weight(reference.weight())) {}
+      weights_(pack_conv_weight(reference.weight(), precision)) {}
 
 int64_t Conv1d::output_length(int64_t padded_length) const {
   return (padded_length - reference_.effective_kernel_size()) / reference_.stride() + 1;
@@ -253,7 +253,7 @@ torch::Tensor phase_weights(const torch::Tensor& weight, int64_t stride) {
 
 }  // namespace
 
-ConvTranspose1d::ConvTranspose1d(const SConvTranspose1d& reference)
+ConvTranspose1d::ConvTranspose1d(const SConvTranspose1d& reference, Precision precision)
     : reference_(reference),
       out_channels_(reference.weight().size(1)),
       phase_bias_(reference.bias().repeat({reference.stride()}).contiguous()) {
@@ -262,7 +262,7 @@ ConvTranspose1d::ConvTranspose1d(const SConvTranspose1d& reference)
   const int64_t padding_total = reference.kernel_size() - reference.stride();
   trim_right_ = reference.causal() ? padding_total : padding_total / 2;
   trim_left_ = padding_total - trim_right_;
-  phases_ = pack_conv_weight(phase_weights(reference.weight(), reference.stride()));
+  phases_ = pack_conv_weight(phase_weights(reference.weight(), reference.stride()), precision);
 }
 
 torch::Tensor ConvTranspose1d::forward(const torch::Tensor& x, const Epilogue& epilogue) const {
@@ -310,16 +310,16 @@ void lstm_gates(const float* __restrict recurrent, const float* __restrict proje
   }
 }
 
-Lstm::Lstm(const SLSTM& reference)
+Lstm::Lstm(const SLSTM& reference, Precision precision)
     : dimension_(reference.dimension()), num_layers_(reference.num_layers()) {
   const auto& parameters = reference.parameters();
   for (int64_t layer = 0; layer < num_layers_; ++layer) {
     const torch::Tensor input_weight = parameters[4 * layer].contiguous();
     const torch::Tensor recurrent_weight = parameters[4 * layer + 1].contiguous();
     input_weights_.emplace_back(input_weight.data_ptr<float>(), input_weight.size(0),
-                                input_weight.size(1));
+                                input_weight.size(1), precision);
     recurrent_weights_.emplace_back(recurrent_weight.data_ptr<float>(), recurrent_weight.size(0),
-                                    recurrent_weight.size(1));
+                                    recurrent_weight.size(1), precision);
     biases_.push_back(parameters[4 * layer + 2] + parameters[4 * layer + 3]);
   }
 }

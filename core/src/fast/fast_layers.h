@@ -5,6 +5,9 @@
 // which the streaming engine needs to equal the offline path. (oneDNN, which
 // LibTorch uses for convolutions, sums in an order chosen from the shapes.)
 // Results equal the reference kernels to float rounding, not bit for bit.
+// A layer built in Precision::kBf16 holds its weights in bf16 and rounds its
+// inputs to bf16 (ordered_matrix.h); everything between the products (ELU,
+// residual adds, group norm, LSTM gates) stays fp32.
 //
 // Thread safety: layers are immutable; forward() may run concurrently from
 // several threads.
@@ -15,7 +18,7 @@
 
 #include <torch/torch.h>
 
-#include "fast/ordered_gemm.h"
+#include "fast/ordered_matrix.h"
 #include "modules/conv.h"
 #include "modules/lstm.h"
 
@@ -32,7 +35,7 @@ struct Epilogue {
 // SConv1d on [B, T, C]: reflect padding as the reference, then the convolution.
 class Conv1d {
  public:
-  explicit Conv1d(const SConv1d& reference);
+  explicit Conv1d(const SConv1d& reference, Precision precision = Precision::kFp32);
   // `elu_input`: the conv reads ELU(x) (applied while padding, saving a pass).
   torch::Tensor forward(const torch::Tensor& x, const Epilogue& epilogue = {},
                         bool elu_input = false) const;
@@ -48,12 +51,12 @@ class Conv1d {
   int64_t out_channels() const { return out_channels_; }
   const SConv1d& reference() const { return reference_; }
   // [kernel * in (window order), out]
-  const PackedMatrix& ordered_weights() const { return weights_; }
+  const OrderedMatrix& ordered_weights() const { return weights_; }
 
  private:
   const SConv1d& reference_;  // its metadata: the kernel itself may be released
   int64_t in_channels_, out_channels_;
-  PackedMatrix weights_;
+  OrderedMatrix weights_;
 };
 
 // SConvTranspose1d on [B, T, C], as a plain convolution over the input that
@@ -64,7 +67,8 @@ class Conv1d {
 // reference's padding trim is then a slice.
 class ConvTranspose1d {
  public:
-  explicit ConvTranspose1d(const SConvTranspose1d& reference);
+  explicit ConvTranspose1d(const SConvTranspose1d& reference,
+                           Precision precision = Precision::kFp32);
   torch::Tensor forward(const torch::Tensor& x, const Epilogue& epilogue = {}) const;
 
   const SConvTranspose1d& reference() const { return reference_; }
@@ -73,14 +77,14 @@ class ConvTranspose1d {
   int64_t out_channels() const { return out_channels_; }
   // The phase convolution's matrix, [taps * in (window order), stride * out],
   // and its bias [stride * out].
-  const PackedMatrix& ordered_phases() const { return phases_; }
+  const OrderedMatrix& ordered_phases() const { return phases_; }
   const torch::Tensor& phase_bias() const { return phase_bias_; }
 
  private:
   const SConvTranspose1d& reference_;  // its metadata: the kernel itself may be released
   int64_t out_channels_, trim_left_, trim_right_;
   torch::Tensor phase_bias_;
-  PackedMatrix phases_;
+  OrderedMatrix phases_;
 };
 
 // SLSTM on [B, T, C] with the skip connection. The input projections of all
@@ -90,7 +94,7 @@ class ConvTranspose1d {
 // a whole sequence, or stacked with other streams.
 class Lstm {
  public:
-  explicit Lstm(const SLSTM& reference);
+  explicit Lstm(const SLSTM& reference, Precision precision = Precision::kFp32);
   torch::Tensor forward(const torch::Tensor& x, const Epilogue& epilogue = {}) const;
 
   int64_t dimension() const { return dimension_; }
@@ -103,8 +107,8 @@ class Lstm {
 
  private:
   int64_t dimension_, num_layers_;
-  std::vector<PackedMatrix> input_weights_;      // per layer W_ih, [in, 4H]
-  std::vector<PackedMatrix> recurrent_weights_;  // per layer W_hh, [H, 4H]
+  std::vector<OrderedMatrix> input_weights_;      // per layer W_ih, [in, 4H]
+  std::vector<OrderedMatrix> recurrent_weights_;  // per layer W_hh, [H, 4H]
   std::vector<torch::Tensor> biases_;            // per layer b_ih + b_hh [4H]
 };
 

@@ -2,14 +2,14 @@
 
 namespace encodec::fast {
 
-Quantizer::Quantizer(const ResidualVectorQuantizer& reference)
+Quantizer::Quantizer(const ResidualVectorQuantizer& reference, Precision precision)
     : reference_(reference),
       dimension_(reference.codebooks().front().embed().size(1)),
       bins_(reference.codebooks().front().embed().size(0)) {
   for (const EuclideanCodebook& codebook : reference.codebooks()) {
     // Doubling is exact, so -2 x.e is the chain over (-2 e) without another rounding.
     const torch::Tensor scaled = (codebook.embed() * -2.0f).contiguous();
-    codebooks_.emplace_back(scaled.data_ptr<float>(), bins_, dimension_);
+    codebooks_.emplace_back(scaled.data_ptr<float>(), bins_, dimension_, precision);
   }
 }
 

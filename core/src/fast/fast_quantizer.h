@@ -9,14 +9,17 @@
 
 #include <torch/torch.h>
 
-#include "fast/ordered_gemm.h"
+#include "fast/ordered_matrix.h"
 #include "quantization/vq.h"
 
 namespace encodec::fast {
 
 class Quantizer {
  public:
-  explicit Quantizer(const ResidualVectorQuantizer& reference);
+  // `precision`: of the distance products (the search); the residuals and the
+  // decoded embeddings stay fp32.
+  explicit Quantizer(const ResidualVectorQuantizer& reference,
+                     Precision precision = Precision::kFp32);
 
   int64_t dimension() const { return dimension_; }
   int64_t bins() const { return bins_; }
@@ -37,7 +40,7 @@ class Quantizer {
  private:
   const ResidualVectorQuantizer& reference_;
   int64_t dimension_, bins_;
-  std::vector<PackedMatrix> codebooks_;  // -2 * embed, as [D, bins]
+  std::vector<OrderedMatrix> codebooks_;  // -2 * embed, as [D, bins]
 };
 
 }  // namespace encodec::fast

@@ -233,18 +233,10 @@ void ordered_gemm(const float* const* rows, int64_t row_count, const PackedMatri
 
 void ordered_gemm(const float* a, int64_t lda, int64_t row_count, const PackedMatrix& b, float* c,
                   int64_t ldc, const OrderedGemmOptions& options) {
-  // Row pointers in chunks on the stack: no allocation on the per-frame path.
-  constexpr int64_t kChunk = 256;
-  const float* rows[kChunk];
-  float* out_rows[kChunk];
-  for (int64_t first = 0; first < row_count; first += kChunk) {
-    const int64_t count = std::min(kChunk, row_count - first);
-    for (int64_t m = 0; m < count; ++m) {
-      rows[m] = a + (first + m) * lda;
-      out_rows[m] = c + (first + m) * ldc;
-    }
-    ordered_gemm(rows, count, b, out_rows, options);
-  }
+  for_strided_row_chunks(a, lda, row_count, c, ldc,
+                         [&](const float* const* rows, float* const* out_rows, int64_t count) {
+                           ordered_gemm(rows, count, b, out_rows, options);
+                         });
 }
 
 }  // namespace encodec::fast

@@ -23,7 +23,8 @@ template <int kRows, int kPanels>
 __attribute__((target("avx512f,avx512bf16"))) void tile(const uint16_t* const* rows,
                                                          const PackedMatrixBf16& b,
                                                          int64_t first_panel, float* const* out_rows,
-                                                         const float* bias) {
+                                                         const OrderedGemmOptions& options) {
+  const float* bias = options.bias;
   __m512 accumulators[kRows][kPanels];
   __mmask16 masks[kPanels];
   const uint32_t* panels[kPanels];
@@ -51,31 +52,35 @@ __attribute__((target("avx512f,avx512bf16"))) void tile(const uint16_t* const* r
   }
   for (int r = 0; r < kRows; ++r) {
     for (int p = 0; p < kPanels; ++p) {
-      _mm512_mask_storeu_ps(out_rows[r] + (first_panel + p) * kPanel, masks[p], accumulators[r][p]);
+      float* target = out_rows[r] + (first_panel + p) * kPanel;
+      __m512 value = accumulators[r][p];
+      if (options.accumulate) value = _mm512_add_ps(_mm512_maskz_loadu_ps(masks[p], target), value);
+      _mm512_mask_storeu_ps(target, masks[p], value);
     }
   }
 }
 
 template <int kRows>
 void tile_panels(const uint16_t* const* rows, const PackedMatrixBf16& b, int64_t first_panel,
-                 int64_t panels, float* const* out_rows, const float* bias) {
+                 int64_t panels, float* const* out_rows, const OrderedGemmOptions& options) {
   switch (panels) {
-    case 1: return tile<kRows, 1>(rows, b, first_panel, out_rows, bias);
-    case 2: return tile<kRows, 2>(rows, b, first_panel, out_rows, bias);
-    case 3: return tile<kRows, 3>(rows, b, first_panel, out_rows, bias);
-    default: return tile<kRows, 4>(rows, b, first_panel, out_rows, bias);
+    case 1: return tile<kRows, 1>(rows, b, first_panel, out_rows, options);
+    case 2: return tile<kRows, 2>(rows, b, first_panel, out_rows, options);
+    case 3: return tile<kRows, 3>(rows, b, first_panel, out_rows, options);
+    default: return tile<kRows, 4>(rows, b, first_panel, out_rows, options);
   }
 }
 
 void run_tile(const uint16_t* const* rows, int64_t row_count, const PackedMatrixBf16& b,
-              int64_t first_panel, int64_t panels, float* const* out_rows, const float* bias) {
+              int64_t first_panel, int64_t panels, float* const* out_rows,
+              const OrderedGemmOptions& options) {
   switch (row_count) {
-    case 1: return tile_panels<1>(rows, b, first_panel, panels, out_rows, bias);
-    case 2: return tile_panels<2>(rows, b, first_panel, panels, out_rows, bias);
-    case 3: return tile_panels<3>(rows, b, first_panel, panels, out_rows, bias);
-    case 4: return tile_panels<4>(rows, b, first_panel, panels, out_rows, bias);
-    case 5: return tile_panels<5>(rows, b, first_panel, panels, out_rows, bias);
-    default: return tile_panels<6>(rows, b, first_panel, panels, out_rows, bias);
+    case 1: return tile_panels<1>(rows, b, first_panel, panels, out_rows, options);
+    case 2: return tile_panels<2>(rows, b, first_panel, panels, out_rows, options);
+    case 3: return tile_panels<3>(rows, b, first_panel, panels, out_rows, options);
+    case 4: return tile_panels<4>(rows, b, first_panel, panels, out_rows, options);
+    case 5: return tile_panels<5>(rows, b, first_panel, panels, out_rows, options);
+    default: return tile_panels<6>(rows, b, first_panel, panels, out_rows, options);
   }
 }
 
@@ -133,7 +138,7 @@ float ordered_chain_bf16(const uint16_t* a_row, const PackedMatrixBf16& b, int64
 }
 
 void ordered_gemm_bf16(const uint16_t* const* rows, int64_t row_count, const PackedMatrixBf16& b,
-                       float* const* out_rows, const float* bias) {
+                       float* const* out_rows, const OrderedGemmOptions& options) {
   if (!cpu_has_avx512_bf16()) {
     throw std::runtime_error("bf16 products need a CPU with AVX512-BF16");
   }
@@ -142,7 +147,8 @@ void ordered_gemm_bf16(const uint16_t* const* rows, int64_t row_count, const Pac
       row_count, b.panel_count(), b.rows(),
       [](int64_t tile_rows) -> int64_t { return tile_rows <= 2 ? 4 : 2; },
       [&](int64_t first_row, int64_t rows_in_tile, int64_t first_panel, int64_t panels) {
-        run_tile(rows + first_row, rows_in_tile, b, first_panel, panels, out_rows + first_row, bias);
+        run_tile(rows + first_row, rows_in_tile, b, first_panel, panels, out_rows + first_row,
+                 options);
       });
 }
 

@@ -5,13 +5,16 @@
 // (each product is exact in fp32, each addition rounds to nearest even, and
 // denormals are flushed, as VDPBF16PS does). Like the fp32 kernel, a row gives
 // the same bits alone or in any batch, so bf16 streams still equal bf16 files.
-// Not yet used by the layers (the bf16 precision is issue 11's).
+// The layers reach it through OrderedMatrix (ordered_matrix.h), which also
+// converts their fp32 inputs.
 //
 // Thread safety: PackedMatrixBf16 is immutable; the functions keep no state.
 #pragma once
 
 #include <cstdint>
 #include <vector>
+
+#include "fast/ordered_gemm.h"
 
 namespace encodec::fast {
 
@@ -41,11 +44,13 @@ class PackedMatrixBf16 {
   std::vector<uint32_t> data_;
 };
 
-// out_rows[m][n] = bias[n] + the pair chain over rows[m] (bf16, K values, and
-// one more readable value when K is odd: it meets a zero weight). Throws
-// std::runtime_error without AVX512-BF16.
+// out_rows[m][n] = the pair chain over rows[m] (bf16, K values, and one more
+// readable value when K is odd: it meets a zero weight), starting at
+// options.bias[n] (or 0), and added to what out_rows[m][n] holds with
+// options.accumulate, as ordered_gemm does. Throws std::runtime_error without
+// AVX512-BF16.
 void ordered_gemm_bf16(const uint16_t* const* rows, int64_t row_count, const PackedMatrixBf16& b,
-                       float* const* out_rows, const float* bias);
+                       float* const* out_rows, const OrderedGemmOptions& options = {});
 
 // The same chain, one element at a time: the definition the kernel is tested against.
 float ordered_chain_bf16(const uint16_t* a_row, const PackedMatrixBf16& b, int64_t column,

@@ -37,4 +37,23 @@ void for_each_tile(int64_t row_count, int64_t panel_count, int64_t depth, TilePa
   });
 }
 
+// Calls `product(rows, out_rows, count)` over the rows a + m * lda (outputs
+// c + m * ldc) in chunks whose row pointers live on the stack, so that the
+// strided products allocate nothing on the per-frame path.
+template <typename Product>
+void for_strided_row_chunks(const float* a, int64_t lda, int64_t row_count, float* c, int64_t ldc,
+                            Product&& product) {
+  constexpr int64_t kChunk = 256;
+  const float* rows[kChunk];
+  float* out_rows[kChunk];
+  for (int64_t first = 0; first < row_count; first += kChunk) {
+    const int64_t count = std::min(kChunk, row_count - first);
+    for (int64_t m = 0; m < count; ++m) {
+      rows[m] = a + (first + m) * lda;
+      out_rows[m] = c + (first + m) * ldc;
+    }
+    product(rows, out_rows, count);
+  }
+}
+
 }  // namespace encodec::fast
