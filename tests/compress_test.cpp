@@ -338,5 +338,43 @@ TEST_F(CompressArgumentsTest, WithoutABandwidthEveryCodebookIsWritten) {
   EXPECT_EQ(bytes.size(), ecdc_header_size(bytes) + 2 * 32 * 10 / 8);  // 2 frames
 }
 
+// A 24 kHz file is a single chunk: its codes must reach the sink in bounded
+// pieces as they are read, not after the whole chunk (minutes of audio).
+TEST(ReadEcdcChunksTest, LongChunksReachTheSinkInBoundedPieces) {
+  class Recorder : public CodesSink {
+   public:
+    void begin_chunk(std::optional<float> scale) override {
+      ++chunks;
+      EXPECT_FALSE(scale.has_value());
+    }
+    void push_codes(const torch::Tensor& codes) override {
+      piece_frames.push_back(codes.size(1));
+      pieces.push_back(codes);
+    }
+    void end_chunk() override { ++ended; }
+    int chunks = 0, ended = 0;
+    std::vector<int64_t> piece_frames;
+    std::vector<torch::Tensor> pieces;
+  };
+  const EncodecConfig config = EncodecConfig::official_24khz();
+  constexpr int64_t kFrames = 4000;  // 53 s
+  EcdcHeader header;
+  header.model_name = config.name;
+  header.audio_length = kFrames * 320 - 17;
+  header.num_codebooks = 8;
+  torch::manual_seed(3);
+  const torch::Tensor codes = torch::randint(0, config.bins, {1, 8, kFrames}, torch::kInt64);
+  std::stringstream file;
+  write_ecdc(file, header, {EncodedFrame{codes, std::nullopt}}, config.bits_per_codebook());
+  read_ecdc_header(file);
+  Recorder recorder;
+  read_ecdc_chunks(file, header, config, nullptr, recorder);
+  EXPECT_EQ(recorder.chunks, 1);
+  EXPECT_EQ(recorder.ended, 1);
+  ASSERT_GT(recorder.pieces.size(), 1u);
+  for (const int64_t frames : recorder.piece_frames) EXPECT_LE(frames, 1500);
+  EXPECT_TRUE(torch::equal(torch::cat(recorder.pieces, 1), codes[0]));
+}
+
 }  // namespace
 }  // namespace encodec

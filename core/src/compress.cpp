@@ -44,34 +44,56 @@ std::string chunk_label(int64_t index, int64_t count) {
 
 // Reads one chunk's raw codes, frame-major ([num_frames, num_codebooks] in the
 // stream), and returns them as [num_codebooks, num_frames].
-torch::Tensor read_chunk_codes(std::istream& in, int64_t num_frames, int num_codebooks,
-                               const EncodecConfig& config, const std::string& label) {
-  // Reserve at most what a few minutes of audio need; beyond that the vector
-  // grows only as the stream really delivers values.
-  constexpr int64_t kMaxReservedValues = int64_t{1} << 20;
-  const int64_t num_values = num_frames * num_codebooks;
-  std::vector<int64_t> values;
-  values.reserve(static_cast<size_t>(std::min(num_values, kMaxReservedValues)));
-  BitUnpacker unpacker(config.bits_per_codebook(), in);
-  for (int64_t i = 0; i < num_values; ++i) {
-    const std::optional<uint32_t> value = unpacker.pull();
-    if (!value) {
-      throw EcdcFormatError("truncated .ecdc file: the stream ended inside the codes of " + label +
-                            ", after " + std::to_string(i / num_codebooks) + " of its " +
-                            std::to_string(num_frames) + " frames");
-    }
-    // Only reachable when bins is not a power of two (a custom model).
-    if (*value >= static_cast<uint32_t>(config.bins)) {
-      throw EcdcFormatError("corrupt .ecdc file: code " + std::to_string(*value) + " in " + label +
-                            " is out of range for a codebook of " + std::to_string(config.bins) +
-                            " entries");
-    }
-    values.push_back(*value);
+// Hands a chunk's codes to a sink in pieces of at most kFramesPerPiece frames,
+// so that memory does not grow with the chunk (a 24 kHz file is one chunk).
+class CodePieces {
+ public:
+  static constexpr int64_t kFramesPerPiece = 1500;  // 20 s at 75 Hz
+  CodePieces(CodesSink& sink, int num_codebooks) : sink_(sink), num_codebooks_(num_codebooks) {}
+  void add_frame(const int64_t* codes) {
+    values_.insert(values_.end(), codes, codes + num_codebooks_);
+    if (++frames_ == kFramesPerPiece) flush();
   }
-  // from_blob borrows `values`: clone before it goes away.
-  return torch::from_blob(values.data(), {num_frames, num_codebooks}, torch::kInt64)
-      .t()
-      .clone(torch::MemoryFormat::Contiguous);
+  void flush() {
+    if (frames_ == 0) return;
+    // from_blob borrows `values_`: clone (contiguous() would not copy a [K, 1] view).
+    sink_.push_codes(torch::from_blob(values_.data(), {frames_, num_codebooks_}, torch::kInt64)
+                         .t()
+                         .clone(torch::MemoryFormat::Contiguous));
+    values_.clear();
+    frames_ = 0;
+  }
+
+ private:
+  CodesSink& sink_;
+  int num_codebooks_;
+  int64_t frames_ = 0;
+  std::vector<int64_t> values_;
+};
+
+// Reads a chunk's raw bit-packed codes (frame by frame, each frame's K codes in a row).
+void read_chunk_codes(std::istream& in, int64_t num_frames, int num_codebooks,
+                      const EncodecConfig& config, const std::string& label, CodePieces& out) {
+  BitUnpacker unpacker(config.bits_per_codebook(), in);
+  std::vector<int64_t> frame(static_cast<size_t>(num_codebooks));
+  for (int64_t t = 0; t < num_frames; ++t) {
+    for (int k = 0; k < num_codebooks; ++k) {
+      const std::optional<uint32_t> value = unpacker.pull();
+      if (!value) {
+        throw EcdcFormatError("truncated .ecdc file: the stream ended inside the codes of " +
+                              label + ", after " + std::to_string(t) + " of its " +
+                              std::to_string(num_frames) + " frames");
+      }
+      // Only reachable when bins is not a power of two (a custom model).
+      if (*value >= static_cast<uint32_t>(config.bins)) {
+        throw EcdcFormatError("corrupt .ecdc file: code " + std::to_string(*value) + " in " +
+                              label + " is out of range for a codebook of " +
+                              std::to_string(config.bins) + " entries");
+      }
+      frame[static_cast<size_t>(k)] = *value;
+    }
+    out.add_frame(frame.data());
+  }
 }
 
 }  // namespace
@@ -264,18 +286,19 @@ void read_ecdc_chunks(std::istream& in, const EcdcHeader& header, const EncodecC
       }
     }
     const int64_t num_frames = frames_for_chunk(config, layout.length(chunk));
-    torch::Tensor codes;
+    sink.begin_chunk(scale);
+    CodePieces pieces(sink, header.num_codebooks);
     if (header.use_lm) {
       try {
-        codes = lm_decode_chunk(*lm, in, header.num_codebooks, num_frames);
+        lm_decode_chunk(*lm, in, header.num_codebooks, num_frames,
+                        [&pieces](const std::vector<int64_t>& frame) { pieces.add_frame(frame.data()); });
       } catch (const EcdcFormatError& error) {
         throw EcdcFormatError(std::string(error.what()) + " (" + label + ")");
       }
     } else {
-      codes = read_chunk_codes(in, num_frames, header.num_codebooks, config, label);
+      read_chunk_codes(in, num_frames, header.num_codebooks, config, label, pieces);
     }
-    sink.begin_chunk(scale);
-    sink.push_codes(codes);
+    pieces.flush();
     sink.end_chunk();
   }
 }

@@ -108,9 +108,11 @@ class EcdcStreamWriter : public CodesSink {
   std::optional<LmStreamEncoder> lm_encoder_;
 };
 
-// Reads the chunks that follow `header` (already read from `in`) and hands each
-// to `sink` as soon as it is read, so memory holds one chunk. Checks and errors
-// as read_ecdc_frames.
+// Reads the chunks that follow `header` (already read from `in`) and hands
+// their codes to `sink` as they are read, in pieces of at most 20 s, so memory
+// does not grow with the file (a 24 kHz file is a single chunk). Checks and
+// errors as read_ecdc_frames; on a truncated or corrupt file the sink has
+// already received the codes before the fault.
 void read_ecdc_chunks(std::istream& in, const EcdcHeader& header, const EncodecConfig& config,
                       const LmModel* lm, CodesSink& sink);
 

@@ -34,6 +34,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -191,5 +192,9 @@ std::string lm_encode_chunk(const LmModel& model, const torch::Tensor& codes);
 // with num_frames. Throws EcdcFormatError for truncated or corrupt data.
 torch::Tensor lm_decode_chunk(const LmModel& model, std::istream& in, int num_codebooks,
                               int64_t num_frames);
+// The same, handing each frame's K codes to `on_frame` as soon as it is decoded
+// (memory independent of the chunk's length).
+void lm_decode_chunk(const LmModel& model, std::istream& in, int num_codebooks, int64_t num_frames,
+                     const std::function<void(const std::vector<int64_t>& frame)>& on_frame);
 
 }  // namespace encodec

@@ -150,10 +150,9 @@ std::string lm_encode_chunk(const LmModel& model, const torch::Tensor& codes) {
   return bytes;
 }
 
-torch::Tensor lm_decode_chunk(const LmModel& model, std::istream& in, int num_codebooks,
-                              int64_t num_frames) {
+void lm_decode_chunk(const LmModel& model, std::istream& in, int num_codebooks, int64_t num_frames,
+                     const std::function<void(const std::vector<int64_t>& frame)>& on_frame) {
   LmStreamDecoder decoder(model, num_codebooks);
-  std::vector<int64_t> values;
   // Bytes are read one at a time as the decoder asks for them, so `in` stops
   // exactly after the chunk (the reference's decoder reads single bytes too).
   for (int64_t t = 0; t < num_frames; ++t) {
@@ -167,8 +166,16 @@ torch::Tensor lm_decode_chunk(const LmModel& model, std::istream& in, int num_co
       const char c = static_cast<char>(byte);
       decoder.feed(&c, 1);
     }
-    values.insert(values.end(), frame->begin(), frame->end());
+    on_frame(*frame);
   }
+}
+
+torch::Tensor lm_decode_chunk(const LmModel& model, std::istream& in, int num_codebooks,
+                              int64_t num_frames) {
+  std::vector<int64_t> values;
+  lm_decode_chunk(model, in, num_codebooks, num_frames, [&values](const std::vector<int64_t>& frame) {
+    values.insert(values.end(), frame.begin(), frame.end());
+  });
   // from_blob borrows `values`: clone (contiguous() would not copy a [K, 1] view).
   return torch::from_blob(values.data(), {num_frames, num_codebooks}, torch::kInt64)
       .t()
