@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "fast/ordered_gemm_bf16.h"
+#include "gemm_shape.h"
 #include "golden.h"
 
 namespace encodec::fast {
@@ -22,9 +23,7 @@ TEST(Bf16ConversionTest, RoundsToNearestEven) {
   EXPECT_EQ(from_bf16(to_bf16(-2.5f)), -2.5f);
 }
 
-struct Shape {
-  int64_t rows, columns, depth;
-};
+using Shape = encodec::testing::GemmShape;
 
 class OrderedGemmBf16Test : public ::testing::TestWithParam<Shape> {
  protected:
@@ -103,11 +102,7 @@ TEST_P(OrderedGemmBf16Test, CloseToTheExactProduct) {
 INSTANTIATE_TEST_SUITE_P(Shapes, OrderedGemmBf16Test,
                          ::testing::Values(Shape{1, 1, 1}, Shape{1, 2048, 64}, Shape{3, 17, 7},
                                            Shape{7, 33, 96}, Shape{13, 64, 301}, Shape{300, 48, 40}),
-                         [](const ::testing::TestParamInfo<Shape>& info) {
-                           return std::to_string(info.param.rows) + "x" +
-                                  std::to_string(info.param.columns) + "x" +
-                                  std::to_string(info.param.depth);
-                         });
+                         encodec::testing::gemm_shape_name);
 
 }  // namespace
 }  // namespace encodec::fast

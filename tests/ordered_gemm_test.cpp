@@ -9,6 +9,7 @@
 #include <ATen/Parallel.h>
 
 #include "fast/ordered_gemm.h"
+#include "gemm_shape.h"
 #include "golden.h"
 
 namespace encodec::fast {
@@ -21,9 +22,7 @@ float expected_chain(const float* a_row, const float* weight_row, int64_t depth,
   return sum;
 }
 
-struct Shape {
-  int64_t rows, columns, depth;
-};
+using Shape = encodec::testing::GemmShape;
 
 class OrderedGemmTest : public ::testing::TestWithParam<Shape> {};
 
@@ -126,11 +125,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, OrderedGemmTest,
                          ::testing::Values(Shape{1, 1, 1}, Shape{1, 2048, 64}, Shape{3, 17, 7},
                                            Shape{7, 33, 96}, Shape{13, 64, 300}, Shape{6, 130, 5},
                                            Shape{300, 48, 40}),
-                         [](const ::testing::TestParamInfo<Shape>& info) {
-                           return std::to_string(info.param.rows) + "x" +
-                                  std::to_string(info.param.columns) + "x" +
-                                  std::to_string(info.param.depth);
-                         });
+                         encodec::testing::gemm_shape_name);
 
 }  // namespace
 }  // namespace encodec::fast
