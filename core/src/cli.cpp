@@ -1,6 +1,7 @@
 #include "encodec/cli.h"
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -12,8 +13,6 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
-#include <malloc.h>
-
 #include <iomanip>
 #include <iostream>
 #include <optional>
