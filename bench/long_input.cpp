@@ -16,6 +16,7 @@
 //
 // Each child runs under an address-space limit so that a run that would not fit
 // fails alone instead of pushing a shared machine into the OOM killer.
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -28,6 +29,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <random>
 #include <string>
 #include <vector>
@@ -82,7 +85,10 @@ struct ChildResult {
   double peak_rss_mb = 0;
 };
 
-ChildResult run_child(std::vector<std::string> args, long memory_limit_mb) {
+// Runs `args` (argv[0] a path) with stderr going to `stderr_path` (shown only
+// when the child fails: random weights make every decode warn about clipping).
+ChildResult run_child(std::vector<std::string> args, long memory_limit_mb,
+                      const std::string& stderr_path) {
   std::vector<char*> argv;
   for (std::string& arg : args) argv.push_back(arg.data());
   argv.push_back(nullptr);
@@ -95,6 +101,8 @@ ChildResult run_child(std::vector<std::string> args, long memory_limit_mb) {
                          static_cast<rlim_t>(memory_limit_mb) << 20};
       ::setrlimit(RLIMIT_AS, &limit);
     }
+    const int log = ::open(stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (log >= 0) ::dup2(log, STDERR_FILENO);
     ::execv(argv[0], argv.data());
     std::perror("exec");
     ::_exit(127);
@@ -181,7 +189,8 @@ int main(int argc, char** argv) {
     decompress.insert(decompress.end(), {compressed, decoded});
     std::vector<double> rtfs;
     for (const auto& [step, args] : {std::pair{"compress", compress}, {"decompress", decompress}}) {
-      const ChildResult result = run_child(args, memory_limit_mb);
+      const std::string log = (work / "stderr.txt").string();
+      const ChildResult result = run_child(args, memory_limit_mb, log);
       if (result.ok) {
         rtfs.push_back(minutes * 60 / result.wall_s);
         std::printf("%-14s %-11s %8.1f %-10s %10.1f %7.1fx %12.0f\n", model.name.c_str(),
@@ -192,6 +201,8 @@ int main(int argc, char** argv) {
         std::printf("%-14s %-11s %8.1f %-10s failed (%s) after %.1f s, peak RSS %.0f MB\n",
                     model.name.c_str(), label.c_str(), minutes, step, result.failure.c_str(),
                     result.wall_s, result.peak_rss_mb);
+        std::ifstream messages(log);
+        std::printf("%s", std::string(std::istreambuf_iterator<char>(messages), {}).c_str());
       }
       std::fflush(stdout);
       if (!result.ok) break;  // no .ecdc to decompress
@@ -199,6 +210,7 @@ int main(int argc, char** argv) {
     fs::remove(input);
     fs::remove(compressed);
     fs::remove(decoded);
+    fs::remove(work / "stderr.txt");
     rtfs.resize(2, 0.0);
     return rtfs;
   };
