@@ -287,5 +287,30 @@ TEST(PrecisionTest, Bf16SelectsTheFastKernelsAndSharesItsLayersBetweenCopies) {
   model.set_kernels(Kernels::kReference);
 }
 
+// bf16 builds its layers from the reference weights: a reference-only model
+// (no fp32 fast copies) runs it, a fast-only one (reference kernels released)
+// refuses it.
+TEST(PrecisionTest, Bf16NeedsTheReferenceWeightsNotTheFp32FastCopies) {
+  ENCODEC_REQUIRE_GOLDEN();
+  REQUIRE_BF16();
+  const std::string checkpoint = testing::golden_path("encodec_24khz-random.th");
+  EncodecModel fast_only = EncodecModel::from_checkpoint(checkpoint, "encodec_24khz", KernelSet::kFastOnly);
+  EXPECT_THROW(fast_only.set_precision(Precision::kBf16), std::logic_error);
+  EXPECT_EQ(fast_only.precision(), Precision::kFp32);
+
+  EncodecModel reference_only =
+      EncodecModel::from_checkpoint(checkpoint, "encodec_24khz", KernelSet::kReferenceOnly);
+  reference_only.set_precision(Precision::kBf16);
+  EXPECT_EQ(reference_only.kernels(), Kernels::kFast);
+  EncodecModel both = EncodecModel::from_checkpoint(checkpoint, "encodec_24khz");
+  both.set_precision(Precision::kBf16);
+  const torch::Tensor wav = read_audio(testing::golden_path("inputs/speech_24k.wav")).samples.unsqueeze(0);
+  for (EncodecModel* model : {&reference_only, &both}) model->set_target_bandwidth(6.0);
+  EXPECT_TRUE(torch::equal(reference_only.encode(wav)[0].codes, both.encode(wav)[0].codes));
+  // Back in fp32, a reference-only model has only its reference kernels.
+  reference_only.set_precision(Precision::kFp32);
+  EXPECT_EQ(reference_only.kernels(), Kernels::kReference);
+}
+
 }  // namespace
 }  // namespace encodec

@@ -138,8 +138,8 @@ std::shared_ptr<EncodecModel::Weights> build_weights(const EncodecConfig& config
     weights->fast_encoder = std::make_unique<fast::SEANet>(weights->encoder.layers(), release);
     weights->fast_decoder = std::make_unique<fast::SEANet>(weights->decoder.layers(), release);
   } else if (kernel_set == KernelSet::kBoth) {
-    weights->fast_encoder = std::make_unique<fast::SEANet>(std::as_const(weights->encoder).layers());
-    weights->fast_decoder = std::make_unique<fast::SEANet>(std::as_const(weights->decoder).layers());
+    weights->fast_encoder = std::make_unique<fast::SEANet>(weights->encoder.layers());
+    weights->fast_decoder = std::make_unique<fast::SEANet>(weights->decoder.layers());
   }
   // The fast quantizer decodes from the reference codebooks, which stay.
   if (kernel_set != KernelSet::kReferenceOnly) {
