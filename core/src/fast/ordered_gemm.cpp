@@ -4,9 +4,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
-#include <cstring>
-#include <new>
 #include <stdexcept>
 
 #include "fast/tile_schedule.h"
@@ -192,16 +189,12 @@ void set_ordered_gemm_isa(OrderedGemmIsa isa) {
   isa_in_use() = isa;
 }
 
-void PackedMatrix::FreeAligned::operator()(float* pointer) const { std::free(pointer); }
-
-PackedMatrix::PackedMatrix(const float* rows_by_k, int64_t n, int64_t k) : n_(n), k_(k) {
-  const size_t count = static_cast<size_t>(panel_count() * k * kPanel);
-  const size_t bytes = (count * sizeof(float) + 63) / 64 * 64;
-  data_.reset(static_cast<float*>(std::aligned_alloc(64, std::max<size_t>(bytes, 64))));
-  if (!data_) throw std::bad_alloc();
-  std::memset(data_.get(), 0, bytes);
+PackedMatrix::PackedMatrix(const float* rows_by_k, int64_t n, int64_t k)
+    : n_(n), k_(k), data_(static_cast<size_t>(panel_count() * k * kPanel) * sizeof(float)) {
+  // The buffer starts as zeros: the padding columns of the last panel stay 0.
+  float* const packed = data_.as<float>();
   for (int64_t column = 0; column < n; ++column) {
-    float* panel = data_.get() + (column / kPanel) * k * kPanel + column % kPanel;
+    float* panel = packed + (column / kPanel) * k * kPanel + column % kPanel;
     for (int64_t depth = 0; depth < k; ++depth) panel[depth * kPanel] = rows_by_k[column * k + depth];
   }
 }

@@ -12,8 +12,9 @@
 #pragma once
 
 #include <cstdint>
-#include <memory>
 #include <vector>
+
+#include "fast/weight_storage.h"
 
 namespace encodec::fast {
 
@@ -29,15 +30,12 @@ class PackedMatrix {
 
   int64_t rows() const { return k_; }     // K
   int64_t columns() const { return n_; }  // N
-  const float* panel(int64_t index) const { return data_.get() + index * k_ * kPanelWidth; }
+  const float* panel(int64_t index) const { return data_.as<float>() + index * k_ * kPanelWidth; }
   int64_t panel_count() const { return (n_ + kPanelWidth - 1) / kPanelWidth; }
 
  private:
-  struct FreeAligned {
-    void operator()(float* pointer) const;
-  };
   int64_t n_ = 0, k_ = 0;
-  std::unique_ptr<float[], FreeAligned> data_;
+  WeightBuffer data_;  // huge pages: a single stream is bound by reading the weights
 };
 
 struct OrderedGemmOptions {

@@ -108,9 +108,9 @@ bool cpu_has_avx512_bf16() {
 }
 
 PackedMatrixBf16::PackedMatrixBf16(const float* rows_by_k, int64_t n, int64_t k)
-    : n_(n), k_(k), data_(static_cast<size_t>(panel_count() * pairs() * kPanel), 0u) {
+    : n_(n), k_(k), data_(static_cast<size_t>(panel_count() * pairs() * kPanel) * sizeof(uint32_t)) {
   for (int64_t column = 0; column < n; ++column) {
-    uint32_t* panel = data_.data() + (column / kPanel) * pairs() * kPanel + column % kPanel;
+    uint32_t* panel = data_.as<uint32_t>() + (column / kPanel) * pairs() * kPanel + column % kPanel;
     for (int64_t pair = 0; pair < pairs(); ++pair) {
       const float low = rows_by_k[column * k + 2 * pair];
       const float high = 2 * pair + 1 < k ? rows_by_k[column * k + 2 * pair + 1] : 0.0f;

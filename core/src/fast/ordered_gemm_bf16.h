@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "fast/ordered_gemm.h"
+#include "fast/weight_storage.h"
 
 namespace encodec::fast {
 
@@ -37,11 +38,11 @@ class PackedMatrixBf16 {
   int64_t pairs() const { return (k_ + 1) / 2; }
   int64_t columns() const { return n_; }
   int64_t panel_count() const { return (n_ + kPanelWidth - 1) / kPanelWidth; }
-  const uint32_t* panel(int64_t index) const { return data_.data() + index * pairs() * kPanelWidth; }
+  const uint32_t* panel(int64_t index) const { return data_.as<uint32_t>() + index * pairs() * kPanelWidth; }
 
  private:
   int64_t n_, k_;
-  std::vector<uint32_t> data_;
+  WeightBuffer data_;  // zeros first (the padding); huge pages (weight_storage.h)
 };
 
 // out_rows[m][n] = the pair chain over rows[m] (bf16, K values, and one more
