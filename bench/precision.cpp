@@ -228,7 +228,8 @@ void streaming(const encodec::EncodecModel& model, int64_t frames, int64_t ticks
     std::printf("  batcher %s, 2 threads (duplex tick, %lld ticks):\n",
                 encodec::precision_name(precision), static_cast<long long>(ticks));
     torch::set_num_threads(2);
-    const int64_t capacity = real_time_capacity(streamed, source, 2, max_streams, ticks, frame_ms);
+    print_batcher_header();
+    const int64_t capacity = real_time_capacity({streamed, source, 2, ticks, frame_ms}, max_streams);
     std::printf("  => %s: %s%lld real-time duplex streams on 2 threads\n",
                 encodec::precision_name(precision), capacity >= max_streams ? ">= " : "",
                 static_cast<long long>(capacity));

@@ -99,14 +99,29 @@ inline FrameTimes measure_streaming(const encodec::EncodecModel& model, const Fr
   return times;
 }
 
+// What a batcher measurement runs: the model, its input, the thread count and
+// the batcher's lane setting, how many ticks, and the frame's duration.
+struct BatcherSetup {
+  const encodec::EncodecModel& model;
+  const FrameSource& source;
+  int threads = 1;
+  int64_t ticks = 300;
+  double frame_ms = 0;
+  int64_t min_streams_per_lane = encodec::StreamBatcher::kDefaultMinStreamsPerLane;
+};
+
+struct BatcherTicks {
+  std::vector<double> tick_ms;  // empty when the streams never all joined the batch
+  int64_t lanes = 0;            // the encoder's, at the last tick
+};
+
 // Tick times of `streams` duplex streams in one StreamBatcher: every tick
 // pushes a frame of audio per stream, encodes, hands each stream's codes to
 // its decoder side, decodes and pops the audio, as a server's 13.3 ms tick
-// would. Empty when the streams never all joined the batch.
-inline std::vector<double> measure_batcher_ticks(const encodec::EncodecModel& model, const FrameSource& source,
-                                          int64_t streams, int64_t ticks) {
-  const int64_t hop = model.config().hop_length();
-  encodec::StreamBatcher batcher(model);
+// would.
+inline BatcherTicks measure_batcher_ticks(const BatcherSetup& setup, int64_t streams) {
+  const int64_t hop = setup.model.config().hop_length();
+  encodec::StreamBatcher batcher(setup.model, setup.min_streams_per_lane);
   std::vector<encodec::StreamBatcher::StreamId> ids;
   for (int64_t s = 0; s < streams; ++s) {
     ids.push_back(batcher.open_stream());
@@ -115,7 +130,7 @@ inline std::vector<double> measure_batcher_ticks(const encodec::EncodecModel& mo
   std::vector<float> audio(kAudioBufferSamples);
   auto tick = [&](int64_t t) {
     // Streams read the signal at different offsets, so they are not identical.
-    for (int64_t s = 0; s < streams; ++s) batcher.push_audio(ids[s], source.frame(t + 7 * s), hop);
+    for (int64_t s = 0; s < streams; ++s) batcher.push_audio(ids[s], setup.source.frame(t + 7 * s), hop);
     batcher.encode_tick();
     encodec::CodeFrame codes;
     for (const auto id : ids) {
@@ -135,42 +150,50 @@ inline std::vector<double> measure_batcher_ticks(const encodec::EncodecModel& mo
   int64_t t = 0;
   for (; t < kMaxWarmupTicks && (t < kWarmupTicks || !all_batched()); ++t) tick(t);
   if (!all_batched()) return {};
-  std::vector<double> tick_ms;
-  for (int64_t i = 0; i < ticks; ++i, ++t) {
+  BatcherTicks result;
+  for (int64_t i = 0; i < setup.ticks; ++i, ++t) {
     const auto start = Clock::now();
     tick(t);
-    tick_ms.push_back(ms_between(start, Clock::now()));
+    result.tick_ms.push_back(ms_between(start, Clock::now()));
   }
   if (!all_batched()) return {};  // a stream left the batch: the numbers mix both modes
-  return tick_ms;
+  result.lanes = batcher.encoder_lanes();
+  return result;
+}
+
+inline void print_batcher_header() {
+  std::printf("  %7s %7s %5s %8s %8s %8s %14s %6s   %s\n", "threads", "streams", "lanes", "p50 ms", "p99 ms",
+              "max ms", "p50 ms/stream", "p99/fr", "real time");
 }
 
 // Measures and prints one batch size; true when its p99 tick fits in a frame.
-inline bool batch_is_real_time(const encodec::EncodecModel& model, const FrameSource& source, int threads,
-                        int64_t streams, int64_t ticks, double frame_ms) {
-  const std::vector<double> tick_ms = measure_batcher_ticks(model, source, streams, ticks);
+inline bool batch_is_real_time(const BatcherSetup& setup, int64_t streams) {
+  const BatcherTicks ticks = measure_batcher_ticks(setup, streams);
+  const std::vector<double>& tick_ms = ticks.tick_ms;
   if (tick_ms.empty()) {
-    std::printf("  %7d %7lld   streams did not all join the batch\n", threads, static_cast<long long>(streams));
+    std::printf("  %7d %7lld   streams did not all join the batch\n", setup.threads,
+                static_cast<long long>(streams));
     return false;
   }
   const double p50 = percentile(tick_ms, 0.5), p99 = percentile(tick_ms, 0.99);
-  const bool real_time = p99 < frame_ms;
-  std::printf("  %7d %7lld %8.3f %8.3f %8.3f %14.3f %5.0f%%   %s\n", threads,
-              static_cast<long long>(streams), p50, p99, *std::max_element(tick_ms.begin(), tick_ms.end()),
-              p50 / streams, 100 * p99 / frame_ms, real_time ? "yes" : "no");
+  const bool real_time = p99 < setup.frame_ms;
+  std::printf("  %7d %7lld %5lld %8.3f %8.3f %8.3f %14.3f %5.0f%%   %s\n", setup.threads,
+              static_cast<long long>(streams), static_cast<long long>(ticks.lanes), p50, p99,
+              *std::max_element(tick_ms.begin(), tick_ms.end()), p50 / streams, 100 * p99 / setup.frame_ms,
+              real_time ? "yes" : "no");
   std::fflush(stdout);
   return real_time;
 }
 
 // The largest real-time batch size up to `max_streams`: upward over a coarse
 // list until one fails, then a bisection between the last success and it.
-inline int64_t real_time_capacity(const encodec::EncodecModel& model, const FrameSource& source, int threads,
-                           int64_t max_streams, int64_t ticks, double frame_ms) {
+// LibTorch's thread count must be setup.threads.
+inline int64_t real_time_capacity(const BatcherSetup& setup, int64_t max_streams) {
   const std::vector<int64_t> coarse = {1, 2, 4, 8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128};
   int64_t passed = 0, failed = max_streams + 1;
   for (int64_t streams : coarse) {
     if (streams > max_streams) break;
-    if (!batch_is_real_time(model, source, threads, streams, ticks, frame_ms)) {
+    if (!batch_is_real_time(setup, streams)) {
       failed = streams;
       break;
     }
@@ -178,7 +201,7 @@ inline int64_t real_time_capacity(const encodec::EncodecModel& model, const Fram
   }
   while (failed - passed > 1) {  // failed == max_streams + 1: nothing failed yet
     const int64_t middle = (passed + failed) / 2;
-    (batch_is_real_time(model, source, threads, middle, ticks, frame_ms) ? passed : failed) = middle;
+    (batch_is_real_time(setup, middle) ? passed : failed) = middle;
   }
   return passed;
 }

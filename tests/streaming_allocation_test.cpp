@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <tuple>
 #include <vector>
 
 #include <ATen/Parallel.h>
@@ -68,21 +69,23 @@ namespace encodec {
 namespace {
 
 // In both precisions: bf16 products convert their inputs into a per-thread
-// scratch that must stop growing once warmed up.
-class StreamingAllocationTest : public ::testing::TestWithParam<Precision> {};
+// scratch that must stop growing once warmed up. On one thread, and on two with
+// the batch split into two lanes (each with its own scratch, run at once).
+class StreamingAllocationTest : public ::testing::TestWithParam<std::tuple<Precision, int>> {};
 
 TEST_P(StreamingAllocationTest, PerFramePathAllocatesNothingAfterWarmUp) {
   ENCODEC_REQUIRE_GOLDEN();
-  if (GetParam() == Precision::kBf16 && !bf16_unavailable_reason().empty()) {
+  const auto [precision, threads] = GetParam();
+  if (precision == Precision::kBf16 && !bf16_unavailable_reason().empty()) {
     GTEST_SKIP() << bf16_unavailable_reason();
   }
-  at::set_num_threads(1);
+  at::set_num_threads(threads);
   EncodecModel model = testing::golden_model("encodec_24khz");
   model.set_target_bandwidth(6.0);
-  model.set_precision(GetParam());
+  model.set_precision(precision);
   StreamingEncoder encoder(model);
   StreamingDecoder decoder(model);
-  StreamBatcher batcher(model);
+  StreamBatcher batcher(model, /*min_streams_per_lane=*/1);
   const int64_t hop = model.config().hop_length();
   std::vector<StreamBatcher::StreamId> ids;
   for (int i = 0; i < 3; ++i) ids.push_back(batcher.open_stream());
@@ -106,6 +109,8 @@ TEST_P(StreamingAllocationTest, PerFramePathAllocatesNothingAfterWarmUp) {
   for (int64_t index = 0; index < 40; ++index) one_frame(index);
   ASSERT_EQ(batcher.batched_encoder_streams(), 3);
   ASSERT_EQ(batcher.batched_decoder_streams(), 3);
+  ASSERT_EQ(batcher.encoder_lanes(), threads);
+  ASSERT_EQ(batcher.decoder_lanes(), threads);
 
   // The counter sees allocations (a vector's buffer comes from malloc too).
   counting = true;
@@ -123,9 +128,13 @@ TEST_P(StreamingAllocationTest, PerFramePathAllocatesNothingAfterWarmUp) {
   EXPECT_EQ(allocations.load(), 0) << "allocations in 100 frames of encode, decode and batched ticks";
 }
 
-INSTANTIATE_TEST_SUITE_P(Precisions, StreamingAllocationTest,
-                         ::testing::Values(Precision::kFp32, Precision::kBf16),
-                         [](const auto& info) { return std::string(precision_name(info.param)); });
+INSTANTIATE_TEST_SUITE_P(PrecisionsAndThreads, StreamingAllocationTest,
+                         ::testing::Combine(::testing::Values(Precision::kFp32, Precision::kBf16),
+                                            ::testing::Values(1, 2)),
+                         [](const auto& info) {
+                           return std::string(precision_name(std::get<0>(info.param))) + "_" +
+                                  std::to_string(std::get<1>(info.param)) + "_threads";
+                         });
 
 }  // namespace
 }  // namespace encodec

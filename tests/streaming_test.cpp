@@ -189,9 +189,15 @@ class StreamingTest : public ::testing::Test {
     }
     return {};
   }
+  // How a StreamBatcher spreads its batch over threads.
+  struct BatcherLayout {
+    int threads = 1;
+    int64_t min_streams_per_lane = StreamBatcher::kDefaultMinStreamsPerLane;
+  };
   // Streams joining, leaving and skipping ticks of a StreamBatcher against the
-  // same streams alone, in `precision`.
-  void expect_batched_streams_equal_streams_alone(Precision precision) const;
+  // same streams alone, in `precision`; `lanes_seen` gets the lane counts its ticks ran on.
+  void expect_batched_streams_equal_streams_alone(Precision precision, BatcherLayout layout,
+                                                  std::set<int64_t>* lanes_seen) const;
 };
 
 TEST_F(StreamingTest, BandwidthChangesBetweenFrames) {
@@ -295,7 +301,14 @@ TEST_F(StreamingTest, DecoderRejectsInvalidFrames) {
 
 // Streams that open at different ticks, run at different bandwidths, skip
 // ticks and close early give the codes and audio they give alone.
-void StreamingTest::expect_batched_streams_equal_streams_alone(Precision precision) const {
+void StreamingTest::expect_batched_streams_equal_streams_alone(Precision precision, BatcherLayout layout,
+                                                                std::set<int64_t>* lanes_seen) const {
+  const int threads_before = torch::get_num_threads();
+  torch::set_num_threads(layout.threads);
+  struct RestoreThreads {
+    int count;
+    ~RestoreThreads() { torch::set_num_threads(count); }
+  } restore{threads_before};
   const std::vector<float> samples = speech();
   const EncodecModel model = fast_model(6.0, precision);
   const int64_t hop = model.config().hop_length();
@@ -310,7 +323,7 @@ void StreamingTest::expect_batched_streams_equal_streams_alone(Precision precisi
     inputs[s].assign(samples.begin() + s * 1111, samples.end());
     inputs[s].resize(inputs[s].size() / hop * hop);
   }
-  StreamBatcher batcher(model);
+  StreamBatcher batcher(model, layout.min_streams_per_lane);
   std::vector<StreamBatcher::StreamId> ids(kStreams, -1);
   std::vector<std::vector<CodeFrame>> batched_codes(kStreams);
   std::vector<std::vector<float>> batched_audio(kStreams);
@@ -332,6 +345,7 @@ void StreamingTest::expect_batched_streams_equal_streams_alone(Precision precisi
     }
     batcher.encode_tick();
     most_batched = std::max(most_batched, batcher.batched_encoder_streams());
+    lanes_seen->insert(batcher.encoder_lanes());
     // Decode each stream's new codes in the same tick (a duplex call).
     for (int s = 0; s < kStreams; ++s) {
       if (ids[s] < 0) continue;
@@ -342,6 +356,7 @@ void StreamingTest::expect_batched_streams_equal_streams_alone(Precision precisi
       }
     }
     batcher.decode_tick();
+    lanes_seen->insert(batcher.decoder_lanes());
     for (int s = 0; s < kStreams; ++s) {
       if (ids[s] < 0) continue;
       std::vector<float> chunk(batcher.samples_ready(ids[s]));
@@ -381,12 +396,36 @@ void StreamingTest::expect_batched_streams_equal_streams_alone(Precision precisi
 }
 
 TEST_F(StreamingTest, BatchedStreamsEqualStreamsAlone) {
-  expect_batched_streams_equal_streams_alone(Precision::kFp32);
+  std::set<int64_t> lanes;
+  expect_batched_streams_equal_streams_alone(Precision::kFp32, BatcherLayout{}, &lanes);
+  EXPECT_EQ(lanes, (std::set<int64_t>{0, 1})) << "one thread: one lane (0 before the streams join)";
 }
 
 TEST_F(StreamingTest, BatchedBf16StreamsEqualBf16StreamsAlone) {
   REQUIRE_PRECISION(Precision::kBf16);
-  expect_batched_streams_equal_streams_alone(Precision::kBf16);
+  std::set<int64_t> lanes;
+  expect_batched_streams_equal_streams_alone(Precision::kBf16, BatcherLayout{}, &lanes);
+}
+
+// Two threads, a lane from every 2 batched streams: the batch runs as one lane
+// (2-3 streams), then two at once (4-5), and back as streams skip and close,
+// streams moving between lanes on the way; nothing changes in the results.
+TEST_F(StreamingTest, BatchedStreamsOnLanesEqualStreamsAlone) {
+  std::set<int64_t> lanes;
+  expect_batched_streams_equal_streams_alone(Precision::kFp32, BatcherLayout{2, 2}, &lanes);
+  EXPECT_TRUE(lanes.count(1) && lanes.count(2)) << "the batch should have run on one lane and on two";
+  EXPECT_FALSE(lanes.count(3)) << "no more lanes than threads";
+}
+
+TEST_F(StreamingTest, BatchedBf16StreamsOnLanesEqualBf16StreamsAlone) {
+  REQUIRE_PRECISION(Precision::kBf16);
+  std::set<int64_t> lanes;
+  expect_batched_streams_equal_streams_alone(Precision::kBf16, BatcherLayout{2, 1}, &lanes);
+  EXPECT_TRUE(lanes.count(2)) << "the batch should have run on two lanes";
+}
+
+TEST_F(StreamingTest, BatcherRefusesLanesOfNoStreams) {
+  EXPECT_THROW(StreamBatcher(fast_model(6.0), 0), std::invalid_argument);
 }
 
 // Lost frames: no NaN, the timing kept (hop samples per frame, lost or not),

@@ -3,8 +3,11 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <optional>
 #include <stdexcept>
 #include <string>
+
+#include <ATen/Parallel.h>
 
 #include "fast/fast_quantizer.h"
 #include "model_weights.h"
@@ -315,12 +318,23 @@ void StreamingDecoder::reset() { engine_->reset(); }
 
 namespace {
 
-// The streams of one side (encoder or decoder) that run batched: a graph whose
-// slots are theirs, and which stream owns each slot.
+// Streams of one side (encoder or decoder) that run batched together: a graph
+// whose slots are theirs, which stream owns each slot, and the lane's scratch.
 struct Group {
   std::optional<streaming::StreamGraph> graph;
   streaming::Scratch scratch;
   std::vector<int64_t> owners;  // stream id per slot
+  // Encoder lanes: the lane's embedding rows, contiguous, and their quantization.
+  std::vector<float> rows;
+  std::vector<int64_t> codes;
+  std::vector<float> residual, scores;
+
+  int64_t size() const { return static_cast<int64_t>(owners.size()); }
+};
+
+// Where a stream runs on one side: alone (lane -1) or in slot `slot` of a lane.
+struct Membership {
+  int64_t lane = -1, slot = -1;
 };
 
 }  // namespace
@@ -331,10 +345,29 @@ struct StreamBatcher::State {
     StreamingDecoder::Engine decoder;
     Queue<float> audio_in;
     Queue<CodeFrame> codes_in;  // num_codebooks 0: a lost frame
-    int64_t encoder_slot = -1, decoder_slot = -1;  // -1: running alone
+    Membership encoder_member, decoder_member;
   };
 
-  explicit State(const EncodecModel& source) : model(source) { check_streamable(source); }
+  // One side's lanes, and how to reach a stream's membership and own graph.
+  struct Side {
+    std::vector<Group> lanes;
+    Membership Stream::*member;
+    streaming::StreamGraph& (*own_graph)(Stream&);
+    int64_t last_batched = 0, last_lanes = 0;
+  };
+
+  State(const EncodecModel& source, int64_t min_streams_per_lane)
+      : model(source), min_per_lane(min_streams_per_lane) {
+    check_streamable(source);
+    if (min_streams_per_lane < 1) {
+      throw std::invalid_argument("StreamBatcher: min_streams_per_lane must be at least 1, not " +
+                                  std::to_string(min_streams_per_lane));
+    }
+    encoders.member = &Stream::encoder_member;
+    encoders.own_graph = [](Stream& stream) -> streaming::StreamGraph& { return stream.encoder.graph; };
+    decoders.member = &Stream::decoder_member;
+    decoders.own_graph = [](Stream& stream) -> streaming::StreamGraph& { return stream.decoder.graph; };
+  }
 
   Stream& stream(StreamId id) {
     auto found = streams.find(id);
@@ -342,75 +375,154 @@ struct StreamBatcher::State {
     return *found->second;
   }
 
+  // Lanes for `batched` streams with the threads LibTorch has now.
+  int64_t lane_count(int64_t batched) const {
+    const int64_t threads = std::max(1, at::get_num_threads());
+    return std::clamp<int64_t>(batched / min_per_lane, 1, threads);
+  }
+
+  static int64_t batched(const Side& side) {
+    int64_t total = 0;
+    for (const Group& lane : side.lanes) total += lane.size();
+    return total;
+  }
+
+  // Moves a stream's state out of its lane into its own graph, filling the
+  // hole with the lane's last slot.
+  void leave(Side& side, StreamId id) {
+    Stream& leaving = stream(id);
+    Membership& member = leaving.*side.member;
+    Group& group = side.lanes[member.lane];
+    side.own_graph(leaving).copy_slot(*group.graph, member.slot, 0);
+    const int64_t last = group.size() - 1;
+    if (member.slot != last) {
+      group.graph->copy_slot(*group.graph, last, member.slot);
+      group.owners[member.slot] = group.owners[last];
+      (stream(group.owners[member.slot]).*side.member).slot = member.slot;
+    }
+    group.owners.pop_back();
+    group.graph->set_slots(last);
+    if (group.owners.empty()) group.graph.reset();
+    member = Membership{};
+  }
+
+  // Moves a stream that has passed its start into a lane, when its state has
+  // the lane's shape (always, once both are past their start and fed whole frames).
+  bool join(Side& side, StreamId id, int64_t lane) {
+    Stream& joining = stream(id);
+    const streaming::StreamGraph& own = side.own_graph(joining);
+    if (!own.all_started()) return false;
+    Group& group = side.lanes[lane];
+    if (!group.graph) {
+      group.graph.emplace(own);
+    } else {
+      if (!group.graph->same_shape(own)) return false;
+      group.graph->set_slots(group.graph->slots() + 1);
+      group.graph->copy_slot(own, 0, group.graph->slots() - 1);
+    }
+    joining.*side.member = Membership{lane, group.graph->slots() - 1};
+    group.owners.push_back(id);
+    return true;
+  }
+
+  // The emptiest of the first `lanes` lanes.
+  static int64_t emptiest(const Side& side, int64_t lanes) {
+    int64_t best = 0;
+    for (int64_t lane = 1; lane < lanes; ++lane) {
+      if (side.lanes[lane].size() < side.lanes[best].size()) best = lane;
+    }
+    return best;
+  }
+
+  // Spreads the batched streams over as many lanes as their number calls for,
+  // sizes differing by one at most, moving as few streams as that takes.
+  void balance(Side& side) {
+    const int64_t lanes = lane_count(batched(side));
+    if (static_cast<int64_t>(side.lanes.size()) < lanes) side.lanes.resize(lanes);
+    while (true) {
+      // The stream to move: from a lane past the count first, else from the
+      // fullest lane when it holds two more than the emptiest.
+      int64_t source = -1;
+      for (int64_t lane = lanes; lane < static_cast<int64_t>(side.lanes.size()) && source < 0; ++lane) {
+        if (side.lanes[lane].size() > 0) source = lane;
+      }
+      const int64_t target = emptiest(side, lanes);
+      if (source < 0) {
+        int64_t fullest = 0;
+        for (int64_t lane = 1; lane < lanes; ++lane) {
+          if (side.lanes[lane].size() > side.lanes[fullest].size()) fullest = lane;
+        }
+        if (side.lanes[fullest].size() - side.lanes[target].size() <= 1) return;
+        source = fullest;
+      }
+      const StreamId moving = side.lanes[source].owners.back();
+      leave(side, moving);
+      // A stream whose state cannot join (never in the steady state) runs
+      // alone next tick and rejoins when it can.
+      if (!join(side, moving, target)) return;
+    }
+  }
+
+  // After a tick: streams running alone that have passed their start join the
+  // emptiest lane; then the lanes are balanced.
+  void admit(Side& side) {
+    for (auto& [id, member] : streams) {
+      if ((member.get()->*side.member).lane >= 0) continue;
+      const int64_t lanes = lane_count(batched(side) + 1);
+      if (static_cast<int64_t>(side.lanes.size()) < lanes) side.lanes.resize(lanes);
+      join(side, id, emptiest(side, lanes));
+    }
+    balance(side);
+  }
+
+  // Runs `run_lane` on every lane that has streams, the lanes on different threads.
+  template <typename RunLane>
+  void run_lanes(Side& side, RunLane&& run_lane) {
+    // Balanced lanes are the first ones; `used` reaches the last with streams.
+    int64_t used = 0;
+    side.last_lanes = 0;
+    for (int64_t lane = 0; lane < static_cast<int64_t>(side.lanes.size()); ++lane) {
+      if (side.lanes[lane].size() == 0) continue;
+      used = lane + 1;
+      ++side.last_lanes;
+    }
+    side.last_batched = batched(side);
+    // One lane: run here, its products split across the threads. More: one
+    // lane per thread (products inside a parallel region run on their thread).
+    at::parallel_for(0, used, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t lane = begin; lane < end; ++lane) {
+        if (side.lanes[lane].size() > 0) run_lane(side.lanes[lane]);
+      }
+    });
+  }
+
   EncodecModel model;
+  int64_t min_per_lane;
   std::map<StreamId, std::unique_ptr<Stream>> streams;
   StreamId next_id = 1;
-  Group encoders, decoders;
-  int64_t last_batched_encoders = 0, last_batched_decoders = 0;
-  std::vector<float> rows;  // the batch's encoder outputs, contiguous
-  std::vector<int64_t> codes;
-  std::vector<float> residual, scores;
+  Side encoders, decoders;
 };
 
-namespace {
-
-// Moves a stream's state out of the group into its own graph, filling the hole
-// with the last slot (whose stream learns its new slot through `moved`).
-template <typename Moved>
-void leave_group(Group& group, streaming::StreamGraph& own, int64_t& slot, Moved&& moved) {
-  own.copy_slot(*group.graph, slot, 0);
-  const int64_t last = static_cast<int64_t>(group.owners.size()) - 1;
-  if (slot != last) {
-    group.graph->copy_slot(*group.graph, last, slot);
-    group.owners[slot] = group.owners[last];
-    moved(group.owners[slot], slot);
-  }
-  group.owners.pop_back();
-  group.graph->set_slots(last);
-  slot = -1;
-  if (group.owners.empty()) group.graph.reset();
-}
-
-// Moves a stream that has passed its start into the group, when its state has
-// the group's shape (always, once both are past their start and fed whole frames).
-bool join_group(Group& group, const streaming::StreamGraph& own, int64_t& slot, int64_t id) {
-  if (!own.all_started()) return false;
-  if (!group.graph) {
-    group.graph.emplace(own);
-  } else {
-    if (!group.graph->same_shape(own)) return false;
-    group.graph->set_slots(group.graph->slots() + 1);
-    group.graph->copy_slot(own, 0, group.graph->slots() - 1);
-  }
-  slot = group.graph->slots() - 1;
-  group.owners.push_back(id);
-  return true;
-}
-
-}  // namespace
-
-StreamBatcher::StreamBatcher(const EncodecModel& model) : state_(std::make_unique<State>(model)) {}
+StreamBatcher::StreamBatcher(const EncodecModel& model, int64_t min_streams_per_lane)
+    : state_(std::make_unique<State>(model, min_streams_per_lane)) {}
 StreamBatcher::~StreamBatcher() = default;
 
 StreamBatcher::StreamId StreamBatcher::open_stream() {
   const StreamId id = state_->next_id++;
   state_->streams.emplace(id, std::unique_ptr<State::Stream>(new State::Stream{
                                   StreamingEncoder::Engine(state_->model),
-                                  StreamingDecoder::Engine(state_->model), {}, {}, -1, -1}));
+                                  StreamingDecoder::Engine(state_->model), {}, {}, {}, {}}));
   return id;
 }
 
 void StreamBatcher::close_stream(StreamId id) {
-  State::Stream& stream = state_->stream(id);
-  if (stream.encoder_slot >= 0) {
-    leave_group(state_->encoders, stream.encoder.graph, stream.encoder_slot,
-                [this](StreamId moved, int64_t slot) { state_->stream(moved).encoder_slot = slot; });
-  }
-  if (stream.decoder_slot >= 0) {
-    leave_group(state_->decoders, stream.decoder.graph, stream.decoder_slot,
-                [this](StreamId moved, int64_t slot) { state_->stream(moved).decoder_slot = slot; });
-  }
-  state_->streams.erase(id);
+  State& state = *state_;
+  State::Stream& stream = state.stream(id);
+  if (stream.encoder_member.lane >= 0) state.leave(state.encoders, id);
+  if (stream.decoder_member.lane >= 0) state.leave(state.decoders, id);
+  state.streams.erase(id);
+  state.balance(state.encoders);
+  state.balance(state.decoders);
 }
 
 int64_t StreamBatcher::stream_count() const { return static_cast<int64_t>(state_->streams.size()); }
@@ -443,22 +555,22 @@ int64_t StreamBatcher::pop_audio(StreamId id, float* out, int64_t max_count) {
   return state_->stream(id).decoder.ready.pop(out, max_count);
 }
 
-int64_t StreamBatcher::batched_encoder_streams() const { return state_->last_batched_encoders; }
-int64_t StreamBatcher::batched_decoder_streams() const { return state_->last_batched_decoders; }
+int64_t StreamBatcher::batched_encoder_streams() const { return state_->encoders.last_batched; }
+int64_t StreamBatcher::batched_decoder_streams() const { return state_->decoders.last_batched; }
+int64_t StreamBatcher::encoder_lanes() const { return state_->encoders.last_lanes; }
+int64_t StreamBatcher::decoder_lanes() const { return state_->decoders.last_lanes; }
 
-// A tick: members of the group without a frame leave it; streams alone run
-// their frame alone; the group runs one batched pass; streams alone that are
-// past their start join the group for the next tick.
+// A tick: members of a lane without a frame leave it; streams alone run their
+// frame alone; every lane runs one batched pass; streams alone that are past
+// their start join a lane for the next tick.
 void StreamBatcher::encode_tick() {
   State& state = *state_;
   const int64_t hop = state.model.config().hop_length();
-  Group& group = state.encoders;
   for (auto& [id, stream] : state.streams) {
     const bool has_frame = stream->audio_in.size() >= hop;
-    if (stream->encoder_slot >= 0 && !has_frame) {
-      leave_group(group, stream->encoder.graph, stream->encoder_slot,
-                  [&state](StreamId moved, int64_t slot) { state.stream(moved).encoder_slot = slot; });
-    } else if (stream->encoder_slot < 0 && has_frame) {
+    if (stream->encoder_member.lane >= 0 && !has_frame) {
+      state.leave(state.encoders, id);
+    } else if (stream->encoder_member.lane < 0 && has_frame) {
       StreamingEncoder::Engine& engine = stream->encoder;
       const int64_t first = engine.graph.append_input(hop);
       std::copy_n(stream->audio_in.front(), hop, engine.graph.input().row(0, first));
@@ -466,88 +578,79 @@ void StreamBatcher::encode_tick() {
       engine.run(false);
     }
   }
-  state.last_batched_encoders = 0;
-  if (group.graph) {
-    const std::vector<int64_t>& owners = group.owners;
-    const int64_t slots = group.graph->slots();
-    const int64_t first = group.graph->append_input(hop);
+  state.balance(state.encoders);
+  const fast::Quantizer& quantizer = fast_layers(state.model).quantizer;
+  state.run_lanes(state.encoders, [&](Group& lane) {
+    const std::vector<int64_t>& owners = lane.owners;
+    const int64_t slots = lane.graph->slots();
+    const int64_t first = lane.graph->append_input(hop);
     for (int64_t slot = 0; slot < slots; ++slot) {
       State::Stream& stream = *state.streams.at(owners[slot]);
-      std::copy_n(stream.audio_in.front(), hop, group.graph->input().row(slot, first));
+      std::copy_n(stream.audio_in.front(), hop, lane.graph->input().row(slot, first));
       stream.audio_in.drop(hop);
     }
-    group.graph->run(group.scratch);
+    lane.graph->run(lane.scratch);
     // One embedding row per slot, quantized as one batch at the largest
     // bandwidth among them (a level's code does not depend on later levels).
-    streaming::RowBuffer& output = group.graph->output();
+    streaming::RowBuffer& output = lane.graph->output();
     const int64_t rows = output.rows(), dimension = output.channels(), count = slots * rows;
-    state.rows.resize(static_cast<size_t>(count * dimension));
+    lane.rows.resize(static_cast<size_t>(count * dimension));
     int max_codebooks = 1;
     for (int64_t slot = 0; slot < slots; ++slot) {
-      std::copy_n(output.row(slot, 0), rows * dimension, state.rows.data() + slot * rows * dimension);
+      std::copy_n(output.row(slot, 0), rows * dimension, lane.rows.data() + slot * rows * dimension);
       max_codebooks = std::max(max_codebooks, state.streams.at(owners[slot])->encoder.num_codebooks);
     }
     output.clear();
-    const fast::Quantizer& quantizer = fast_layers(state.model).quantizer;
-    state.codes.resize(static_cast<size_t>(count * max_codebooks));
-    state.residual.resize(static_cast<size_t>(count * dimension));
-    state.scores.resize(static_cast<size_t>(count * quantizer.bins()));
-    quantizer.encode(state.rows.data(), count, max_codebooks, state.codes.data(), count,
-                     state.residual.data(), state.scores.data());
+    lane.codes.resize(static_cast<size_t>(count * max_codebooks));
+    lane.residual.resize(static_cast<size_t>(count * dimension));
+    lane.scores.resize(static_cast<size_t>(count * quantizer.bins()));
+    quantizer.encode(lane.rows.data(), count, max_codebooks, lane.codes.data(), count, lane.residual.data(),
+                     lane.scores.data());
     for (int64_t slot = 0; slot < slots; ++slot) {
       StreamingEncoder::Engine& engine = state.streams.at(owners[slot])->encoder;
       for (int64_t row = 0; row < rows; ++row) {
         CodeFrame frame;
         frame.num_codebooks = engine.num_codebooks;
         for (int level = 0; level < frame.num_codebooks; ++level) {
-          frame.codes[level] = static_cast<int32_t>(state.codes[level * count + slot * rows + row]);
+          frame.codes[level] = static_cast<int32_t>(lane.codes[level * count + slot * rows + row]);
         }
         engine.ready.push(frame);
       }
     }
-    state.last_batched_encoders = slots;
-  }
-  for (auto& [id, stream] : state.streams) {
-    if (stream->encoder_slot < 0) join_group(group, stream->encoder.graph, stream->encoder_slot, id);
-  }
+  });
+  state.admit(state.encoders);
 }
 
 void StreamBatcher::decode_tick() {
   State& state = *state_;
-  Group& group = state.decoders;
   for (auto& [id, stream] : state.streams) {
     const bool has_frame = stream->codes_in.size() > 0;
-    if (stream->decoder_slot >= 0 && !has_frame) {
-      leave_group(group, stream->decoder.graph, stream->decoder_slot,
-                  [&state](StreamId moved, int64_t slot) { state.stream(moved).decoder_slot = slot; });
-    } else if (stream->decoder_slot < 0 && has_frame) {
+    if (stream->decoder_member.lane >= 0 && !has_frame) {
+      state.leave(state.decoders, id);
+    } else if (stream->decoder_member.lane < 0 && has_frame) {
       CodeFrame frame;
       stream->codes_in.pop(&frame);
       stream->decoder.push(frame.num_codebooks > 0 ? &frame : nullptr);
     }
   }
-  state.last_batched_decoders = 0;
-  if (group.graph) {
-    const int64_t slots = group.graph->slots();
-    const int64_t first = group.graph->append_input(1);
+  state.balance(state.decoders);
+  state.run_lanes(state.decoders, [&](Group& lane) {
+    const int64_t slots = lane.graph->slots();
+    const int64_t first = lane.graph->append_input(1);
     for (int64_t slot = 0; slot < slots; ++slot) {
-      State::Stream& stream = *state.streams.at(group.owners[slot]);
+      State::Stream& stream = *state.streams.at(lane.owners[slot]);
       CodeFrame frame;
       stream.codes_in.pop(&frame);
-      stream.decoder.prepare(frame.num_codebooks > 0 ? &frame : nullptr,
-                             group.graph->input().row(slot, first));
+      stream.decoder.prepare(frame.num_codebooks > 0 ? &frame : nullptr, lane.graph->input().row(slot, first));
     }
-    group.graph->run(group.scratch);
-    streaming::RowBuffer& output = group.graph->output();
+    lane.graph->run(lane.scratch);
+    streaming::RowBuffer& output = lane.graph->output();
     for (int64_t slot = 0; slot < slots; ++slot) {
-      state.streams.at(group.owners[slot])->decoder.deliver(output.row(slot, 0), output.rows());
+      state.streams.at(lane.owners[slot])->decoder.deliver(output.row(slot, 0), output.rows());
     }
     output.clear();
-    state.last_batched_decoders = slots;
-  }
-  for (auto& [id, stream] : state.streams) {
-    if (stream->decoder_slot < 0) join_group(group, stream->decoder.graph, stream->decoder_slot, id);
-  }
+  });
+  state.admit(state.decoders);
 }
 
 }  // namespace encodec

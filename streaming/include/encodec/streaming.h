@@ -126,11 +126,23 @@ class StreamingDecoder {
 //
 // A stream spends its first frames (the start delay) running alone, then joins
 // the batch; a stream without a frame at a tick leaves the batch and rejoins later.
+//
+// Threads: a small batch runs as one pass whose products are split across
+// LibTorch's threads. A large one is split into lanes, one per thread, each a
+// batched pass of its own over its share of the streams, all at once: the
+// threads then meet once per tick instead of at every layer, and the
+// element-wise work runs on every thread too. With T threads (at::get_num_threads()
+// at the tick) and N batched streams there are min(T, N / min_streams_per_lane)
+// lanes (at least one), whose sizes differ by one at most. Lanes change nothing
+// in the results.
 class StreamBatcher {
  public:
   using StreamId = int64_t;
+  // Below 2 x 4 streams on 2 threads, one pass split by products is faster
+  // (each lane reads every weight, which one stream's frame is bound by).
+  static constexpr int64_t kDefaultMinStreamsPerLane = 4;
 
-  explicit StreamBatcher(const EncodecModel& model);
+  explicit StreamBatcher(const EncodecModel& model, int64_t min_streams_per_lane = kDefaultMinStreamsPerLane);
   ~StreamBatcher();
 
   StreamId open_stream();
@@ -151,9 +163,11 @@ class StreamBatcher {
   int64_t samples_ready(StreamId id) const;
   int64_t pop_audio(StreamId id, float* out, int64_t max_count);
 
-  // How many streams the last ticks ran batched (the rest ran alone).
+  // How many streams the last ticks ran batched (the rest ran alone), and on how many lanes.
   int64_t batched_encoder_streams() const;
   int64_t batched_decoder_streams() const;
+  int64_t encoder_lanes() const;
+  int64_t decoder_lanes() const;
 
  private:
   struct State;
