@@ -111,6 +111,11 @@ int main(int argc, char** argv) {
   app.add_option("--threads", thread_counts, "Thread counts for the batcher")->delimiter(',')->capture_default_str();
   app.add_option("--max-streams", max_streams, "Largest batch tried")->capture_default_str()->check(CLI::PositiveNumber);
   app.add_option("--ticks", ticks, "Measured ticks per batch size")->capture_default_str()->check(CLI::PositiveNumber);
+  bool separate_ticks = false;
+  app.add_flag("--separate-ticks", separate_ticks,
+               "Batcher ticks as encode_tick(), codes handed over, decode_tick() on them (the same frame "
+               "encoded and decoded in one tick) instead of tick(), which runs both sides at once and "
+               "decodes the codes of the tick before");
   app.add_option("--min-streams-per-lane", min_streams_per_lane,
                  "The batcher's lane setting: a batch splits into one lane per thread once each gets this many "
                  "streams (a large value: one lane, products split across the threads)")
@@ -131,8 +136,10 @@ int main(int argc, char** argv) {
   std::printf("model: %s official size, random weights, %.1f kbps (%d codebooks); frame %lld samples = %.3f ms\n",
               config.name.c_str(), kBandwidthKbps, config.num_codebooks(kBandwidthKbps),
               static_cast<long long>(hop), frame_ms);
-  std::printf("batcher: a batch splits into one lane per thread from %lld streams per lane\n",
-              static_cast<long long>(min_streams_per_lane));
+  std::printf("batcher: a batch splits into one lane per thread from %lld streams per lane; %s\n",
+              static_cast<long long>(min_streams_per_lane),
+              separate_ticks ? "encode_tick, codes handed over, decode_tick (separate ticks)"
+                             : "tick(): both sides at once, decoding the codes of the tick before");
 
   std::vector<PrecisionResult> results;
   for (const std::string& name : precision_names) {
@@ -164,12 +171,12 @@ int main(int argc, char** argv) {
 
     // 3: batcher capacity.
     PrecisionResult result{precision, percentile(streaming.both_ms, 0.5), percentile(streaming.both_ms, 0.99), {}};
-    std::printf("batcher: full duplex tick (push, encode_tick, codes to decoder, decode_tick, pop), %lld ticks\n",
+    std::printf("batcher: full duplex tick (audio in, encode, decode, audio out, for every stream), %lld ticks\n",
                 static_cast<long long>(ticks));
     print_batcher_header();
     for (int threads : thread_counts) {
       torch::set_num_threads(threads);
-      const BatcherSetup setup{model, source, threads, ticks, frame_ms, min_streams_per_lane};
+      const BatcherSetup setup{model, source, threads, ticks, frame_ms, min_streams_per_lane, !separate_ticks};
       result.capacities.emplace_back(threads, real_time_capacity(setup, max_streams));
     }
     results.push_back(result);

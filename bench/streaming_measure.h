@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <string>
 #include <vector>
 
 #include <torch/torch.h>
@@ -108,17 +109,22 @@ struct BatcherSetup {
   int64_t ticks = 300;
   double frame_ms = 0;
   int64_t min_streams_per_lane = encodec::StreamBatcher::kDefaultMinStreamsPerLane;
+  // true: StreamBatcher::tick(), both sides at once, each tick decoding the
+  // codes the previous one encoded (a server: the codes it decodes come from
+  // the network, not from the frame it encodes). false: encode_tick(), the
+  // codes handed over, then decode_tick() on them in the same tick.
+  bool combined_tick = true;
 };
 
 struct BatcherTicks {
   std::vector<double> tick_ms;  // empty when the streams never all joined the batch
-  int64_t lanes = 0;            // the encoder's, at the last tick
+  int64_t encoder_lanes = 0, decoder_lanes = 0;  // at the last tick
 };
 
 // Tick times of `streams` duplex streams in one StreamBatcher: every tick
-// pushes a frame of audio per stream, encodes, hands each stream's codes to
-// its decoder side, decodes and pops the audio, as a server's 13.3 ms tick
-// would.
+// pushes a frame of audio per stream, encodes it, decodes a frame of codes per
+// stream (see BatcherSetup::combined_tick for which) and pops the audio, as a
+// server's 13.3 ms tick would.
 inline BatcherTicks measure_batcher_ticks(const BatcherSetup& setup, int64_t streams) {
   const int64_t hop = setup.model.config().hop_length();
   encodec::StreamBatcher batcher(setup.model, setup.min_streams_per_lane);
@@ -131,12 +137,19 @@ inline BatcherTicks measure_batcher_ticks(const BatcherSetup& setup, int64_t str
   auto tick = [&](int64_t t) {
     // Streams read the signal at different offsets, so they are not identical.
     for (int64_t s = 0; s < streams; ++s) batcher.push_audio(ids[s], setup.source.frame(t + 7 * s), hop);
-    batcher.encode_tick();
     encodec::CodeFrame codes;
-    for (const auto id : ids) {
-      while (batcher.pop_codes(id, &codes)) batcher.push_codes(id, codes);
+    if (setup.combined_tick) {
+      batcher.tick();  // decodes the codes pushed after the previous tick
+      for (const auto id : ids) {
+        while (batcher.pop_codes(id, &codes)) batcher.push_codes(id, codes);
+      }
+    } else {
+      batcher.encode_tick();
+      for (const auto id : ids) {
+        while (batcher.pop_codes(id, &codes)) batcher.push_codes(id, codes);
+      }
+      batcher.decode_tick();
     }
-    batcher.decode_tick();
     for (const auto id : ids) {
       while (batcher.pop_audio(id, audio.data(), kAudioBufferSamples) > 0) {
       }
@@ -157,12 +170,13 @@ inline BatcherTicks measure_batcher_ticks(const BatcherSetup& setup, int64_t str
     result.tick_ms.push_back(ms_between(start, Clock::now()));
   }
   if (!all_batched()) return {};  // a stream left the batch: the numbers mix both modes
-  result.lanes = batcher.encoder_lanes();
+  result.encoder_lanes = batcher.encoder_lanes();
+  result.decoder_lanes = batcher.decoder_lanes();
   return result;
 }
 
 inline void print_batcher_header() {
-  std::printf("  %7s %7s %5s %8s %8s %8s %14s %6s   %s\n", "threads", "streams", "lanes", "p50 ms", "p99 ms",
+  std::printf("  %7s %7s %13s %8s %8s %8s %14s %6s   %s\n", "threads", "streams", "enc+dec lanes", "p50 ms", "p99 ms",
               "max ms", "p50 ms/stream", "p99/fr", "real time");
 }
 
@@ -177,8 +191,9 @@ inline bool batch_is_real_time(const BatcherSetup& setup, int64_t streams) {
   }
   const double p50 = percentile(tick_ms, 0.5), p99 = percentile(tick_ms, 0.99);
   const bool real_time = p99 < setup.frame_ms;
-  std::printf("  %7d %7lld %5lld %8.3f %8.3f %8.3f %14.3f %5.0f%%   %s\n", setup.threads,
-              static_cast<long long>(streams), static_cast<long long>(ticks.lanes), p50, p99,
+  const std::string lanes = std::to_string(ticks.encoder_lanes) + "+" + std::to_string(ticks.decoder_lanes);
+  std::printf("  %7d %7lld %13s %8.3f %8.3f %8.3f %14.3f %5.0f%%   %s\n", setup.threads,
+              static_cast<long long>(streams), lanes.c_str(), p50, p99,
               *std::max_element(tick_ms.begin(), tick_ms.end()), p50 / streams, 100 * p99 / setup.frame_ms,
               real_time ? "yes" : "no");
   std::fflush(stdout);

@@ -5,6 +5,7 @@
 
 #include <malloc.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cmath>
@@ -70,12 +71,13 @@ namespace {
 
 // In both precisions: bf16 products convert their inputs into a per-thread
 // scratch that must stop growing once warmed up. On one thread, and on two with
-// the batch split into two lanes (each with its own scratch, run at once).
-class StreamingAllocationTest : public ::testing::TestWithParam<std::tuple<Precision, int>> {};
+// the batch split into two lanes (each with its own scratch, run at once); the
+// batcher's sides one after the other, or at once (StreamBatcher::tick).
+class StreamingAllocationTest : public ::testing::TestWithParam<std::tuple<Precision, int, bool>> {};
 
 TEST_P(StreamingAllocationTest, PerFramePathAllocatesNothingAfterWarmUp) {
   ENCODEC_REQUIRE_GOLDEN();
-  const auto [precision, threads] = GetParam();
+  const auto [precision, threads, combined_tick] = GetParam();
   if (precision == Precision::kBf16 && !bf16_unavailable_reason().empty()) {
     GTEST_SKIP() << bf16_unavailable_reason();
   }
@@ -98,19 +100,22 @@ TEST_P(StreamingAllocationTest, PerFramePathAllocatesNothingAfterWarmUp) {
     while (encoder.pop(&frame)) decoder.push(frame);
     decoder.pop(out.data(), static_cast<int64_t>(out.size()));
     for (StreamBatcher::StreamId id : ids) batcher.push_audio(id, frame_audio.data(), hop);
-    batcher.encode_tick();
+    if (combined_tick) batcher.tick();
+    if (!combined_tick) batcher.encode_tick();
     for (StreamBatcher::StreamId id : ids) {
       while (batcher.pop_codes(id, &frame)) batcher.push_codes(id, frame);
     }
-    batcher.decode_tick();
+    if (!combined_tick) batcher.decode_tick();
     for (StreamBatcher::StreamId id : ids) batcher.pop_audio(id, out.data(), static_cast<int64_t>(out.size()));
   };
   // Warm-up: the start delay, the batch forming, the buffers reaching their size.
   for (int64_t index = 0; index < 40; ++index) one_frame(index);
   ASSERT_EQ(batcher.batched_encoder_streams(), 3);
   ASSERT_EQ(batcher.batched_decoder_streams(), 3);
-  ASSERT_EQ(batcher.encoder_lanes(), threads);
-  ASSERT_EQ(batcher.decoder_lanes(), threads);
+  // Combined ticks share the threads between the sides.
+  const int64_t lanes_per_side = combined_tick ? std::max(1, threads / 2) : threads;
+  ASSERT_EQ(batcher.encoder_lanes(), lanes_per_side);
+  ASSERT_EQ(batcher.decoder_lanes(), lanes_per_side);
 
   // The counter sees allocations (a vector's buffer comes from malloc too).
   counting = true;
@@ -130,10 +135,11 @@ TEST_P(StreamingAllocationTest, PerFramePathAllocatesNothingAfterWarmUp) {
 
 INSTANTIATE_TEST_SUITE_P(PrecisionsAndThreads, StreamingAllocationTest,
                          ::testing::Combine(::testing::Values(Precision::kFp32, Precision::kBf16),
-                                            ::testing::Values(1, 2)),
+                                            ::testing::Values(1, 2), ::testing::Bool()),
                          [](const auto& info) {
                            return std::string(precision_name(std::get<0>(info.param))) + "_" +
-                                  std::to_string(std::get<1>(info.param)) + "_threads";
+                                  std::to_string(std::get<1>(info.param)) + "_threads" +
+                                  (std::get<2>(info.param) ? "_combined_ticks" : "");
                          });
 
 }  // namespace

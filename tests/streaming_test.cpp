@@ -193,6 +193,8 @@ class StreamingTest : public ::testing::Test {
   struct BatcherLayout {
     int threads = 1;
     int64_t min_streams_per_lane = StreamBatcher::kDefaultMinStreamsPerLane;
+    // tick() (the decoder side one tick behind) instead of encode_tick(), decode_tick().
+    bool combined_tick = false;
   };
   // Streams joining, leaving and skipping ticks of a StreamBatcher against the
   // same streams alone, in `precision`; `lanes_seen` gets the lane counts its ticks ran on.
@@ -329,7 +331,8 @@ void StreamingTest::expect_batched_streams_equal_streams_alone(Precision precisi
   std::vector<std::vector<float>> batched_audio(kStreams);
   std::vector<size_t> fed(kStreams, 0);
   int64_t most_batched = 0;
-  for (int tick = 0; tick < 200; ++tick) {
+  constexpr int kTicks = 200;
+  for (int tick = 0; tick <= kTicks; ++tick) {
     for (int s = 0; s < kStreams; ++s) {
       if (tick == open_tick[s]) {
         ids[s] = batcher.open_stream();
@@ -339,14 +342,21 @@ void StreamingTest::expect_batched_streams_equal_streams_alone(Precision precisi
         batcher.close_stream(ids[s]);
         ids[s] = -1;
       }
-      if (ids[s] < 0 || tick == skip_tick[s] || fed[s] >= inputs[s].size()) continue;
+      if (ids[s] < 0 || tick == skip_tick[s] || tick == kTicks || fed[s] >= inputs[s].size()) continue;
       batcher.push_audio(ids[s], inputs[s].data() + fed[s], hop);
       fed[s] += hop;
     }
-    batcher.encode_tick();
+    // Each stream's new codes go to its decoder side: decoded in the same tick
+    // (a duplex call), or in the next one by tick(); one tick more decodes the
+    // last codes.
+    const bool last_tick = tick == kTicks;
+    if (layout.combined_tick) {
+      batcher.tick();
+    } else if (!last_tick) {
+      batcher.encode_tick();
+    }
     most_batched = std::max(most_batched, batcher.batched_encoder_streams());
     lanes_seen->insert(batcher.encoder_lanes());
-    // Decode each stream's new codes in the same tick (a duplex call).
     for (int s = 0; s < kStreams; ++s) {
       if (ids[s] < 0) continue;
       CodeFrame frame;
@@ -355,7 +365,7 @@ void StreamingTest::expect_batched_streams_equal_streams_alone(Precision precisi
         batcher.push_codes(ids[s], frame);
       }
     }
-    batcher.decode_tick();
+    if (!layout.combined_tick && !last_tick) batcher.decode_tick();
     lanes_seen->insert(batcher.decoder_lanes());
     for (int s = 0; s < kStreams; ++s) {
       if (ids[s] < 0) continue;
@@ -387,7 +397,7 @@ void StreamingTest::expect_batched_streams_equal_streams_alone(Precision precisi
     EXPECT_TRUE(torch::equal(frames_to_codes(batched_codes[s]), frames_to_codes(codes))) << "stream " << s;
     // The decoder side takes one frame per tick, so a stream closed early
     // leaves the frames of its start burst undecoded.
-    if (close_tick[s] >= 200) ASSERT_EQ(batched_audio[s].size(), audio.size()) << "stream " << s;
+    if (close_tick[s] >= kTicks) ASSERT_EQ(batched_audio[s].size(), audio.size()) << "stream " << s;
     ASSERT_GT(batched_audio[s].size(), 30u * hop);
     ASSERT_LE(batched_audio[s].size(), audio.size());
     EXPECT_TRUE(std::equal(batched_audio[s].begin(), batched_audio[s].end(), audio.begin()))
@@ -422,6 +432,17 @@ TEST_F(StreamingTest, BatchedBf16StreamsOnLanesEqualBf16StreamsAlone) {
   std::set<int64_t> lanes;
   expect_batched_streams_equal_streams_alone(Precision::kBf16, BatcherLayout{2, 1}, &lanes);
   EXPECT_TRUE(lanes.count(2)) << "the batch should have run on two lanes";
+}
+
+// tick(): both sides at once, the decoder side taking the codes of the tick
+// before. On 2 threads one lane per side; on 4, two per side once each has 2 streams.
+TEST_F(StreamingTest, CombinedTicksEqualStreamsAlone) {
+  std::set<int64_t> lanes;
+  expect_batched_streams_equal_streams_alone(Precision::kFp32, BatcherLayout{2, 2, true}, &lanes);
+  EXPECT_FALSE(lanes.count(2)) << "2 threads: one lane per side";
+  lanes.clear();
+  expect_batched_streams_equal_streams_alone(Precision::kFp32, BatcherLayout{4, 2, true}, &lanes);
+  EXPECT_TRUE(lanes.count(1) && lanes.count(2)) << "4 threads: one lane per side, then two";
 }
 
 TEST_F(StreamingTest, BatcherRefusesLanesOfNoStreams) {

@@ -375,10 +375,9 @@ struct StreamBatcher::State {
     return *found->second;
   }
 
-  // Lanes for `batched` streams with the threads LibTorch has now.
-  int64_t lane_count(int64_t batched) const {
-    const int64_t threads = std::max(1, at::get_num_threads());
-    return std::clamp<int64_t>(batched / min_per_lane, 1, threads);
+  // Lanes for `batched` streams on `threads` threads.
+  int64_t lane_count(int64_t batched, int64_t threads) const {
+    return std::clamp<int64_t>(batched / min_per_lane, 1, std::max<int64_t>(threads, 1));
   }
 
   static int64_t batched(const Side& side) {
@@ -436,8 +435,8 @@ struct StreamBatcher::State {
 
   // Spreads the batched streams over as many lanes as their number calls for,
   // sizes differing by one at most, moving as few streams as that takes.
-  void balance(Side& side) {
-    const int64_t lanes = lane_count(batched(side));
+  void balance(Side& side, int64_t threads) {
+    const int64_t lanes = lane_count(batched(side), threads);
     if (static_cast<int64_t>(side.lanes.size()) < lanes) side.lanes.resize(lanes);
     while (true) {
       // The stream to move: from a lane past the count first, else from the
@@ -465,20 +464,18 @@ struct StreamBatcher::State {
 
   // After a tick: streams running alone that have passed their start join the
   // emptiest lane; then the lanes are balanced.
-  void admit(Side& side) {
+  void admit(Side& side, int64_t threads) {
     for (auto& [id, member] : streams) {
       if ((member.get()->*side.member).lane >= 0) continue;
-      const int64_t lanes = lane_count(batched(side) + 1);
+      const int64_t lanes = lane_count(batched(side) + 1, threads);
       if (static_cast<int64_t>(side.lanes.size()) < lanes) side.lanes.resize(lanes);
       join(side, id, emptiest(side, lanes));
     }
-    balance(side);
+    balance(side, threads);
   }
 
-  // Runs `run_lane` on every lane that has streams, the lanes on different threads.
-  template <typename RunLane>
-  void run_lanes(Side& side, RunLane&& run_lane) {
-    // Balanced lanes are the first ones; `used` reaches the last with streams.
+  // The lanes of a side that have streams are among its first `used` ones.
+  static int64_t used_lanes(Side& side) {
     int64_t used = 0;
     side.last_lanes = 0;
     for (int64_t lane = 0; lane < static_cast<int64_t>(side.lanes.size()); ++lane) {
@@ -487,13 +484,116 @@ struct StreamBatcher::State {
       ++side.last_lanes;
     }
     side.last_batched = batched(side);
-    // One lane: run here, its products split across the threads. More: one
-    // lane per thread (products inside a parallel region run on their thread).
-    at::parallel_for(0, used, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t lane = begin; lane < end; ++lane) {
-        if (side.lanes[lane].size() > 0) run_lane(side.lanes[lane]);
+    return used;
+  }
+
+  // Runs the lanes of the encoder side (when `encoding`) and of the decoder side
+  // (when `decoding`), each lane on a thread of its own, all at once. A single
+  // lane runs here, its products split across the threads instead (products
+  // inside a parallel region run on their thread).
+  void run_lanes(bool encoding, bool decoding) {
+    const int64_t encoder_lanes = encoding ? used_lanes(encoders) : 0;
+    const int64_t decoder_lanes = decoding ? used_lanes(decoders) : 0;
+    at::parallel_for(0, encoder_lanes + decoder_lanes, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t task = begin; task < end; ++task) {
+        Group& lane = task < encoder_lanes ? encoders.lanes[task] : decoders.lanes[task - encoder_lanes];
+        if (lane.size() == 0) continue;
+        task < encoder_lanes ? encode_lane(lane) : decode_lane(lane);
       }
     });
+  }
+
+  // Before a tick's batched passes: streams without a frame leave their lane,
+  // streams running alone run their frame alone, the lanes are balanced.
+  void prepare_encoders(int64_t threads) {
+    const int64_t hop = model.config().hop_length();
+    for (auto& [id, stream] : streams) {
+      const bool has_frame = stream->audio_in.size() >= hop;
+      if (stream->encoder_member.lane >= 0 && !has_frame) {
+        leave(encoders, id);
+      } else if (stream->encoder_member.lane < 0 && has_frame) {
+        StreamingEncoder::Engine& engine = stream->encoder;
+        const int64_t first = engine.graph.append_input(hop);
+        std::copy_n(stream->audio_in.front(), hop, engine.graph.input().row(0, first));
+        stream->audio_in.drop(hop);
+        engine.run(false);
+      }
+    }
+    balance(encoders, threads);
+  }
+
+  void prepare_decoders(int64_t threads) {
+    for (auto& [id, stream] : streams) {
+      const bool has_frame = stream->codes_in.size() > 0;
+      if (stream->decoder_member.lane >= 0 && !has_frame) {
+        leave(decoders, id);
+      } else if (stream->decoder_member.lane < 0 && has_frame) {
+        CodeFrame frame;
+        stream->codes_in.pop(&frame);
+        stream->decoder.push(frame.num_codebooks > 0 ? &frame : nullptr);
+      }
+    }
+    balance(decoders, threads);
+  }
+
+  // One batched encoder pass over a lane's streams (on any thread: it touches
+  // only the lane and its streams).
+  void encode_lane(Group& lane) {
+    const int64_t hop = model.config().hop_length();
+    const fast::Quantizer& quantizer = fast_layers(model).quantizer;
+    const std::vector<int64_t>& owners = lane.owners;
+    const int64_t slots = lane.graph->slots();
+    const int64_t first = lane.graph->append_input(hop);
+    for (int64_t slot = 0; slot < slots; ++slot) {
+      Stream& stream = *streams.at(owners[slot]);
+      std::copy_n(stream.audio_in.front(), hop, lane.graph->input().row(slot, first));
+      stream.audio_in.drop(hop);
+    }
+    lane.graph->run(lane.scratch);
+    // One embedding row per slot, quantized as one batch at the largest
+    // bandwidth among them (a level's code does not depend on later levels).
+    streaming::RowBuffer& output = lane.graph->output();
+    const int64_t rows = output.rows(), dimension = output.channels(), count = slots * rows;
+    lane.rows.resize(static_cast<size_t>(count * dimension));
+    int max_codebooks = 1;
+    for (int64_t slot = 0; slot < slots; ++slot) {
+      std::copy_n(output.row(slot, 0), rows * dimension, lane.rows.data() + slot * rows * dimension);
+      max_codebooks = std::max(max_codebooks, streams.at(owners[slot])->encoder.num_codebooks);
+    }
+    output.clear();
+    lane.codes.resize(static_cast<size_t>(count * max_codebooks));
+    lane.residual.resize(static_cast<size_t>(count * dimension));
+    lane.scores.resize(static_cast<size_t>(count * quantizer.bins()));
+    quantizer.encode(lane.rows.data(), count, max_codebooks, lane.codes.data(), count, lane.residual.data(),
+                     lane.scores.data());
+    for (int64_t slot = 0; slot < slots; ++slot) {
+      StreamingEncoder::Engine& engine = streams.at(owners[slot])->encoder;
+      for (int64_t row = 0; row < rows; ++row) {
+        CodeFrame frame;
+        frame.num_codebooks = engine.num_codebooks;
+        for (int level = 0; level < frame.num_codebooks; ++level) {
+          frame.codes[level] = static_cast<int32_t>(lane.codes[level * count + slot * rows + row]);
+        }
+        engine.ready.push(frame);
+      }
+    }
+  }
+
+  void decode_lane(Group& lane) {
+    const int64_t slots = lane.graph->slots();
+    const int64_t first = lane.graph->append_input(1);
+    for (int64_t slot = 0; slot < slots; ++slot) {
+      Stream& stream = *streams.at(lane.owners[slot]);
+      CodeFrame frame;
+      stream.codes_in.pop(&frame);
+      stream.decoder.prepare(frame.num_codebooks > 0 ? &frame : nullptr, lane.graph->input().row(slot, first));
+    }
+    lane.graph->run(lane.scratch);
+    streaming::RowBuffer& output = lane.graph->output();
+    for (int64_t slot = 0; slot < slots; ++slot) {
+      streams.at(lane.owners[slot])->decoder.deliver(output.row(slot, 0), output.rows());
+    }
+    output.clear();
   }
 
   EncodecModel model;
@@ -520,9 +620,7 @@ void StreamBatcher::close_stream(StreamId id) {
   State::Stream& stream = state.stream(id);
   if (stream.encoder_member.lane >= 0) state.leave(state.encoders, id);
   if (stream.decoder_member.lane >= 0) state.leave(state.decoders, id);
-  state.streams.erase(id);
-  state.balance(state.encoders);
-  state.balance(state.decoders);
+  state.streams.erase(id);  // the next tick rebalances the lanes
 }
 
 int64_t StreamBatcher::stream_count() const { return static_cast<int64_t>(state_->streams.size()); }
@@ -565,92 +663,30 @@ int64_t StreamBatcher::decoder_lanes() const { return state_->decoders.last_lane
 // their start join a lane for the next tick.
 void StreamBatcher::encode_tick() {
   State& state = *state_;
-  const int64_t hop = state.model.config().hop_length();
-  for (auto& [id, stream] : state.streams) {
-    const bool has_frame = stream->audio_in.size() >= hop;
-    if (stream->encoder_member.lane >= 0 && !has_frame) {
-      state.leave(state.encoders, id);
-    } else if (stream->encoder_member.lane < 0 && has_frame) {
-      StreamingEncoder::Engine& engine = stream->encoder;
-      const int64_t first = engine.graph.append_input(hop);
-      std::copy_n(stream->audio_in.front(), hop, engine.graph.input().row(0, first));
-      stream->audio_in.drop(hop);
-      engine.run(false);
-    }
-  }
-  state.balance(state.encoders);
-  const fast::Quantizer& quantizer = fast_layers(state.model).quantizer;
-  state.run_lanes(state.encoders, [&](Group& lane) {
-    const std::vector<int64_t>& owners = lane.owners;
-    const int64_t slots = lane.graph->slots();
-    const int64_t first = lane.graph->append_input(hop);
-    for (int64_t slot = 0; slot < slots; ++slot) {
-      State::Stream& stream = *state.streams.at(owners[slot]);
-      std::copy_n(stream.audio_in.front(), hop, lane.graph->input().row(slot, first));
-      stream.audio_in.drop(hop);
-    }
-    lane.graph->run(lane.scratch);
-    // One embedding row per slot, quantized as one batch at the largest
-    // bandwidth among them (a level's code does not depend on later levels).
-    streaming::RowBuffer& output = lane.graph->output();
-    const int64_t rows = output.rows(), dimension = output.channels(), count = slots * rows;
-    lane.rows.resize(static_cast<size_t>(count * dimension));
-    int max_codebooks = 1;
-    for (int64_t slot = 0; slot < slots; ++slot) {
-      std::copy_n(output.row(slot, 0), rows * dimension, lane.rows.data() + slot * rows * dimension);
-      max_codebooks = std::max(max_codebooks, state.streams.at(owners[slot])->encoder.num_codebooks);
-    }
-    output.clear();
-    lane.codes.resize(static_cast<size_t>(count * max_codebooks));
-    lane.residual.resize(static_cast<size_t>(count * dimension));
-    lane.scores.resize(static_cast<size_t>(count * quantizer.bins()));
-    quantizer.encode(lane.rows.data(), count, max_codebooks, lane.codes.data(), count, lane.residual.data(),
-                     lane.scores.data());
-    for (int64_t slot = 0; slot < slots; ++slot) {
-      StreamingEncoder::Engine& engine = state.streams.at(owners[slot])->encoder;
-      for (int64_t row = 0; row < rows; ++row) {
-        CodeFrame frame;
-        frame.num_codebooks = engine.num_codebooks;
-        for (int level = 0; level < frame.num_codebooks; ++level) {
-          frame.codes[level] = static_cast<int32_t>(lane.codes[level * count + slot * rows + row]);
-        }
-        engine.ready.push(frame);
-      }
-    }
-  });
-  state.admit(state.encoders);
+  const int64_t threads = at::get_num_threads();
+  state.prepare_encoders(threads);
+  state.run_lanes(/*encoding=*/true, /*decoding=*/false);
+  state.admit(state.encoders, threads);
 }
 
 void StreamBatcher::decode_tick() {
   State& state = *state_;
-  for (auto& [id, stream] : state.streams) {
-    const bool has_frame = stream->codes_in.size() > 0;
-    if (stream->decoder_member.lane >= 0 && !has_frame) {
-      state.leave(state.decoders, id);
-    } else if (stream->decoder_member.lane < 0 && has_frame) {
-      CodeFrame frame;
-      stream->codes_in.pop(&frame);
-      stream->decoder.push(frame.num_codebooks > 0 ? &frame : nullptr);
-    }
-  }
-  state.balance(state.decoders);
-  state.run_lanes(state.decoders, [&](Group& lane) {
-    const int64_t slots = lane.graph->slots();
-    const int64_t first = lane.graph->append_input(1);
-    for (int64_t slot = 0; slot < slots; ++slot) {
-      State::Stream& stream = *state.streams.at(lane.owners[slot]);
-      CodeFrame frame;
-      stream.codes_in.pop(&frame);
-      stream.decoder.prepare(frame.num_codebooks > 0 ? &frame : nullptr, lane.graph->input().row(slot, first));
-    }
-    lane.graph->run(lane.scratch);
-    streaming::RowBuffer& output = lane.graph->output();
-    for (int64_t slot = 0; slot < slots; ++slot) {
-      state.streams.at(lane.owners[slot])->decoder.deliver(output.row(slot, 0), output.rows());
-    }
-    output.clear();
-  });
-  state.admit(state.decoders);
+  const int64_t threads = at::get_num_threads();
+  state.prepare_decoders(threads);
+  state.run_lanes(/*encoding=*/false, /*decoding=*/true);
+  state.admit(state.decoders, threads);
+}
+
+void StreamBatcher::tick() {
+  State& state = *state_;
+  // The threads are shared between the sides: with two, the encoder lanes run
+  // on one and the decoder lanes on the other, each reading only its network's weights.
+  const int64_t threads = std::max(1, at::get_num_threads() / 2);
+  state.prepare_encoders(threads);
+  state.prepare_decoders(threads);
+  state.run_lanes(/*encoding=*/true, /*decoding=*/true);
+  state.admit(state.encoders, threads);
+  state.admit(state.decoders, threads);
 }
 
 }  // namespace encodec

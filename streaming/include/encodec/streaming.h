@@ -160,6 +160,11 @@ class StreamBatcher {
   void push_codes(StreamId id, const CodeFrame& frame);
   void push_lost(StreamId id);
   void decode_tick();
+  // Both sides in one tick: encode_tick() and decode_tick() with the decoder
+  // taking the codes pushed before the call (not those this tick encodes), the
+  // two sides' lanes running at once (with 2 threads, one side per thread).
+  // The results are those of encode_tick() then decode_tick().
+  void tick();
   int64_t samples_ready(StreamId id) const;
   int64_t pop_audio(StreamId id, float* out, int64_t max_count);
 
