@@ -124,7 +124,10 @@ TEST_P(OrderedGemmTest, EveryInstructionSetGivesTheSameBits) {
 INSTANTIATE_TEST_SUITE_P(Shapes, OrderedGemmTest,
                          ::testing::Values(Shape{1, 1, 1}, Shape{1, 2048, 64}, Shape{3, 17, 7},
                                            Shape{7, 33, 96}, Shape{13, 64, 300}, Shape{6, 130, 5},
-                                           Shape{300, 48, 40}),
+                                           Shape{300, 48, 40},
+                                           // the narrow path (16-row blocks) and its remainder
+                                           Shape{37, 1, 224}, Shape{50, 2, 19}, Shape{16, 3, 7},
+                                           Shape{33, 4, 40}),
                          encodec::testing::gemm_shape_name);
 
 }  // namespace

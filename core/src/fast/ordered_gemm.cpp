@@ -6,6 +6,7 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "fast/narrow_rows.h"
 #include "fast/tile_schedule.h"
 
 namespace encodec::fast {
@@ -158,6 +159,52 @@ void run_tile_avx2(const Tile& tile) {
   }
 }
 
+// The narrow path (narrow_rows.h): 16 rows of a product with kColumns columns,
+// each lane one row's chains, in the order the tiles run them.
+template <int kColumns>
+__attribute__((target("avx512f"))) void narrow_block_avx512(const float* const* rows, const PackedMatrix& b,
+                                                            float* const* out_rows,
+                                                            const OrderedGemmOptions& options) {
+  __m512 accumulators[kColumns];
+  for (int n = 0; n < kColumns; ++n) {
+    accumulators[n] = options.bias ? _mm512_set1_ps(options.bias[n]) : _mm512_setzero_ps();
+  }
+  const float* panel = b.panel(0);
+  const int64_t depth = b.rows();
+  for (int64_t first = 0; first < depth; first += kNarrowRows) {
+    const int count = static_cast<int>(std::min<int64_t>(kNarrowRows, depth - first));
+    const auto mask = static_cast<__mmask16>((1u << count) - 1u);
+    __m512i values[kNarrowRows];
+    for (int j = 0; j < kNarrowRows; ++j) values[j] = _mm512_maskz_loadu_epi32(mask, rows[j] + first);
+    transpose_16x16(values);  // values[k]: the 16 rows' values at depth first + k
+    for (int k = 0; k < count; ++k) {
+      const __m512 a_values = _mm512_castsi512_ps(values[k]);
+      for (int n = 0; n < kColumns; ++n) {
+        accumulators[n] =
+            _mm512_fmadd_ps(a_values, _mm512_set1_ps(panel[(first + k) * kPanel + n]), accumulators[n]);
+      }
+    }
+  }
+  alignas(64) float lanes[kNarrowRows];
+  for (int n = 0; n < kColumns; ++n) {
+    _mm512_store_ps(lanes, accumulators[n]);
+    for (int j = 0; j < kNarrowRows; ++j) {
+      float& target = out_rows[j][n];
+      target = options.accumulate ? target + lanes[j] : lanes[j];
+    }
+  }
+}
+
+void run_narrow_block_avx512(const float* const* rows, const PackedMatrix& b, float* const* out_rows,
+                             const OrderedGemmOptions& options) {
+  switch (b.columns()) {
+    case 1: return narrow_block_avx512<1>(rows, b, out_rows, options);
+    case 2: return narrow_block_avx512<2>(rows, b, out_rows, options);
+    case 3: return narrow_block_avx512<3>(rows, b, out_rows, options);
+    default: return narrow_block_avx512<4>(rows, b, out_rows, options);
+  }
+}
+
 // The same chains one element at a time (std::fma rounds once, as the vector FMA).
 void run_tile_scalar(const Tile& tile) {
   const int64_t depth = tile.b->rows();
@@ -203,6 +250,16 @@ void ordered_gemm(const float* const* rows, int64_t row_count, const PackedMatri
                   float* const* out_rows, const OrderedGemmOptions& options) {
   if (b.columns() == 0) return;
   const OrderedGemmIsa isa = isa_in_use();
+  if (isa == OrderedGemmIsa::kAvx512 && b.columns() <= kMaxNarrowColumns) {
+    // Whole blocks of 16 rows on the narrow path, the rest on the tiles.
+    const int64_t blocks = row_count / kNarrowRows;
+    for_each_narrow_block(blocks, b.rows() * b.columns(), [&](int64_t block) {
+      run_narrow_block_avx512(rows + block * kNarrowRows, b, out_rows + block * kNarrowRows, options);
+    });
+    rows += blocks * kNarrowRows;
+    out_rows += blocks * kNarrowRows;
+    row_count -= blocks * kNarrowRows;
+  }
   for_each_tile(
       row_count, b.panel_count(), b.rows(),
       [isa](int64_t tile_rows) { return panels_per_tile(tile_rows, isa); },

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "fast/narrow_rows.h"
 #include "fast/tile_schedule.h"
 
 namespace encodec::fast {
@@ -84,6 +85,52 @@ void run_tile(const uint16_t* const* rows, int64_t row_count, const PackedMatrix
   }
 }
 
+// The narrow path (narrow_rows.h): 16 rows of a product with kColumns columns,
+// each lane one row's pair chain (the rows' bf16 pairs transposed as 32-bit
+// words, the weights' pair broadcast), in the order the tiles run it.
+template <int kColumns>
+__attribute__((target("avx512f,avx512bf16"))) void narrow_block(const uint16_t* const* rows,
+                                                                const PackedMatrixBf16& b,
+                                                                float* const* out_rows,
+                                                                const OrderedGemmOptions& options) {
+  __m512 accumulators[kColumns];
+  for (int n = 0; n < kColumns; ++n) {
+    accumulators[n] = options.bias ? _mm512_set1_ps(options.bias[n]) : _mm512_setzero_ps();
+  }
+  const uint32_t* panel = b.panel(0);
+  for (int64_t first = 0; first < b.pairs(); first += kNarrowRows) {
+    const int count = static_cast<int>(std::min<int64_t>(kNarrowRows, b.pairs() - first));
+    const auto mask = static_cast<__mmask16>((1u << count) - 1u);
+    __m512i words[kNarrowRows];
+    for (int j = 0; j < kNarrowRows; ++j) words[j] = _mm512_maskz_loadu_epi32(mask, rows[j] + 2 * first);
+    transpose_16x16(words);  // words[p]: the 16 rows' pairs first + p
+    for (int p = 0; p < count; ++p) {
+      for (int n = 0; n < kColumns; ++n) {
+        const __m512i weight = _mm512_set1_epi32(static_cast<int>(panel[(first + p) * kPanel + n]));
+        accumulators[n] = _mm512_dpbf16_ps(accumulators[n], (__m512bh)words[p], (__m512bh)weight);
+      }
+    }
+  }
+  alignas(64) float lanes[kNarrowRows];
+  for (int n = 0; n < kColumns; ++n) {
+    _mm512_store_ps(lanes, accumulators[n]);
+    for (int j = 0; j < kNarrowRows; ++j) {
+      float& target = out_rows[j][n];
+      target = options.accumulate ? target + lanes[j] : lanes[j];
+    }
+  }
+}
+
+void run_narrow_block(const uint16_t* const* rows, const PackedMatrixBf16& b, float* const* out_rows,
+                      const OrderedGemmOptions& options) {
+  switch (b.columns()) {
+    case 1: return narrow_block<1>(rows, b, out_rows, options);
+    case 2: return narrow_block<2>(rows, b, out_rows, options);
+    case 3: return narrow_block<3>(rows, b, out_rows, options);
+    default: return narrow_block<4>(rows, b, out_rows, options);
+  }
+}
+
 }  // namespace
 
 uint16_t to_bf16(float value) {
@@ -143,6 +190,16 @@ void ordered_gemm_bf16(const uint16_t* const* rows, int64_t row_count, const Pac
     throw std::runtime_error("bf16 products need a CPU with AVX512-BF16");
   }
   if (b.columns() == 0) return;
+  if (b.columns() <= kMaxNarrowColumns) {
+    // Whole blocks of 16 rows on the narrow path, the rest on the tiles.
+    const int64_t blocks = row_count / kNarrowRows;
+    for_each_narrow_block(blocks, b.rows() * b.columns(), [&](int64_t block) {
+      run_narrow_block(rows + block * kNarrowRows, b, out_rows + block * kNarrowRows, options);
+    });
+    rows += blocks * kNarrowRows;
+    out_rows += blocks * kNarrowRows;
+    row_count -= blocks * kNarrowRows;
+  }
   for_each_tile(
       row_count, b.panel_count(), b.rows(),
       [](int64_t tile_rows) -> int64_t { return tile_rows <= 2 ? 4 : 2; },
