@@ -136,6 +136,8 @@ int main(int argc, char** argv) {
   std::printf("model: %s official size, random weights, %.1f kbps (%d codebooks); frame %lld samples = %.3f ms\n",
               config.name.c_str(), kBandwidthKbps, config.num_codebooks(kBandwidthKbps),
               static_cast<long long>(hop), frame_ms);
+  torch::set_num_threads(1);
+  print_machine_probe("before");
   std::printf("batcher: a batch splits into one lane per thread from %lld streams per lane; %s\n",
               static_cast<long long>(min_streams_per_lane),
               separate_ticks ? "encode_tick, codes handed over, decode_tick (separate ticks)"
@@ -183,6 +185,9 @@ int main(int argc, char** argv) {
   }
 
   // 4: the targets.
+  torch::set_num_threads(1);
+  std::printf("\n");
+  print_machine_probe("after");
   for (const PrecisionResult& result : results) print_targets(result, max_streams);
   return 0;
 }

@@ -14,6 +14,7 @@
 #include "bench_common.h"
 #include "encodec/encodec.h"
 #include "encodec/streaming.h"
+#include "fast/ordered_matrix.h"
 
 namespace encodec::bench {
 
@@ -59,6 +60,61 @@ class FrameSource {
   torch::Tensor signal_;
   int64_t hop_, frames_;
 };
+
+// What this machine delivers now, on the calling thread: the ordered kernel's
+// multiply-adds per second on a product that stays in cache (a 64-channel
+// conv's shape), and the bytes per second of one-row products over 64 MB of
+// fp32 weights (a single stream's situation). On a shared machine both drift
+// with the neighbours' load; printed before and after the measurements, they
+// tell a slow machine from a slow engine.
+struct MachineProbe {
+  double gmac_per_s = 0, weight_gb_per_s = 0;
+};
+
+inline MachineProbe probe_machine() {
+  const auto timed_best = [](int repeats, const auto& run) {
+    double best = 1e30;
+    for (int i = 0; i < repeats; ++i) {
+      const auto start = Clock::now();
+      run();
+      best = std::min(best, std::chrono::duration<double>(Clock::now() - start).count());
+    }
+    return best;
+  };
+  MachineProbe probe;
+  {
+    const int64_t rows = 1200, depth = 128, columns = 64;
+    std::vector<float> weights(columns * depth, 0.01f), input(rows * depth, 0.5f), output(rows * columns);
+    const encodec::fast::OrderedMatrix matrix(weights.data(), columns, depth, encodec::Precision::kFp32);
+    const double seconds = timed_best(20, [&] {
+      encodec::fast::ordered_gemm(input.data(), depth, rows, matrix, output.data(), columns);
+    });
+    probe.gmac_per_s = static_cast<double>(rows * depth * columns) / seconds / 1e9;
+  }
+  {
+    const int64_t depth = 1024, columns = 2048, count = 8;  // 8 MB each
+    std::vector<float> weights(columns * depth, 0.01f), input(depth, 0.5f), output(columns);
+    std::vector<encodec::fast::OrderedMatrix> matrices;
+    for (int64_t i = 0; i < count; ++i) {
+      matrices.emplace_back(weights.data(), columns, depth, encodec::Precision::kFp32);
+    }
+    const double seconds = timed_best(10, [&] {
+      for (const auto& matrix : matrices) {
+        encodec::fast::ordered_gemm(input.data(), depth, 1, matrix, output.data(), columns);
+      }
+    });
+    probe.weight_gb_per_s = static_cast<double>(count * depth * columns * 4) / seconds / 1e9;
+  }
+  return probe;
+}
+
+inline void print_machine_probe(const char* when) {
+  const MachineProbe probe = probe_machine();
+  std::printf("machine probe (%s, 1 thread): ordered kernel %.1f GMAC/s in cache; one-row products over "
+              "64 MB of weights %.1f GB/s; load average %s\n",
+              when, probe.gmac_per_s, probe.weight_gb_per_s, load_average().c_str());
+  std::fflush(stdout);
+}
 
 // One stream through StreamingEncoder and StreamingDecoder, a frame at a time.
 // The decoder gets each frame's codes as soon as they are out, so a measured
