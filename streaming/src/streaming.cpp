@@ -596,6 +596,18 @@ struct StreamBatcher::State {
     output.clear();
   }
 
+  // A tick of the sides asked for, with `threads` threads for each: members of
+  // a lane without a frame leave it; streams alone run their frame alone; every
+  // lane runs one batched pass; streams alone that are past their start join a
+  // lane for the next tick.
+  void tick(bool encoding, bool decoding, int64_t threads) {
+    if (encoding) prepare_encoders(threads);
+    if (decoding) prepare_decoders(threads);
+    run_lanes(encoding, decoding);
+    if (encoding) admit(encoders, threads);
+    if (decoding) admit(decoders, threads);
+  }
+
   EncodecModel model;
   int64_t min_per_lane;
   std::map<StreamId, std::unique_ptr<Stream>> streams;
@@ -658,35 +670,14 @@ int64_t StreamBatcher::batched_decoder_streams() const { return state_->decoders
 int64_t StreamBatcher::encoder_lanes() const { return state_->encoders.last_lanes; }
 int64_t StreamBatcher::decoder_lanes() const { return state_->decoders.last_lanes; }
 
-// A tick: members of a lane without a frame leave it; streams alone run their
-// frame alone; every lane runs one batched pass; streams alone that are past
-// their start join a lane for the next tick.
-void StreamBatcher::encode_tick() {
-  State& state = *state_;
-  const int64_t threads = at::get_num_threads();
-  state.prepare_encoders(threads);
-  state.run_lanes(/*encoding=*/true, /*decoding=*/false);
-  state.admit(state.encoders, threads);
-}
+void StreamBatcher::encode_tick() { state_->tick(/*encoding=*/true, /*decoding=*/false, at::get_num_threads()); }
 
-void StreamBatcher::decode_tick() {
-  State& state = *state_;
-  const int64_t threads = at::get_num_threads();
-  state.prepare_decoders(threads);
-  state.run_lanes(/*encoding=*/false, /*decoding=*/true);
-  state.admit(state.decoders, threads);
-}
+void StreamBatcher::decode_tick() { state_->tick(/*encoding=*/false, /*decoding=*/true, at::get_num_threads()); }
 
 void StreamBatcher::tick() {
-  State& state = *state_;
   // The threads are shared between the sides: with two, the encoder lanes run
   // on one and the decoder lanes on the other, each reading only its network's weights.
-  const int64_t threads = std::max(1, at::get_num_threads() / 2);
-  state.prepare_encoders(threads);
-  state.prepare_decoders(threads);
-  state.run_lanes(/*encoding=*/true, /*decoding=*/true);
-  state.admit(state.encoders, threads);
-  state.admit(state.decoders, threads);
+  state_->tick(/*encoding=*/true, /*decoding=*/true, std::max(1, at::get_num_threads() / 2));
 }
 
 }  // namespace encodec

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include <ATen/Parallel.h>
 
@@ -51,15 +52,55 @@ __attribute__((target("avx512f"))) inline void transpose_16x16(__m512i values[16
 }
 #pragma GCC diagnostic pop
 
-// Calls run_block(index) for each of `blocks` blocks of 16 rows, on LibTorch's
-// threads, with about a million multiply-adds per task (`work_per_row` per row).
-template <typename RunBlock>
-void for_each_narrow_block(int64_t blocks, int64_t work_per_row, RunBlock&& run_block) {
-  if (blocks <= 0) return;
-  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 20) / std::max<int64_t>(1, kNarrowRows * work_per_row));
+// Runs the whole blocks of 16 rows among `row_count` through
+// run_block(block_rows, block_out_rows), on LibTorch's threads with about a
+// million multiply-adds per task (`work_per_row` per row), and returns how many
+// rows they covered (the rest is for the tiles).
+template <typename Row, typename RunBlock>
+int64_t run_narrow_blocks(const Row* const* rows, int64_t row_count, float* const* out_rows,
+                          int64_t work_per_row, RunBlock&& run_block) {
+  const int64_t blocks = row_count / kNarrowRows;
+  if (blocks == 0) return 0;
+  const int64_t grain =
+      std::max<int64_t>(1, (int64_t{1} << 20) / std::max<int64_t>(1, kNarrowRows * work_per_row));
   at::parallel_for(0, blocks, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t block = begin; block < end; ++block) run_block(block);
+    for (int64_t block = begin; block < end; ++block) {
+      run_block(rows + block * kNarrowRows, out_rows + block * kNarrowRows);
+    }
   });
+  return blocks * kNarrowRows;
+}
+
+// Calls block(std::integral_constant<int, N>{}) for N = `columns` (1 to kMaxNarrowColumns).
+template <typename Block>
+void with_narrow_columns(int64_t columns, Block&& block) {
+  switch (columns) {
+    case 1: return block(std::integral_constant<int, 1>{});
+    case 2: return block(std::integral_constant<int, 2>{});
+    case 3: return block(std::integral_constant<int, 3>{});
+    default: return block(std::integral_constant<int, 4>{});
+  }
+}
+
+// A block's chains start at the bias (or 0), one accumulator per column.
+template <int kColumns>
+__attribute__((target("avx512f"))) inline void start_narrow_block(__m512 (&accumulators)[kColumns],
+                                                                  const float* bias) {
+  for (int n = 0; n < kColumns; ++n) accumulators[n] = bias ? _mm512_set1_ps(bias[n]) : _mm512_setzero_ps();
+}
+
+// out_rows[j][n] = lane j of accumulators[n], added to what it holds with `accumulate`.
+template <int kColumns>
+__attribute__((target("avx512f"))) inline void store_narrow_block(const __m512 (&accumulators)[kColumns],
+                                                                  float* const* out_rows, bool accumulate) {
+  alignas(64) float lanes[kNarrowRows];
+  for (int n = 0; n < kColumns; ++n) {
+    _mm512_store_ps(lanes, accumulators[n]);
+    for (int j = 0; j < kNarrowRows; ++j) {
+      float& target = out_rows[j][n];
+      target = accumulate ? target + lanes[j] : lanes[j];
+    }
+  }
 }
 
 }  // namespace encodec::fast

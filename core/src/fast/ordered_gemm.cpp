@@ -166,9 +166,7 @@ __attribute__((target("avx512f"))) void narrow_block_avx512(const float* const* 
                                                             float* const* out_rows,
                                                             const OrderedGemmOptions& options) {
   __m512 accumulators[kColumns];
-  for (int n = 0; n < kColumns; ++n) {
-    accumulators[n] = options.bias ? _mm512_set1_ps(options.bias[n]) : _mm512_setzero_ps();
-  }
+  start_narrow_block(accumulators, options.bias);
   const float* panel = b.panel(0);
   const int64_t depth = b.rows();
   for (int64_t first = 0; first < depth; first += kNarrowRows) {
@@ -185,24 +183,7 @@ __attribute__((target("avx512f"))) void narrow_block_avx512(const float* const* 
       }
     }
   }
-  alignas(64) float lanes[kNarrowRows];
-  for (int n = 0; n < kColumns; ++n) {
-    _mm512_store_ps(lanes, accumulators[n]);
-    for (int j = 0; j < kNarrowRows; ++j) {
-      float& target = out_rows[j][n];
-      target = options.accumulate ? target + lanes[j] : lanes[j];
-    }
-  }
-}
-
-void run_narrow_block_avx512(const float* const* rows, const PackedMatrix& b, float* const* out_rows,
-                             const OrderedGemmOptions& options) {
-  switch (b.columns()) {
-    case 1: return narrow_block_avx512<1>(rows, b, out_rows, options);
-    case 2: return narrow_block_avx512<2>(rows, b, out_rows, options);
-    case 3: return narrow_block_avx512<3>(rows, b, out_rows, options);
-    default: return narrow_block_avx512<4>(rows, b, out_rows, options);
-  }
+  store_narrow_block(accumulators, out_rows, options.accumulate);
 }
 
 // The same chains one element at a time (std::fma rounds once, as the vector FMA).
@@ -251,14 +232,13 @@ void ordered_gemm(const float* const* rows, int64_t row_count, const PackedMatri
   if (b.columns() == 0) return;
   const OrderedGemmIsa isa = isa_in_use();
   if (isa == OrderedGemmIsa::kAvx512 && b.columns() <= kMaxNarrowColumns) {
-    // Whole blocks of 16 rows on the narrow path, the rest on the tiles.
-    const int64_t blocks = row_count / kNarrowRows;
-    for_each_narrow_block(blocks, b.rows() * b.columns(), [&](int64_t block) {
-      run_narrow_block_avx512(rows + block * kNarrowRows, b, out_rows + block * kNarrowRows, options);
-    });
-    rows += blocks * kNarrowRows;
-    out_rows += blocks * kNarrowRows;
-    row_count -= blocks * kNarrowRows;
+    const int64_t narrow = run_narrow_blocks(
+        rows, row_count, out_rows, b.rows() * b.columns(), [&](const float* const* block, float* const* out) {
+          with_narrow_columns(b.columns(), [&](auto columns) {
+            narrow_block_avx512<decltype(columns)::value>(block, b, out, options);
+          });
+        });
+    rows += narrow, out_rows += narrow, row_count -= narrow;
   }
   for_each_tile(
       row_count, b.panel_count(), b.rows(),

@@ -94,9 +94,7 @@ __attribute__((target("avx512f,avx512bf16"))) void narrow_block(const uint16_t* 
                                                                 float* const* out_rows,
                                                                 const OrderedGemmOptions& options) {
   __m512 accumulators[kColumns];
-  for (int n = 0; n < kColumns; ++n) {
-    accumulators[n] = options.bias ? _mm512_set1_ps(options.bias[n]) : _mm512_setzero_ps();
-  }
+  start_narrow_block(accumulators, options.bias);
   const uint32_t* panel = b.panel(0);
   for (int64_t first = 0; first < b.pairs(); first += kNarrowRows) {
     const int count = static_cast<int>(std::min<int64_t>(kNarrowRows, b.pairs() - first));
@@ -111,24 +109,7 @@ __attribute__((target("avx512f,avx512bf16"))) void narrow_block(const uint16_t* 
       }
     }
   }
-  alignas(64) float lanes[kNarrowRows];
-  for (int n = 0; n < kColumns; ++n) {
-    _mm512_store_ps(lanes, accumulators[n]);
-    for (int j = 0; j < kNarrowRows; ++j) {
-      float& target = out_rows[j][n];
-      target = options.accumulate ? target + lanes[j] : lanes[j];
-    }
-  }
-}
-
-void run_narrow_block(const uint16_t* const* rows, const PackedMatrixBf16& b, float* const* out_rows,
-                      const OrderedGemmOptions& options) {
-  switch (b.columns()) {
-    case 1: return narrow_block<1>(rows, b, out_rows, options);
-    case 2: return narrow_block<2>(rows, b, out_rows, options);
-    case 3: return narrow_block<3>(rows, b, out_rows, options);
-    default: return narrow_block<4>(rows, b, out_rows, options);
-  }
+  store_narrow_block(accumulators, out_rows, options.accumulate);
 }
 
 }  // namespace
@@ -191,14 +172,12 @@ void ordered_gemm_bf16(const uint16_t* const* rows, int64_t row_count, const Pac
   }
   if (b.columns() == 0) return;
   if (b.columns() <= kMaxNarrowColumns) {
-    // Whole blocks of 16 rows on the narrow path, the rest on the tiles.
-    const int64_t blocks = row_count / kNarrowRows;
-    for_each_narrow_block(blocks, b.rows() * b.columns(), [&](int64_t block) {
-      run_narrow_block(rows + block * kNarrowRows, b, out_rows + block * kNarrowRows, options);
-    });
-    rows += blocks * kNarrowRows;
-    out_rows += blocks * kNarrowRows;
-    row_count -= blocks * kNarrowRows;
+    const int64_t narrow = run_narrow_blocks(
+        rows, row_count, out_rows, b.rows() * b.columns(), [&](const uint16_t* const* block, float* const* out) {
+          with_narrow_columns(b.columns(),
+                              [&](auto columns) { narrow_block<decltype(columns)::value>(block, b, out, options); });
+        });
+    rows += narrow, out_rows += narrow, row_count -= narrow;
   }
   for_each_tile(
       row_count, b.panel_count(), b.rows(),
