@@ -75,6 +75,8 @@ TEST(WeightStorageTest, BlocksAreReturnedWithTheirLastBuffer) {
     for (int i = 0; i < 24; ++i) buffers.emplace_back(kMiB);  // three 8 MB blocks' worth
     EXPECT_GE(weight_storage_mapped_bytes() - before, 16 * kMiB);
     WeightBuffer moved = std::move(buffers.front());
+    EXPECT_EQ(buffers.front().data(), nullptr);
+    EXPECT_EQ(buffers.front().size(), 0u);
     buffers.clear();
     EXPECT_TRUE(all_zero(moved));  // still mapped: a buffer keeps its block
   }

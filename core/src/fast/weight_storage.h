@@ -14,6 +14,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <utility>
 
 namespace encodec::fast {
 
@@ -22,8 +23,17 @@ class WeightBuffer {
   WeightBuffer() = default;
   // `bytes` of zeros, 64-byte aligned. Throws std::bad_alloc.
   explicit WeightBuffer(size_t bytes);
-  WeightBuffer(WeightBuffer&&) noexcept = default;
-  WeightBuffer& operator=(WeightBuffer&&) noexcept = default;
+  // A moved-from buffer is empty (no data, size 0).
+  WeightBuffer(WeightBuffer&& other) noexcept
+      : block_(std::move(other.block_)),
+        data_(std::exchange(other.data_, nullptr)),
+        size_(std::exchange(other.size_, 0)) {}
+  WeightBuffer& operator=(WeightBuffer&& other) noexcept {
+    block_ = std::move(other.block_);
+    data_ = std::exchange(other.data_, nullptr);
+    size_ = std::exchange(other.size_, 0);
+    return *this;
+  }
 
   void* data() const { return data_; }
   size_t size() const { return size_; }
