@@ -120,8 +120,8 @@ class StreamingDecoder {
 // Many independent streams stepped together: each tick runs one batched pass
 // of the encoder over every stream that has a frame of audio, and one of the
 // decoder over every stream that has a frame of codes (or a loss), stacking the
-// streams' states so that the weights are read once per tick, not once per
-// stream. Streams open and close between ticks. Every stream's codes and audio
+// streams' states so that the weights are read once per tick (and lane, see
+// below), not once per stream. Streams open and close between ticks. Every stream's codes and audio
 // are bit-identical to a StreamingEncoder / StreamingDecoder of its own.
 //
 // A stream spends its first frames (the start delay) running alone, then joins
@@ -133,8 +133,9 @@ class StreamingDecoder {
 // threads then meet once per tick instead of at every layer, and the
 // element-wise work runs on every thread too. With T threads (at::get_num_threads()
 // at the tick) and N batched streams there are min(T, N / min_streams_per_lane)
-// lanes (at least one), whose sizes differ by one at most. Lanes change nothing
-// in the results.
+// lanes (at least one), whose sizes differ by one at most; tick() gives each
+// side T / 2 of the threads and runs both sides' lanes at once. Lanes change
+// nothing in the results.
 class StreamBatcher {
  public:
   using StreamId = int64_t;
