@@ -72,21 +72,12 @@ struct MachineProbe {
 };
 
 inline MachineProbe probe_machine() {
-  const auto timed_best = [](int repeats, const auto& run) {
-    double best = 1e30;
-    for (int i = 0; i < repeats; ++i) {
-      const auto start = Clock::now();
-      run();
-      best = std::min(best, std::chrono::duration<double>(Clock::now() - start).count());
-    }
-    return best;
-  };
   MachineProbe probe;
   {
     const int64_t rows = 1200, depth = 128, columns = 64;
     std::vector<float> weights(columns * depth, 0.01f), input(rows * depth, 0.5f), output(rows * columns);
     const encodec::fast::OrderedMatrix matrix(weights.data(), columns, depth, encodec::Precision::kFp32);
-    const double seconds = timed_best(20, [&] {
+    const double seconds = best_time(20, [&] {
       encodec::fast::ordered_gemm(input.data(), depth, rows, matrix, output.data(), columns);
     });
     probe.gmac_per_s = static_cast<double>(rows * depth * columns) / seconds / 1e9;
@@ -98,7 +89,7 @@ inline MachineProbe probe_machine() {
     for (int64_t i = 0; i < count; ++i) {
       matrices.emplace_back(weights.data(), columns, depth, encodec::Precision::kFp32);
     }
-    const double seconds = timed_best(10, [&] {
+    const double seconds = best_time(10, [&] {
       for (const auto& matrix : matrices) {
         encodec::fast::ordered_gemm(input.data(), depth, 1, matrix, output.data(), columns);
       }
@@ -193,19 +184,14 @@ inline BatcherTicks measure_batcher_ticks(const BatcherSetup& setup, int64_t str
   auto tick = [&](int64_t t) {
     // Streams read the signal at different offsets, so they are not identical.
     for (int64_t s = 0; s < streams; ++s) batcher.push_audio(ids[s], setup.source.frame(t + 7 * s), hop);
+    // tick() decodes the codes pushed after the previous tick; decode_tick()
+    // those of this one.
+    setup.combined_tick ? batcher.tick() : batcher.encode_tick();
     encodec::CodeFrame codes;
-    if (setup.combined_tick) {
-      batcher.tick();  // decodes the codes pushed after the previous tick
-      for (const auto id : ids) {
-        while (batcher.pop_codes(id, &codes)) batcher.push_codes(id, codes);
-      }
-    } else {
-      batcher.encode_tick();
-      for (const auto id : ids) {
-        while (batcher.pop_codes(id, &codes)) batcher.push_codes(id, codes);
-      }
-      batcher.decode_tick();
+    for (const auto id : ids) {
+      while (batcher.pop_codes(id, &codes)) batcher.push_codes(id, codes);
     }
+    if (!setup.combined_tick) batcher.decode_tick();
     for (const auto id : ids) {
       while (batcher.pop_audio(id, audio.data(), kAudioBufferSamples) > 0) {
       }

@@ -433,11 +433,16 @@ struct StreamBatcher::State {
     return best;
   }
 
+  // Lanes are created as they are first needed and kept (emptied, not freed).
+  static void ensure_lanes(Side& side, int64_t lanes) {
+    if (static_cast<int64_t>(side.lanes.size()) < lanes) side.lanes.resize(lanes);
+  }
+
   // Spreads the batched streams over as many lanes as their number calls for,
   // sizes differing by one at most, moving as few streams as that takes.
   void balance(Side& side, int64_t threads) {
     const int64_t lanes = lane_count(batched(side), threads);
-    if (static_cast<int64_t>(side.lanes.size()) < lanes) side.lanes.resize(lanes);
+    ensure_lanes(side, lanes);
     while (true) {
       // The stream to move: from a lane past the count first, else from the
       // fullest lane when it holds two more than the emptiest.
@@ -465,10 +470,10 @@ struct StreamBatcher::State {
   // After a tick: streams running alone that have passed their start join the
   // emptiest lane; then the lanes are balanced.
   void admit(Side& side, int64_t threads) {
-    for (auto& [id, member] : streams) {
-      if ((member.get()->*side.member).lane >= 0) continue;
+    for (auto& [id, stream] : streams) {
+      if ((stream.get()->*side.member).lane >= 0) continue;
       const int64_t lanes = lane_count(batched(side) + 1, threads);
-      if (static_cast<int64_t>(side.lanes.size()) < lanes) side.lanes.resize(lanes);
+      ensure_lanes(side, lanes);
       join(side, id, emptiest(side, lanes));
     }
     balance(side, threads);

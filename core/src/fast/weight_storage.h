@@ -4,9 +4,9 @@
 //
 // Why: one stream's frame reads every weight of the model once (59 MB in fp32,
 // 30 MB in bf16), more than the L3 cache holds, so a single stream runs at the
-// speed memory delivers. With 4 kB pages a sweep of 60 MB reads about 20 GB/s
-// on one core here; with 2 MB pages, about 31 GB/s (fewer TLB misses, and the
-// hardware prefetchers are not stopped at every 4 kB boundary). Packing many
+// speed memory delivers. With 4 kB pages a sweep of 60 MB reads about 16 GB/s
+// on one core here; with 2 MB pages, about 26 GB/s (32 MB: 19 against 37; fewer
+// TLB misses, and the hardware prefetchers are not stopped at every 4 kB boundary). Packing many
 // matrices into shared blocks keeps the small ones from wasting a 2 MB page each.
 //
 // Thread safety: WeightBuffers can be created and destroyed from any thread.
