@@ -3,6 +3,7 @@
 // and a row gives the same bits alone or among others.
 #include <gtest/gtest.h>
 
+#include <cfloat>
 #include <cmath>
 #include <vector>
 
@@ -21,6 +22,13 @@ TEST(Bf16ConversionTest, RoundsToNearestEven) {
   EXPECT_EQ(from_bf16(to_bf16(1.0f + 3 * std::ldexp(1.0f, -8))), 1.0f + std::ldexp(1.0f, -6));
   EXPECT_TRUE(std::isnan(from_bf16(to_bf16(NAN))));
   EXPECT_EQ(from_bf16(to_bf16(-2.5f)), -2.5f);
+  // Denormals are zero of their sign, as the hardware conversion treats them,
+  // even the largest, which rounding would otherwise carry to the smallest normal.
+  EXPECT_EQ(to_bf16(std::ldexp(1.0f, -140)), 0x0000);
+  EXPECT_EQ(to_bf16(-std::ldexp(1.0f, -140)), 0x8000);
+  EXPECT_EQ(to_bf16(std::nextafter(FLT_MIN, 0.0f)), 0x0000);
+  EXPECT_EQ(to_bf16(FLT_MIN), 0x0080);
+  EXPECT_EQ(from_bf16(to_bf16(INFINITY)), INFINITY);
 }
 
 using Shape = encodec::testing::GemmShape;

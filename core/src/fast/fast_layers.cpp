@@ -1,5 +1,7 @@
 #include "fast/fast_layers.h"
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -35,24 +37,107 @@ inline float tanh_approx(float x) { return 2.0f / (1.0f + exp_approx(-2.0f * x))
 
 }  // namespace
 
-// dst = ELU(src), vectorized (LibTorch's ELU kernel takes three times longer).
-__attribute__((target_clones("avx512f", "avx2", "default")))
-void copy_elu(const float* __restrict source, float* __restrict target, int64_t count) {
-  for (int64_t i = 0; i < count; ++i) {
-    const float value = source[i];
-    const float negative = exp_approx(value < 0.0f ? value : 0.0f) - 1.0f;
-    target[i] = value > 0.0f ? value : negative;
+// ELU(x) = x for x > 0, exp(x) - 1 otherwise (NaN gives 0). exp is Cephes'
+// polynomial on the reduced argument, written with fused multiply-adds and an
+// exact power-of-two scaling, so that the AVX-512, the AVX2 and the portable
+// versions below do the same operations in the same order: the same bits on
+// every CPU, and the fused and unfused ELUs of the fast paths round alike.
+namespace elu {
+
+// Below this, exp(x) - 1 rounds to -1 in fp32 (exp(-20) < 2^-24): clamping
+// there keeps the scaling's exponent small (2^n stays normal) without
+// changing a result.
+constexpr float kFloor = -20.0f;
+constexpr float kLog2e = 1.44269504088896341f;
+// ln 2 in two parts (the first exact in few bits): r = x - n ln 2 stays exact.
+constexpr float kLn2High = 0.693359375f, kLn2Low = -2.12194440e-4f;
+constexpr float kPolynomial[] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
+                                 4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
+
+float portable(float x) {
+  float t = x < 0.0f ? x : 0.0f;  // NaN: 0
+  t = t < kFloor ? kFloor : t;
+  const float n = std::nearbyint(t * kLog2e);  // to nearest even, as VRNDSCALEPS
+  float r = std::fma(-n, kLn2High, t);
+  r = std::fma(n, -kLn2Low, r);
+  float p = kPolynomial[0];
+  for (int i = 1; i < 6; ++i) p = std::fma(p, r, kPolynomial[i]);
+  const float e = std::fma(p, r * r, r) + 1.0f;
+  const float negative = std::ldexp(e, static_cast<int>(n)) - 1.0f;
+  return x > 0.0f ? x : negative;
+}
+
+__attribute__((target("avx512f"))) __m512 avx512(__m512 x) {
+  const __m512 zero = _mm512_setzero_ps();
+  const __m512 t = _mm512_max_ps(_mm512_min_ps(x, zero), _mm512_set1_ps(kFloor));  // min: NaN gives 0
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(t, _mm512_set1_ps(kLog2e)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2High), t);
+  r = _mm512_fmadd_ps(n, _mm512_set1_ps(-kLn2Low), r);
+  __m512 p = _mm512_set1_ps(kPolynomial[0]);
+  for (int i = 1; i < 6; ++i) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kPolynomial[i]));
+  const __m512 one = _mm512_set1_ps(1.0f);
+  const __m512 e = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), one);
+  const __m512 negative = _mm512_sub_ps(_mm512_scalef_ps(e, n), one);  // n >= -29: exact
+  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, zero, _CMP_GT_OQ), negative, x);
+}
+
+__attribute__((target("avx2,fma"))) __m256 avx2(__m256 x) {
+  const __m256 zero = _mm256_setzero_ps();
+  const __m256 t = _mm256_max_ps(_mm256_min_ps(x, zero), _mm256_set1_ps(kFloor));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(t, _mm256_set1_ps(kLog2e)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2High), t);
+  r = _mm256_fmadd_ps(n, _mm256_set1_ps(-kLn2Low), r);
+  __m256 p = _mm256_set1_ps(kPolynomial[0]);
+  for (int i = 1; i < 6; ++i) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kPolynomial[i]));
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256 e = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), one);
+  // 2^n from its exponent bits (n >= -29: a normal number, so the product is exact).
+  const __m256i exponent = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  const __m256 negative = _mm256_sub_ps(_mm256_mul_ps(e, _mm256_castsi256_ps(exponent)), one);
+  return _mm256_blendv_ps(negative, x, _mm256_cmp_ps(x, zero, _CMP_GT_OQ));
+}
+
+__attribute__((target("avx512f"))) void span_avx512(const float* source, float* target, int64_t count) {
+  int64_t i = 0;
+  for (; i + 16 <= count; i += 16) _mm512_storeu_ps(target + i, avx512(_mm512_loadu_ps(source + i)));
+  if (i < count) {
+    const auto mask = static_cast<__mmask16>((1u << (count - i)) - 1u);
+    _mm512_mask_storeu_ps(target + i, mask, avx512(_mm512_maskz_loadu_ps(mask, source + i)));
   }
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default")))
-void elu_in_place(float* __restrict values, int64_t count) {
-  for (int64_t i = 0; i < count; ++i) {
-    const float value = values[i];
-    const float negative = exp_approx(value < 0.0f ? value : 0.0f) - 1.0f;
-    values[i] = value > 0.0f ? value : negative;
+__attribute__((target("avx2,fma"))) void span_avx2(const float* source, float* target, int64_t count) {
+  int64_t i = 0;
+  for (; i + 8 <= count; i += 8) _mm256_storeu_ps(target + i, avx2(_mm256_loadu_ps(source + i)));
+  for (; i < count; ++i) target[i] = portable(source[i]);
+}
+
+}  // namespace elu
+
+VectorIsa best_vector_isa() {
+  static const VectorIsa isa = __builtin_cpu_supports("avx512f") ? VectorIsa::kAvx512
+                               : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
+                                   ? VectorIsa::kAvx2
+                                   : VectorIsa::kPortable;
+  return isa;
+}
+
+void copy_elu(const float* source, float* target, int64_t count, VectorIsa isa) {
+  switch (isa) {
+    case VectorIsa::kAvx512: return elu::span_avx512(source, target, count);
+    case VectorIsa::kAvx2: return elu::span_avx2(source, target, count);
+    case VectorIsa::kPortable:
+      for (int64_t i = 0; i < count; ++i) target[i] = elu::portable(source[i]);
   }
 }
+
+void copy_elu(const float* source, float* target, int64_t count) {
+  copy_elu(source, target, count, best_vector_isa());
+}
+
+void elu_in_place(float* values, int64_t count) { copy_elu(values, values, count, best_vector_isa()); }
 
 namespace {
 

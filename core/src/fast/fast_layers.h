@@ -125,9 +125,16 @@ torch::Tensor reflect_pad_time_major(const torch::Tensor& x, int64_t left, int64
                                      bool elu = false);
 
 // ELU (alpha 1) with a vectorized exp: one function for every fused and
-// unfused ELU of the fast paths, so that they round alike.
+// unfused ELU of the fast paths, so that they round alike. The same bits on
+// every CPU, whichever vector instructions it has; a NaN gives 0.
 void copy_elu(const float* source, float* target, int64_t count);
 void elu_in_place(float* values, int64_t count);
+
+// The vector instructions copy_elu runs on: the best the CPU has, or (tests)
+// any below it; `source` may be `target`.
+enum class VectorIsa { kPortable, kAvx2, kAvx512 };
+VectorIsa best_vector_isa();
+void copy_elu(const float* source, float* target, int64_t count, VectorIsa isa);
 
 // GroupNorm with one group over [B, T, C] (time-group-norm of the 48 kHz
 // model), in place on a contiguous tensor.

@@ -118,6 +118,9 @@ uint16_t to_bf16(float value) {
   uint32_t bits;
   std::memcpy(&bits, &value, sizeof(bits));
   if (std::isnan(value)) return static_cast<uint16_t>((bits >> 16) | 0x40);  // stays a NaN
+  // Denormals become zero of their sign, as VCVTNEPS2BF16 treats them (and
+  // as VDPBF16PS would read them anyway).
+  if (std::fpclassify(value) == FP_SUBNORMAL) return static_cast<uint16_t>((bits >> 16) & 0x8000);
   bits += 0x7fff + ((bits >> 16) & 1);  // round to nearest even
   return static_cast<uint16_t>(bits >> 16);
 }
@@ -130,8 +133,9 @@ float from_bf16(uint16_t value) {
 }
 
 bool cpu_has_avx512_bf16() {
-  static const bool supported =
-      __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+  // Every CPU with AVX512-BF16 has BW and VL too; the conversion uses them.
+  static const bool supported = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
   return supported;
 }
 

@@ -19,7 +19,8 @@
 
 namespace encodec::fast {
 
-// fp32 -> bf16, round to nearest even (NaN kept a NaN).
+// fp32 -> bf16 as AVX512-BF16 converts: round to nearest even, denormals to
+// zero of their sign, NaN kept a (quiet) NaN.
 uint16_t to_bf16(float value);
 float from_bf16(uint16_t value);
 

@@ -1,5 +1,7 @@
 #include "fast/ordered_matrix.h"
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -70,15 +72,44 @@ void convert_rows(const float* const* rows, int64_t count, int64_t depth, Bf16Sc
 
 }  // namespace
 
+namespace {
+
+// to_bf16's rounding, in a loop that vectorizes (CPUs without AVX512-BF16).
 __attribute__((target_clones("avx512f", "avx2", "default")))
-void convert_to_bf16(const float* __restrict source, uint16_t* __restrict target, int64_t count) {
-  // to_bf16's rounding, in a loop that vectorizes.
+void convert_portably(const float* __restrict source, uint16_t* __restrict target, int64_t count) {
   for (int64_t i = 0; i < count; ++i) {
     uint32_t bits;
     std::memcpy(&bits, source + i, sizeof(bits));
     const bool nan = (bits & 0x7fffffffu) > 0x7f800000u;
+    const bool denormal = (bits & 0x7f800000u) == 0;
     const uint32_t rounded = bits + 0x7fffu + ((bits >> 16) & 1u);
-    target[i] = static_cast<uint16_t>(nan ? (bits >> 16) | 0x40u : rounded >> 16);
+    target[i] = static_cast<uint16_t>(nan ? (bits >> 16) | 0x40u : denormal ? (bits >> 16) & 0x8000u : rounded >> 16);
+  }
+}
+
+// The same rounding by AVX512-BF16's conversion instructions (which define it),
+// 32 values per instruction: several times faster than the loop above.
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+void convert_with_avx512_bf16(const float* source, uint16_t* target, int64_t count) {
+  int64_t i = 0;
+  for (; i + 32 <= count; i += 32) {
+    const __m512bh pairs = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(source + i + 16), _mm512_loadu_ps(source + i));
+    _mm512_storeu_si512(target + i, (__m512i)pairs);
+  }
+  for (; i < count; i += 16) {
+    const auto mask = static_cast<__mmask16>((1u << std::min<int64_t>(16, count - i)) - 1u);
+    const __m256bh values = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask, source + i));
+    _mm256_mask_storeu_epi16(target + i, mask, (__m256i)values);
+  }
+}
+
+}  // namespace
+
+void convert_to_bf16(const float* source, uint16_t* target, int64_t count) {
+  if (cpu_has_avx512_bf16()) {
+    convert_with_avx512_bf16(source, target, count);
+  } else {
+    convert_portably(source, target, count);
   }
 }
 
