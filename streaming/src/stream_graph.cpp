@@ -265,14 +265,14 @@ void run_resnet(ResnetState& state, RowBuffer& output, Scratch& scratch, bool fi
   if (produced == 0) return;
   RowBuffer& skip = state.skip;
   run_conv(last, skip, scratch, finishing, /*accumulate=*/true);
-  if (state.elu_output) {
-    for (int64_t slot = 0; slot < skip.slots(); ++slot) {
-      fast::elu_in_place(skip.row(slot, 0), produced * skip.channels());
-    }
-  }
+  // The finished rows move on (through the ELU that follows the block, in the same pass).
   const int64_t first = output.append(produced);
   for (int64_t slot = 0; slot < skip.slots(); ++slot) {
-    std::copy_n(skip.row(slot, 0), produced * skip.channels(), output.row(slot, first));
+    if (state.elu_output) {
+      fast::copy_elu(skip.row(slot, 0), output.row(slot, first), produced * skip.channels());
+    } else {
+      std::copy_n(skip.row(slot, 0), produced * skip.channels(), output.row(slot, first));
+    }
   }
   skip.drop_front(produced);
 }
