@@ -43,6 +43,7 @@ struct Tile {
   int64_t column_offset;   // of the tile's first column
   const float* bias;  // at the tile's first column, or null
   bool accumulate;
+  int64_t prefetch_panels = 0;  // panels after the tile's to fetch into cache (tile_schedule.h)
 };
 
 // Columns of panel p of the tile that exist in the matrix.
@@ -65,7 +66,15 @@ __attribute__((target("avx512f"))) void tile_avx512(const Tile& tile) {
   const float* rows[kRows];
   for (int r = 0; r < kRows; ++r) rows[r] = tile.rows[r];
   const int64_t depth = tile.b->rows();
+  // The next panels, a cache line (one k) of each per step, as fast as this tile reads its own.
+  const float* next = tile.prefetch_panels > 0 ? tile.b->panel(tile.first_panel + kPanels) : nullptr;
+  const int64_t next_panels = tile.prefetch_panels;
   for (int64_t k = 0; k < depth; ++k) {
+    if (next) {
+      for (int64_t p = 0; p < next_panels; ++p) {
+        _mm_prefetch(reinterpret_cast<const char*>(next + (p * depth + k) * kPanel), _MM_HINT_T1);
+      }
+    }
     __m512 b_values[kPanels];
     for (int p = 0; p < kPanels; ++p) b_values[p] = _mm512_load_ps(panels[p] + k * kPanel);
     for (int r = 0; r < kRows; ++r) {
@@ -243,7 +252,8 @@ void ordered_gemm(const float* const* rows, int64_t row_count, const PackedMatri
   for_each_tile(
       row_count, b.panel_count(), b.rows(),
       [isa](int64_t tile_rows) { return panels_per_tile(tile_rows, isa); },
-      [&](int64_t first_row, int64_t rows_in_tile, int64_t first_panel, int64_t panels) {
+      [&](int64_t first_row, int64_t rows_in_tile, int64_t first_panel, int64_t panels,
+          int64_t prefetch_panels) {
         Tile tile{rows + first_row,
                   rows_in_tile,
                   &b,
@@ -252,7 +262,8 @@ void ordered_gemm(const float* const* rows, int64_t row_count, const PackedMatri
                   out_rows + first_row,
                   first_panel * kPanel,
                   options.bias ? options.bias + first_panel * kPanel : nullptr,
-                  options.accumulate};
+                  options.accumulate,
+                  prefetch_panels};
         switch (isa) {
           case OrderedGemmIsa::kAvx512: run_tile_avx512(tile); break;
           case OrderedGemmIsa::kAvx2: run_tile_avx2(tile); break;

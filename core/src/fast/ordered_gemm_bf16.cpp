@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
+#include <type_traits>
 
 #include "fast/narrow_rows.h"
 #include "fast/tile_schedule.h"
@@ -24,7 +25,8 @@ template <int kRows, int kPanels>
 __attribute__((target("avx512f,avx512bf16"))) void tile(const uint16_t* const* rows,
                                                          const PackedMatrixBf16& b,
                                                          int64_t first_panel, float* const* out_rows,
-                                                         const OrderedGemmOptions& options) {
+                                                         const OrderedGemmOptions& options,
+                                                         int64_t prefetch_panels) {
   const float* bias = options.bias;
   __m512 accumulators[kRows][kPanels];
   __mmask16 masks[kPanels];
@@ -37,7 +39,15 @@ __attribute__((target("avx512f,avx512bf16"))) void tile(const uint16_t* const* r
                               : _mm512_setzero_ps();
     for (int r = 0; r < kRows; ++r) accumulators[r][p] = start;
   }
-  for (int64_t pair = 0; pair < b.pairs(); ++pair) {
+  // The next panels, a cache line (one pair) of each per step (tile_schedule.h).
+  const uint32_t* next = prefetch_panels > 0 ? b.panel(first_panel + kPanels) : nullptr;
+  const int64_t pairs = b.pairs();
+  for (int64_t pair = 0; pair < pairs; ++pair) {
+    if (next) {
+      for (int64_t p = 0; p < prefetch_panels; ++p) {
+        _mm_prefetch(reinterpret_cast<const char*>(next + (p * pairs + pair) * kPanel), _MM_HINT_T1);
+      }
+    }
     __m512bh b_values[kPanels];
     for (int p = 0; p < kPanels; ++p) {
       b_values[p] = (__m512bh)_mm512_loadu_si512(panels[p] + pair * kPanel);
@@ -63,25 +73,29 @@ __attribute__((target("avx512f,avx512bf16"))) void tile(const uint16_t* const* r
 
 template <int kRows>
 void tile_panels(const uint16_t* const* rows, const PackedMatrixBf16& b, int64_t first_panel,
-                 int64_t panels, float* const* out_rows, const OrderedGemmOptions& options) {
+                 int64_t panels, float* const* out_rows, const OrderedGemmOptions& options,
+                 int64_t prefetch_panels) {
   switch (panels) {
-    case 1: return tile<kRows, 1>(rows, b, first_panel, out_rows, options);
-    case 2: return tile<kRows, 2>(rows, b, first_panel, out_rows, options);
-    case 3: return tile<kRows, 3>(rows, b, first_panel, out_rows, options);
-    default: return tile<kRows, 4>(rows, b, first_panel, out_rows, options);
+    case 1: return tile<kRows, 1>(rows, b, first_panel, out_rows, options, prefetch_panels);
+    case 2: return tile<kRows, 2>(rows, b, first_panel, out_rows, options, prefetch_panels);
+    case 3: return tile<kRows, 3>(rows, b, first_panel, out_rows, options, prefetch_panels);
+    default: return tile<kRows, 4>(rows, b, first_panel, out_rows, options, prefetch_panels);
   }
 }
 
 void run_tile(const uint16_t* const* rows, int64_t row_count, const PackedMatrixBf16& b,
               int64_t first_panel, int64_t panels, float* const* out_rows,
-              const OrderedGemmOptions& options) {
+              const OrderedGemmOptions& options, int64_t prefetch_panels) {
+  const auto run = [&](auto tile_rows) {
+    tile_panels<decltype(tile_rows)::value>(rows, b, first_panel, panels, out_rows, options, prefetch_panels);
+  };
   switch (row_count) {
-    case 1: return tile_panels<1>(rows, b, first_panel, panels, out_rows, options);
-    case 2: return tile_panels<2>(rows, b, first_panel, panels, out_rows, options);
-    case 3: return tile_panels<3>(rows, b, first_panel, panels, out_rows, options);
-    case 4: return tile_panels<4>(rows, b, first_panel, panels, out_rows, options);
-    case 5: return tile_panels<5>(rows, b, first_panel, panels, out_rows, options);
-    default: return tile_panels<6>(rows, b, first_panel, panels, out_rows, options);
+    case 1: return run(std::integral_constant<int, 1>{});
+    case 2: return run(std::integral_constant<int, 2>{});
+    case 3: return run(std::integral_constant<int, 3>{});
+    case 4: return run(std::integral_constant<int, 4>{});
+    case 5: return run(std::integral_constant<int, 5>{});
+    default: return run(std::integral_constant<int, 6>{});
   }
 }
 
@@ -186,9 +200,10 @@ void ordered_gemm_bf16(const uint16_t* const* rows, int64_t row_count, const Pac
   for_each_tile(
       row_count, b.panel_count(), b.rows(),
       [](int64_t tile_rows) -> int64_t { return tile_rows <= 2 ? 4 : 2; },
-      [&](int64_t first_row, int64_t rows_in_tile, int64_t first_panel, int64_t panels) {
+      [&](int64_t first_row, int64_t rows_in_tile, int64_t first_panel, int64_t panels,
+          int64_t prefetch_panels) {
         run_tile(rows + first_row, rows_in_tile, b, first_panel, panels, out_rows + first_row,
-                 options);
+                 options, prefetch_panels);
       });
 }
 

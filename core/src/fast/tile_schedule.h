@@ -12,10 +12,14 @@ namespace encodec::fast {
 
 inline constexpr int64_t kMaxTileRows = 6;
 
-// Calls run_tile(first_row, rows, first_panel, panels) for every tile, on
-// LibTorch's threads. `tile_panels(rows)` gives the panels per tile for tiles
-// of that many rows. Tiles walk the rows fastest: a panel block stays in cache
-// while the rows pass over it.
+// Calls run_tile(first_row, rows, first_panel, panels, prefetch_panels) for
+// every tile, on LibTorch's threads. `tile_panels(rows)` gives the panels per
+// tile for tiles of that many rows. Tiles walk the rows fastest: a panel block
+// stays in cache while the rows pass over it. The last row block of a panel
+// block gets the next block's panel count as `prefetch_panels` (0 for the
+// others): a tile over warm panels can fetch the next ones, which the first
+// row block would otherwise wait for (a batch of a few streams reads large
+// weights, the LSTMs', from memory every tick).
 template <typename TilePanels, typename RunTile>
 void for_each_tile(int64_t row_count, int64_t panel_count, int64_t depth, TilePanels&& tile_panels,
                    RunTile&& run_tile) {
@@ -31,8 +35,12 @@ void for_each_tile(int64_t row_count, int64_t panel_count, int64_t depth, TilePa
     for (int64_t index = begin; index < end; ++index) {
       const int64_t first_row = (index % row_blocks) * tile_rows;
       const int64_t first_panel = (index / row_blocks) * panels;
+      const int64_t row_block = index % row_blocks, next_panel = first_panel + panels;
+      const int64_t prefetch_panels = row_blocks > 1 && row_block == row_blocks - 1 && next_panel < panel_count
+                                          ? std::min(panels, panel_count - next_panel)
+                                          : 0;
       run_tile(first_row, std::min(tile_rows, row_count - first_row), first_panel,
-               std::min(panels, panel_count - first_panel));
+               std::min(panels, panel_count - first_panel), prefetch_panels);
     }
   });
 }
