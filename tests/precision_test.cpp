@@ -51,20 +51,22 @@ class DisableBf16Scope {
   ~DisableBf16Scope() { ::unsetenv("ENCODEC_DISABLE_BF16"); }
 };
 
-// The bulk conversion (AVX512-BF16's instructions where the CPU has them)
-// rounds as to_bf16, special values included, at every length (the tail of a
-// length that is not a multiple of 32 runs a masked path).
+// The bulk conversion (AVX512-BF16's instructions where the CPU has them) and
+// the portable loop round as to_bf16, special values included, at every length
+// (the tail of a length that is not a multiple of 32 runs a masked path).
 TEST(Bf16ConversionTest, ConvertsAsToBf16) {
   std::vector<float> values = testing::random_normal_values(1000, 7);
   const float specials[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, -NAN, FLT_MIN, -FLT_MIN,
                             std::nextafter(FLT_MIN, 0.0f), -std::ldexp(1.0f, -140), FLT_MAX,
                             1.0f + std::ldexp(1.0f, -8), 1.0f + 3 * std::ldexp(1.0f, -8)};
   for (size_t i = 0; i < std::size(specials); ++i) values[37 * i + 5] = specials[i];
-  for (const int64_t count : {1, 15, 16, 17, 31, 32, 33, 63, 1000}) {
-    std::vector<uint16_t> converted(count + 1, 0xabcd);
-    fast::convert_to_bf16(values.data(), converted.data(), count);
-    for (int64_t i = 0; i < count; ++i) ASSERT_EQ(converted[i], fast::to_bf16(values[i])) << count << " " << i;
-    EXPECT_EQ(converted[count], 0xabcd) << "wrote past " << count << " values";
+  for (const auto convert : {fast::convert_to_bf16, fast::convert_to_bf16_portably}) {
+    for (const int64_t count : {1, 15, 16, 17, 31, 32, 33, 63, 1000}) {
+      std::vector<uint16_t> converted(count + 1, 0xabcd);
+      convert(values.data(), converted.data(), count);
+      for (int64_t i = 0; i < count; ++i) ASSERT_EQ(converted[i], fast::to_bf16(values[i])) << count << " " << i;
+      EXPECT_EQ(converted[count], 0xabcd) << "wrote past " << count << " values";
+    }
   }
 }
 

@@ -72,11 +72,9 @@ void convert_rows(const float* const* rows, int64_t count, int64_t depth, Bf16Sc
 
 }  // namespace
 
-namespace {
-
 // to_bf16's rounding, in a loop that vectorizes (CPUs without AVX512-BF16).
 __attribute__((target_clones("avx512f", "avx2", "default")))
-void convert_portably(const float* __restrict source, uint16_t* __restrict target, int64_t count) {
+void convert_to_bf16_portably(const float* __restrict source, uint16_t* __restrict target, int64_t count) {
   for (int64_t i = 0; i < count; ++i) {
     uint32_t bits;
     std::memcpy(&bits, source + i, sizeof(bits));
@@ -86,6 +84,8 @@ void convert_portably(const float* __restrict source, uint16_t* __restrict targe
     target[i] = static_cast<uint16_t>(nan ? (bits >> 16) | 0x40u : denormal ? (bits >> 16) & 0x8000u : rounded >> 16);
   }
 }
+
+namespace {
 
 // The same rounding by AVX512-BF16's conversion instructions (which define it),
 // 32 values per instruction: several times faster than the loop above.
@@ -109,7 +109,7 @@ void convert_to_bf16(const float* source, uint16_t* target, int64_t count) {
   if (cpu_has_avx512_bf16()) {
     convert_with_avx512_bf16(source, target, count);
   } else {
-    convert_portably(source, target, count);
+    convert_to_bf16_portably(source, target, count);
   }
 }
 

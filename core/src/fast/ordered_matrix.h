@@ -44,7 +44,10 @@ void ordered_gemm(const float* const* rows, int64_t row_count, const OrderedMatr
 void ordered_gemm(const float* a, int64_t lda, int64_t row_count, const OrderedMatrix& b, float* c,
                   int64_t ldc, const OrderedGemmOptions& options = {});
 
-// fp32 -> bf16 as the bf16 product rounds its inputs (to_bf16), `count` values.
+// fp32 -> bf16 as the bf16 product rounds its inputs (to_bf16), `count` values:
+// by AVX512-BF16's conversion instructions where the CPU has them, else by
+// the portable loop (tests compare both with to_bf16).
 void convert_to_bf16(const float* source, uint16_t* target, int64_t count);
+void convert_to_bf16_portably(const float* source, uint16_t* target, int64_t count);
 
 }  // namespace encodec::fast
