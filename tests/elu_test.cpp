@@ -33,7 +33,28 @@ std::vector<VectorIsa> isas_of_this_cpu() {
   return isas;
 }
 
+// A million inputs evenly over [-21, 1]: every reduction step n the clamp
+// allows, and within each the rounding cases of the reduction and the polynomial.
+std::vector<float> dense_inputs() {
+  constexpr int kCount = 1 << 20;
+  std::vector<float> values(kCount);
+  for (int i = 0; i < kCount; ++i) values[i] = -21.0f + 22.0f * static_cast<float>(i) / kCount;
+  return values;
+}
+
 TEST(EluTest, EveryVectorVersionGivesThePortableBits) {
+  const std::vector<float> dense = dense_inputs();
+  std::vector<float> dense_expected(dense.size());
+  copy_elu(dense.data(), dense_expected.data(), static_cast<int64_t>(dense.size()), VectorIsa::kPortable);
+  for (const VectorIsa isa : isas_of_this_cpu()) {
+    std::vector<float> out(dense.size());
+    copy_elu(dense.data(), out.data(), static_cast<int64_t>(dense.size()), isa);
+    for (size_t i = 0; i < dense.size(); ++i) {
+      ASSERT_EQ(std::memcmp(&out[i], &dense_expected[i], sizeof(float)), 0)
+          << "isa " << static_cast<int>(isa) << " input " << dense[i];
+    }
+  }
+
   const std::vector<float> inputs = test_inputs();
   std::vector<float> expected(inputs.size());
   copy_elu(inputs.data(), expected.data(), static_cast<int64_t>(inputs.size()), VectorIsa::kPortable);
