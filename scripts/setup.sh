@@ -11,6 +11,7 @@ PACKAGES=(
   libsndfile1-dev libsoxr-dev libcurl4-openssl-dev libssl-dev libzip-dev
   libcli11-dev nlohmann-json3-dev libspdlog-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  libboost-dev libprotobuf-dev protobuf-compiler libopus-dev portaudio19-dev
 )
 
 if [[ "${ENCODEC_SKIP_APT:-0}" != 1 ]]; then
@@ -23,4 +24,4 @@ fi
 
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j "$(nproc)"
-echo "Built: build/core/encodec (the CLI), tests in build/tests, benchmarks in build/bench"
+echo "Built: build/core/encodec (the CLI), build/server/encodecd, build/client/encodec-client, tests in build/tests, benchmarks in build/bench"

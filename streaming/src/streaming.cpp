@@ -649,7 +649,38 @@ void StreamBatcher::set_bandwidth(StreamId id, double bandwidth_kbps) {
 }
 
 void StreamBatcher::push_audio(StreamId id, const float* samples, int64_t count) {
-  if (count > 0) state_->stream(id).audio_in.push(samples, count);
+  State::Stream& stream = state_->stream(id);
+  if (stream.encoder.finished) throw std::logic_error("StreamBatcher::push_audio after finish_audio");
+  if (count > 0) stream.audio_in.push(samples, count);
+}
+
+void StreamBatcher::finish_audio(StreamId id) {
+  State& state = *state_;
+  State::Stream& stream = state.stream(id);
+  if (stream.encoder.finished) return;
+  // The rest runs alone: a partial frame has no place in a batched pass.
+  if (stream.encoder_member.lane >= 0) state.leave(state.encoders, id);
+  StreamingEncoder::Engine& engine = stream.encoder;
+  const int64_t count = stream.audio_in.size();
+  if (count > 0) {
+    const int64_t first = engine.graph.append_input(count);
+    std::copy_n(stream.audio_in.front(), count, engine.graph.input().row(0, first));
+    stream.audio_in.drop(count);
+    engine.run(false);
+  }
+  engine.finished = true;
+  engine.run(true);
+}
+
+void StreamBatcher::finish_codes(StreamId id) {
+  State& state = *state_;
+  State::Stream& stream = state.stream(id);
+  if (stream.decoder.finished) return;
+  if (stream.decoder_member.lane >= 0) state.leave(state.decoders, id);
+  CodeFrame frame;
+  while (stream.codes_in.pop(&frame)) stream.decoder.push(frame.num_codebooks > 0 ? &frame : nullptr);
+  stream.decoder.finished = true;
+  stream.decoder.run(true);
 }
 
 bool StreamBatcher::pop_codes(StreamId id, CodeFrame* frame) {
@@ -658,11 +689,16 @@ bool StreamBatcher::pop_codes(StreamId id, CodeFrame* frame) {
 
 void StreamBatcher::push_codes(StreamId id, const CodeFrame& frame) {
   State::Stream& stream = state_->stream(id);
+  if (stream.decoder.finished) throw std::logic_error("StreamBatcher::push_codes after finish_codes");
   stream.decoder.validate(frame);
   stream.codes_in.push(frame);
 }
 
-void StreamBatcher::push_lost(StreamId id) { state_->stream(id).codes_in.push(CodeFrame{}); }
+void StreamBatcher::push_lost(StreamId id) {
+  State::Stream& stream = state_->stream(id);
+  if (stream.decoder.finished) throw std::logic_error("StreamBatcher::push_lost after finish_codes");
+  stream.codes_in.push(CodeFrame{});
+}
 
 int64_t StreamBatcher::samples_ready(StreamId id) const { return state_->stream(id).decoder.ready.size(); }
 

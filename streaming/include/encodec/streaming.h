@@ -156,11 +156,18 @@ class StreamBatcher {
   void push_audio(StreamId id, const float* samples, int64_t count);
   void encode_tick();
   bool pop_codes(StreamId id, CodeFrame* frame);
+  // End of a stream's audio, as StreamingEncoder::finish: the audio not yet
+  // ticked is encoded at once, the last partial frame padded as the offline path
+  // pads it, every remaining frame ready to pop. No audio may follow (logic_error).
+  void finish_audio(StreamId id);
 
   // Decoder side: codes (or losses) in, one frame per stream per tick, audio out.
   void push_codes(StreamId id, const CodeFrame& frame);
   void push_lost(StreamId id);
   void decode_tick();
+  // End of a stream's codes, as StreamingDecoder::finish: the codes not yet ticked
+  // are decoded at once and the start delay flushed. No codes may follow.
+  void finish_codes(StreamId id);
   // Both sides in one tick: encode_tick() and decode_tick() with the decoder
   // taking the codes pushed before the call (not those this tick encodes), the
   // two sides' lanes running at once (with 2 threads, one side per thread).

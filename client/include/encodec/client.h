@@ -1,0 +1,111 @@
+// encodec-client: a live call, a broadcast sender or a listener against
+// encodecd. Audio from a file, a tone, a click train or the microphone is
+// encoded locally frame by frame (StreamingEncoder; LM-coded with --lm) and sent;
+// what the server forwards goes through an adaptive jitter buffer per remote
+// stream, is decoded locally (StreamingDecoder, loss concealed) and played to a
+// file or the speaker. Protocol: proto/README.md.
+//
+// Usage:
+//   encodec::client::ClientOptions options;
+//   options.mode = Mode::kCall; options.room = "lobby";
+//   options.input = "talk.wav"; options.output = "heard.wav";
+//   encodec::client::Client client(live_model, lm, options);
+//   ClientReport report = client.run();   // until the input ends and the peers are done
+//
+// Timing: in real time (the default) one frame is captured and one played every
+// 13.3 ms by a steady clock (the microphone is its own clock). With
+// as_fast_as_possible, frames are sent as fast as they are encoded and every
+// remote stream is played in sequence order as packets come, a missing frame
+// being concealed only once later ones are in (or its stream ended): files and tests.
+//
+// Thread safety: run() on one thread; stop() from any thread.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "encodec/live_model.h"
+#include "encodec/net/jitter_buffer.h"
+
+namespace encodec::client {
+
+enum class Mode { kCall, kSend, kListen };
+
+struct ClientOptions {
+  std::string server = "127.0.0.1:7700";  // ADDR:PORT of encodecd (UDP, or TCP with tcp)
+  bool tcp = false;
+  Mode mode = Mode::kCall;
+  std::string room;
+  std::string input = "mic";       // FILE, "tone", "clicks" or "mic"
+  std::string output = "speaker";  // FILE, "speaker" or "null"
+  double bandwidth_kbps = 6.0;     // what this client sends
+  double receive_bandwidth_kbps = 0.0;  // 0: as sent; lower: the server drops codebooks
+  bool receive_opus = false;       // ask the server for Opus (transcoded) instead of codes
+  int opus_frame_ms = 20;
+  int opus_bitrate_bps = 0;        // 0: the bandwidth's bitrate
+  bool lm = false;                 // send LM-coded codes (needs an LM)
+  int lm_context_frames = 75;      // a new LM context at least this often (late joiners, losses)
+  double duration_s = 0.0;         // 0: until the input ends (listen: until the sender ends)
+  bool as_fast_as_possible = false;
+  std::string name = "encodec-client";
+  bool live_stats = false;         // a statistics line every second on stderr
+  std::ostream* log = nullptr;     // the summary and warnings (nullptr: none)
+  int connect_timeout_ms = 3000;
+  // After this client's own input ended, how long a call waits for the others' streams to end.
+  double linger_s = 2.0;
+  net::JitterBufferOptions jitter;
+};
+
+struct StreamReport {
+  uint32_t stream_id = 0;
+  uint32_t first_sequence = 0;
+  bool ended = false;             // its end_of_stream was played
+  net::JitterBufferStats jitter;
+  uint64_t lm_resets_requested = 0;
+  uint64_t undecodable = 0;       // packets that could not be decoded (concealed instead)
+  double latency_p50_ms = 0.0;    // capture (sender's clock) to playout, for played frames
+  double latency_p99_ms = 0.0;
+  int64_t samples_out = 0;
+};
+
+struct ClientReport {
+  uint64_t frames_sent = 0;
+  uint64_t payload_bytes_sent = 0;
+  uint32_t stream_id = 0;         // this client's id in the room
+  double rtt_ms = 0.0;            // last keep-alive round trip
+  double seconds = 0.0;
+  std::vector<StreamReport> streams;
+  std::string goodbye;            // the server's reason, if it ended the session
+};
+
+// Failures the user can act on (server unreachable, refused, no device...).
+class ClientError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+class Client {
+ public:
+  // `lm` may be null unless options.lm (or an LM-coded stream arrives: then it is
+  // concealed and counted undecodable).
+  Client(const LiveModel& model, std::shared_ptr<const LmModel> lm, ClientOptions options);
+  ~Client();
+  // Connects, joins, streams, and returns the report. Throws ClientError.
+  ClientReport run();
+  void stop();
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+// The `encodec-client` command: parses flags (CLI11), runs, prints the summary.
+// Returns 0, 1 on errors, 2 on bad arguments.
+int run_client_cli(int argc, const char* const* argv);
+
+}  // namespace encodec::client

@@ -1,0 +1,88 @@
+// The framing of the wire messages (proto/encodec_net.proto; format in
+// proto/README.md): one Envelope per UDP datagram of at most 1200 bytes; on
+// TCP, each Envelope preceded by its length as a 4-byte little-endian uint32,
+// at most 64 KiB.
+//
+// Usage:
+//   EnvelopeArena arena;                          // one per receiving thread
+//   wire::Envelope* envelope = arena.fresh();
+//   if (parse_datagram(data, size, envelope) == ParseError::kNone) handle(*envelope);
+//   size_t n = serialize_datagram(reply, buffer, sizeof buffer);  // 0: too large
+//
+//   TcpFrameReader reader;                        // one per connection
+//   reader.append(bytes, count);
+//   while (reader.next(envelope) == TcpFrameReader::kMessage) handle(*envelope);
+//
+// Thread safety: no shared state; an arena or reader belongs to one thread at a time.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <google/protobuf/arena.h>
+
+#include "encodec_net.pb.h"
+
+namespace encodec::net {
+
+inline constexpr uint32_t kProtocolVersion = 1;
+inline constexpr size_t kMaxDatagramBytes = 1200;
+inline constexpr size_t kTcpLengthPrefixBytes = 4;
+inline constexpr size_t kMaxTcpMessageBytes = 64 * 1024;
+
+enum class ParseError {
+  kNone,
+  kEmpty,      // zero bytes
+  kTooLarge,   // over the transport's limit
+  kMalformed,  // not a valid Envelope
+  kNoBody,     // a valid Envelope with no message in it
+};
+const char* describe(ParseError error);
+
+// Parses one datagram (kTooLarge over kMaxDatagramBytes).
+ParseError parse_datagram(const void* data, size_t size, wire::Envelope* envelope);
+// Serializes into buffer; returns the bytes written, or 0 when the message does not
+// fit in min(capacity, kMaxDatagramBytes).
+size_t serialize_datagram(const wire::Envelope& envelope, uint8_t* buffer, size_t capacity);
+
+// Appends the length prefix and the message to `out`. Returns false (and leaves
+// `out` unchanged) when the message is over kMaxTcpMessageBytes.
+bool append_tcp_frame(const wire::Envelope& envelope, std::string* out);
+
+// Reassembles length-prefixed messages from a TCP byte stream.
+class TcpFrameReader {
+ public:
+  enum Result { kMessage, kNeedMore, kError };
+  explicit TcpFrameReader(size_t max_message_bytes = kMaxTcpMessageBytes);
+  void append(const void* data, size_t size);
+  // kError is final: the stream cannot be resynchronized (error() says why).
+  Result next(wire::Envelope* envelope);
+  const std::string& error() const { return error_; }
+  size_t buffered_bytes() const { return buffer_.size() - read_offset_; }
+
+ private:
+  size_t max_message_bytes_;
+  std::vector<uint8_t> buffer_;
+  size_t read_offset_ = 0;
+  std::string error_;
+};
+
+// Messages parsed into an arena with a preallocated first block: after the
+// first packets no parse allocates (the block is reused at every fresh()).
+class EnvelopeArena {
+ public:
+  explicit EnvelopeArena(size_t block_bytes = 16 * 1024);
+  EnvelopeArena(const EnvelopeArena&) = delete;
+  EnvelopeArena& operator=(const EnvelopeArena&) = delete;
+  // Frees every message of the previous fresh() and returns an empty one.
+  wire::Envelope* fresh();
+
+ private:
+  std::vector<char> block_;
+  std::unique_ptr<google::protobuf::Arena> arena_;
+};
+
+}  // namespace encodec::net

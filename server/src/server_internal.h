@@ -1,0 +1,102 @@
+// The server's sessions, rooms and per-thread scratch (private to server/).
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <boost/asio/ip/udp.hpp>
+
+#include "encodec/net/wire.h"
+#include "encodec/server.h"
+#include "encodec/streaming.h"
+#include "peer.h"
+
+namespace encodec::server {
+
+// Packets per second with a burst allowance; refills continuously.
+class TokenBucket {
+ public:
+  TokenBucket() = default;
+  TokenBucket(int per_second, int burst, int64_t now_us)
+      : per_second_(per_second), burst_(burst), tokens_(burst), last_us(now_us) {}
+  bool take(int64_t now_us) {
+    tokens_ = std::min<double>(burst_, tokens_ + (now_us - last_us) * 1e-6 * per_second_);
+    last_us = now_us;
+    if (tokens_ < 1.0) return false;
+    tokens_ -= 1.0;
+    return true;
+  }
+
+ private:
+  double per_second_ = 0, burst_ = 0, tokens_ = 0;
+
+ public:
+  int64_t last_us = 0;
+};
+
+struct Room;
+
+struct Session {
+  uint64_t id = 0;
+  bool over_tcp = false;
+  boost::asio::ip::udp::endpoint udp_peer;
+  std::shared_ptr<Peer> peer;
+  std::string name;
+  bool has_model = false;
+  std::atomic<int64_t> last_heard_us{0};
+
+  // Under the server's mutex.
+  std::weak_ptr<Room> room;
+  wire::Role role = wire::ROLE_UNSPECIFIED;
+  uint32_t stream_id = 0;
+  wire::PayloadKind receive_kind = wire::PAYLOAD_KIND_RAW_CODES;
+  int receive_codebooks = 0;  // 0: as sent
+  int opus_frame_samples = 480;
+  int opus_bitrate_bps = 6000;
+  double encode_bandwidth_kbps = 0.0;
+  // Senders' stream ids whose LM context this member has had from a context start.
+  std::vector<uint32_t> lm_synced;
+};
+
+struct Room {
+  std::string name;
+  RoomSpec::Kind kind = RoomSpec::Kind::kCall;
+  bool preconfigured = false;
+  int max_codebooks = 32;
+  std::vector<std::shared_ptr<Session>> members;
+  uint32_t next_stream_id = 1;
+  const Session* sender = nullptr;  // a broadcast's ROLE_SEND member
+};
+
+struct Recipient {
+  Peer* peer = nullptr;
+  int codebooks = 0;  // 0: as sent
+};
+
+// One receiving context's scratch for forwarding (a UDP lane or a TCP
+// connection): reserved once, so that forwarding allocates nothing.
+struct Forwarding {
+  static constexpr size_t kMaxRecipients = 64;
+  Forwarding() {
+    recipients.reserve(kMaxRecipients);
+    peers_hold.resize(kMaxRecipients);
+  }
+  std::vector<Recipient> recipients;
+  std::vector<std::shared_ptr<Peer>> peers_hold;  // keeps the peers alive while sending
+  std::array<int32_t, kMaxStreamCodebooks> codes{};
+  std::array<uint8_t, net::kMaxDatagramBytes> payload{};
+  net::EnvelopeArena arena;
+};
+
+struct Counters {
+  std::atomic<uint64_t> sessions_opened{0}, sessions_timed_out{0}, packets_in{0}, packets_out{0},
+      media_in{0}, media_out{0}, malformed{0}, oversized{0}, bad_protocol_version{0},
+      unknown_session{0}, unknown_room{0}, rejected{0}, rate_limited{0}, invalid_media{0},
+      format_mismatch{0}, reports{0}, send_dropped{0}, compute_dropped{0};
+};
+
+}  // namespace encodec::server

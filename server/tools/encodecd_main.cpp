@@ -1,0 +1,3 @@
+#include "encodec/server_cli.h"
+
+int main(int argc, char** argv) { return encodec::server::run_encodecd(argc, argv); }

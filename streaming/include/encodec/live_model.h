@@ -1,0 +1,51 @@
+// The model a live stream runs (encodecd and encodec-client): the causal 24 kHz
+// codec with the fast kernels, and the identity peers compare before they
+// exchange codes (codes only decode with the same weights).
+//
+// Usage:
+//   encodec::LiveModel live = encodec::load_live_model({.checkpoint = path});
+//   encodec::StreamingEncoder encoder(live.model);
+//   hello.model.checksum = live.checksum;
+//
+// Thread safety: the functions keep no state.
+#pragma once
+
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+#include "encodec/encodec.h"
+#include "encodec/lm.h"
+
+namespace encodec {
+
+// No usable model: the message says what was looked for and what to pass.
+class LiveModelError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct LiveModelOptions {
+  std::string checkpoint;      // this file (any width); else the official one when cached
+  std::string model_dir;       // where to look for the official file (default: the hub cache)
+  bool random_weights = false; // official size, random weights (benchmarks)
+};
+
+struct LiveModel {
+  EncodecModel model;
+  std::string checksum;        // sha256 of the checkpoint file (or "random-weights-0")
+  std::string source;          // for logs: the file, or "random weights"
+};
+
+// The codec from options.checkpoint, else the official encodec_24khz checkpoint
+// if it is already in the model directory or the torch hub cache (a server does
+// not download at start), else LiveModelError naming both and --checkpoint.
+LiveModel load_live_model(const LiveModelOptions& options);
+
+// The LM for `codec`: from `checkpoint`, else the official one when cached;
+// otherwise LiveModelError.
+std::shared_ptr<const LmModel> load_live_lm(const std::string& checkpoint,
+                                            const std::string& model_dir,
+                                            const EncodecConfig& codec);
+
+}  // namespace encodec

@@ -1,0 +1,71 @@
+#include "encodec/live_model.h"
+
+#include <filesystem>
+
+#include "encodec/model_store.h"
+
+namespace encodec {
+
+namespace {
+
+// The official file, if present where the store would find it, without downloading.
+std::string cached_official(const std::string& file_name, const std::string& model_dir) {
+  const std::string folder = model_dir.empty() ? default_hub_cache_dir() : model_dir;
+  const std::string path = (std::filesystem::path(folder) / file_name).string();
+  return std::filesystem::exists(path) ? path : std::string();
+}
+
+}  // namespace
+
+LiveModel load_live_model(const LiveModelOptions& options) {
+  if (options.random_weights) {
+    return {EncodecModel::with_random_weights(EncodecConfig::official_24khz(), 0, KernelSet::kFastOnly),
+            "random-weights-0", "random weights (official size)"};
+  }
+  std::string path = options.checkpoint;
+  if (path.empty()) {
+    path = cached_official(kCheckpoint24kHz, options.model_dir);
+    if (path.empty()) {
+      throw LiveModelError(
+          std::string("no model: the official ") + kCheckpoint24kHz + " is not in " +
+          (options.model_dir.empty() ? default_hub_cache_dir() : options.model_dir) +
+          " (run `encodec` once to download it there), so pass --checkpoint FILE");
+    }
+    // The name carries the checksum prefix: a corrupt cached file is refused.
+    ModelStoreOptions store;
+    store.model_dir = std::filesystem::path(path).parent_path().string();
+    store.show_progress = false;
+    path = ModelStore(store).resolve(kCheckpoint24kHz);
+  }
+  EncodecModel model = [&] {
+    try {
+      return EncodecModel::from_checkpoint(path, "encodec_24khz", KernelSet::kFastOnly);
+    } catch (const std::exception& error) {
+      throw LiveModelError("cannot load encodec_24khz from " + path + ": " + error.what());
+    }
+  }();
+  return {std::move(model), sha256_file(path), path};
+}
+
+std::shared_ptr<const LmModel> load_live_lm(const std::string& checkpoint,
+                                            const std::string& model_dir,
+                                            const EncodecConfig& codec) {
+  std::string path = checkpoint;
+  if (path.empty()) {
+    path = cached_official(kLmCheckpoint24kHz, model_dir);
+    if (path.empty()) {
+      throw LiveModelError(std::string("no LM: the official ") + kLmCheckpoint24kHz + " is not in " +
+                           (model_dir.empty() ? default_hub_cache_dir() : model_dir) +
+                           ", so pass --lm-checkpoint FILE");
+    }
+  }
+  try {
+    auto lm = std::make_shared<LmModel>(LmModel::from_checkpoint(path, codec));
+    lm->set_kernels(LmKernels::kAuto);
+    return lm;
+  } catch (const std::exception& error) {
+    throw LiveModelError("cannot load the LM of " + codec.name + " from " + path + ": " + error.what());
+  }
+}
+
+}  // namespace encodec
