@@ -95,6 +95,8 @@ struct RemoteStream {
   uint32_t first_sequence = 0;
   bool end_seen = false;
   uint32_t end_sequence = 0;      // the last frame's sequence
+  bool sender_left = false;       // its member left the room
+  uint32_t highest_received = 0;
   bool ended = false;
   int64_t next_playout_us = 0;
   int64_t last_packet_us = 0;
@@ -107,6 +109,9 @@ struct RemoteStream {
   uint64_t lm_resets_requested = 0;
   uint64_t undecodable = 0;
 };
+
+// How long a sender waits after its end of stream before its Goodbye.
+constexpr int kSenderDrainMs = 150;
 
 struct Client::Impl {
   Impl(const LiveModel& live, std::shared_ptr<const LmModel> lm_model, ClientOptions client_options)
@@ -138,6 +143,7 @@ struct Client::Impl {
   std::condition_variable changed;
   std::optional<wire::Welcome> welcome;
   std::optional<wire::Joined> joined;
+  int room_members = 0;
   std::optional<wire::Error> fatal_error;
   std::string goodbye;
   std::map<uint32_t, std::unique_ptr<RemoteStream>> streams;
@@ -205,6 +211,12 @@ struct Client::Impl {
     envelope.set_session_id(session_id);
     bool sent = false;
     if (tcp) {
+      // Sending a file as fast as possible must not outrun the connection:
+      // wait for room rather than drop (live audio drops instead).
+      while (options.as_fast_as_possible && tcp->is_open() &&
+             tcp->queued_messages() > net::TcpConnection::kWriteQueueMessages / 2) {
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+      }
       sent = tcp->send(envelope);
     } else {
       uint8_t datagram[net::kMaxDatagramBytes];
@@ -220,8 +232,15 @@ struct Client::Impl {
     const int64_t now_us = steady_now_us();
     std::lock_guard<std::mutex> lock(mutex);
     switch (envelope.body_case()) {
-      case wire::Envelope::kWelcome: welcome = envelope.welcome(); break;
-      case wire::Envelope::kJoined: joined = envelope.joined(); break;
+      case wire::Envelope::kWelcome:
+        if (!welcome) welcome = envelope.welcome();  // retransmitted Hellos get the same one
+        break;
+      case wire::Envelope::kJoined:
+        // A repeated Join (while waiting for members) is answered with the room as it is now.
+        room_members = envelope.joined().members_size();
+        if (!joined) joined = envelope.joined();
+        break;
+      case wire::Envelope::kRoomUpdate: on_room_update(envelope.room_update()); break;
       case wire::Envelope::kMedia: on_media(envelope.media(), now_us); break;
       case wire::Envelope::kKeepAlive:
         if (envelope.keep_alive().reply()) {
@@ -241,9 +260,33 @@ struct Client::Impl {
       case wire::Envelope::kGoodbye:
         goodbye = envelope.goodbye().reason().empty() ? "goodbye" : envelope.goodbye().reason();
         break;
-      default: break;  // RoomUpdate: nothing to do (streams appear with their packets)
+      default: break;
     }
     changed.notify_all();
+  }
+
+  // Under `mutex`. A member that left ends its stream where its packets end,
+  // even when its last packet (the end mark) was lost.
+  void on_room_update(const wire::RoomUpdate& update) {
+    room_members = update.members_size();
+    for (auto& [id, stream] : streams) {
+      bool present = false;
+      for (const auto& member : update.members()) present |= member.stream_id() == id;
+      if (!present) stream->sender_left = true;
+    }
+  }
+
+  // Under `mutex`. A stream whose sender left ends once its packets stop (the
+  // server may still be sending what it transcodes).
+  void end_streams_of_departed(int64_t now_us) {
+    constexpr int64_t kDepartedQuietUs = 500'000;
+    for (auto& [id, stream] : streams) {
+      if (!stream->sender_left || stream->end_seen || now_us - stream->last_packet_us < kDepartedQuietUs) {
+        continue;
+      }
+      stream->end_seen = true;
+      stream->end_sequence = stream->highest_received;
+    }
   }
 
   // Under `mutex`.
@@ -283,7 +326,10 @@ struct Client::Impl {
     std::memcpy(packet + kHeaderBytes, media.payload().data(), media.payload().size());
     if (!stream.have_first) {
       stream.have_first = true;
-      stream.first_sequence = media.sequence();
+      stream.first_sequence = stream.highest_received = media.sequence();
+    }
+    if (static_cast<int32_t>(media.sequence() - stream.highest_received) > 0) {
+      stream.highest_received = media.sequence();
     }
     stream.jitter.insert(media.sequence(), packet, kHeaderBytes + media.payload().size());
   }
@@ -352,6 +398,27 @@ struct Client::Impl {
     format->set_opus_bitrate_bps(static_cast<uint32_t>(options.opus_bitrate_bps));
     send(join);
     await([this] { return joined.has_value(); }, [&] { send(join); }, "joining room '" + options.room + "'");
+    if (options.wait_for_members > 0) {
+      std::unique_lock<std::mutex> lock(mutex);
+      const auto deadline = std::chrono::steady_clock::now() +
+                            std::chrono::microseconds(static_cast<int64_t>(options.wait_for_members_timeout_s * 1e6));
+      while (room_members < options.wait_for_members) {
+        if (fatal_error) throw ClientError("the server ended the session: " + fatal_error->text());
+        if (stop_requested.load()) throw ClientError("stopped");
+        if (std::chrono::steady_clock::now() >= deadline) {
+          throw ClientError("room '" + options.room + "' has " + std::to_string(room_members) + " of the " +
+                            std::to_string(options.wait_for_members) + " members waited for");
+        }
+        changed.wait_for(lock, std::chrono::milliseconds(100));
+        // The Join again now and then: it keeps the session alive, and its answer
+        // lists the members even when a RoomUpdate was lost.
+        if (steady_now_us() - last_sent_us > 300'000) {
+          lock.unlock();
+          send(join);
+          lock.lock();
+        }
+      }
+    }
   }
 
   // --- sending -------------------------------------------------------------
@@ -636,9 +703,9 @@ struct Client::Impl {
         while (encoder.pop(&frame)) {
           send_frame(&frame, input_done && encoder.frames_ready() == 0);
         }
-        if (input_done && encoder.frames_ready() == 0 && frames_sent == next_sequence &&
-            !end_marked(input_done)) {
-          send_frame(nullptr, true);
+        // The end mark again, alone: over UDP the last frame may be lost.
+        if (input_done && !end_marked(input_done)) {
+          for (int copy = 0; copy < 2; ++copy) send_frame(nullptr, true);
         }
       }
       bool done = false;
@@ -646,6 +713,7 @@ struct Client::Impl {
         std::lock_guard<std::mutex> lock(mutex);
         if (fatal_error) throw ClientError("the server ended the session: " + fatal_error->text());
         if (!goodbye.empty()) done = true;
+        end_streams_of_departed(now_us);
         if (receiving) {
           if (fast) {
             for (auto& [id, stream] : streams) {
@@ -695,6 +763,11 @@ struct Client::Impl {
       }
     }
 
+    // The last frames may still be on their way (and a Goodbye overtaking them
+    // over UDP would make the server drop them): a moment before leaving.
+    if (sending && !tcp && !stop_requested.load()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(kSenderDrainMs));
+    }
     // Leave, then flush what is decoded.
     wire::Envelope bye;
     bye.mutable_goodbye()->set_reason("done");
@@ -878,6 +951,12 @@ ClientReport Client::run() {
   try {
     return impl_->run();
   } catch (...) {
+    // The server should not keep a session that failed here until it times out.
+    if (impl_->session_id != 0 && impl_->io_thread.joinable()) {
+      wire::Envelope bye;
+      bye.mutable_goodbye()->set_reason("client error");
+      impl_->send(bye);
+    }
     if (impl_->io_thread.joinable()) {
       impl_->io.stop();
       impl_->io_thread.join();

@@ -97,6 +97,9 @@ int run_client_cli(int argc, const char* const* argv) {
                  "checkpoint from the hub cache (the server must run the same weights)");
   app.add_option("--lm-checkpoint", lm_checkpoint, "The LM from this checkpoint file (with --lm)");
   app.add_option("--model-dir", model_dir, "Look for the official checkpoints here instead of the hub cache");
+  app.add_option("--wait-for", options.wait_for_members,
+                 "Start sending only once the room has this many members, this client included")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--name", options.name, "This client's name in the room (default encodec-client)");
   app.add_option("--threads", threads, "Compute threads (default 1)")->check(CLI::Range(1, 64));
   app.add_flag("-q,--quiet", quiet, "No live statistics line and no summary");

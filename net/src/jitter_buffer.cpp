@@ -23,6 +23,7 @@ void validate(const JitterBufferOptions& options) {
                      options.max_delay_frames < options.capacity_frames &&
                      options.capacity_frames <= kMaxCapacityFrames &&
                      options.delay_window_packets >= 1 && options.shrink_after_frames >= 1 &&
+                     options.fast_shrink_after_frames >= 1 && options.fast_shrink_excess_frames >= 2 &&
                      options.reorder_window_frames >= 1;
   if (!valid) throw std::invalid_argument("JitterBufferOptions out of range");
 }
@@ -67,6 +68,8 @@ void JitterBuffer::reset() {
   late_boost_frames_ = 0;
   late_boost_packets_left_ = 0;
   above_target_slots_ = 0;
+  far_above_target_slots_ = 0;
+  catching_up_ = false;
   stats_ = JitterBufferStats{};
 }
 
@@ -187,6 +190,23 @@ int JitterBuffer::frames_covering(double delay_us) const {
   return static_cast<int>(std::max(capped, 0.0)) + 1;
 }
 
+void JitterBuffer::start_playout() {
+  // The arrivals before the start are the burst or the first reordering: only
+  // the fastest of them stays as the window's reference, so that they do not
+  // count as jitter.
+  if (delay_window_count_ > 0) {
+    const double fastest_us = *std::min_element(
+        delay_window_.begin(), delay_window_.begin() + static_cast<std::ptrdiff_t>(delay_window_count_));
+    delay_window_[0] = fastest_us;
+    delay_window_count_ = 1;
+    delay_window_next_ = 1 % delay_window_.size();
+    update_target();
+    target_delay_frames_ = std::clamp(std::max(percentile_target_frames_, late_boost_frames_),
+                                      options_.min_delay_frames, options_.max_delay_frames);
+  }
+  catching_up_ = true;
+}
+
 double JitterBuffer::playout_delay_frames(int64_t now_us) const {
   const double due_nominal_us =
       static_cast<double>(extended(next_sequence_)) * options_.frame_duration_us;
@@ -223,13 +243,37 @@ JitterBuffer::Playout JitterBuffer::next(Slot* slot) {
   *slot = Slot{};
   if (!have_first_) return Playout::kWaiting;
   const int64_t now_us = clock_us_();
-  const int target = target_delay_frames_;
+  int target = target_delay_frames_;
   if (!started_) {
     const bool waited =
         static_cast<double>(now_us - first_arrival_us_) >= target * options_.frame_duration_us;
     const bool enough_later = highest_extended_ - extended(first_sequence_) >= target;
     if (!waited && !enough_later) return Playout::kWaiting;
     started_ = true;
+    start_playout();
+    target = target_delay_frames_;
+  }
+  // At the start, more frames than the target already in are a sender's start
+  // burst (the streaming encoder's first 7 frames leave together), not network
+  // delay: they are decoded and dropped until the target's worth is left.
+  if (catching_up_) {
+    if (distance(next_sequence_, highest_sequence_) > target) {
+      Entry& due = entry(next_sequence_);
+      slot->sequence = next_sequence_;
+      if (due.present) {
+        due.present = false;
+        --buffered_frames_;
+        slot->payload = due.bytes.data();
+        slot->size = due.size;
+        ++stats_.discarded;
+        pass(Outcome::kPlayed);
+        return Playout::kDiscard;
+      }
+      ++stats_.skipped_concealments;
+      pass(Outcome::kConcealed);
+      return next(slot);
+    }
+    catching_up_ = false;
   }
 
   const double delay_frames = playout_delay_frames(now_us);
@@ -240,8 +284,14 @@ JitterBuffer::Playout JitterBuffer::next(Slot* slot) {
     return Playout::kConceal;
   }
   above_target_slots_ = delay_frames >= target + 1.5 ? above_target_slots_ + 1 : 0;
-  if (above_target_slots_ >= options_.shrink_after_frames) {
-    above_target_slots_ = 0;
+  far_above_target_slots_ =
+      // A quarter frame of slack: the caller's timer and the clock's whole
+      // microseconds put a delay of n frames a little under n.
+      delay_frames >= target + options_.fast_shrink_excess_frames - 0.25 ? far_above_target_slots_ + 1
+                                                                          : 0;
+  if (above_target_slots_ >= options_.shrink_after_frames ||
+      far_above_target_slots_ >= options_.fast_shrink_after_frames) {
+    above_target_slots_ = far_above_target_slots_ = 0;
     Entry& due = entry(next_sequence_);
     if (due.present) {
       due.present = false;

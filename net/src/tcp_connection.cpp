@@ -120,6 +120,11 @@ void TcpConnection::on_write(const boost::system::error_code& error, size_t /*by
   do_write();
 }
 
+size_t TcpConnection::queued_messages() {
+  std::lock_guard<std::mutex> lock(write_mutex_);
+  return write_count_;
+}
+
 void TcpConnection::close_after_writes() {
   bool close_now = false;
   {

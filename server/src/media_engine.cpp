@@ -304,6 +304,11 @@ void MediaEngine::handle_codes(const Job& job) {
   auto found = decoders_.find(job.session);
   if (found == decoders_.end() || found->second->ending) return;
   Decoder& decoder = *found->second;
+  if (job.count == 0) {
+    // An end mark without a frame (senders repeat it): ends a started stream.
+    if (job.end_of_stream && decoder.started) decoder.ending = true;
+    return;
+  }
   if (!decoder.started) {
     decoder.started = true;
     decoder.first_sequence = decoder.expected_sequence = job.sequence;
@@ -451,6 +456,18 @@ void MediaEngine::finish_ended_streams() {
     if (!decoder.ending || decoder.pending_frames > 0) continue;
     batcher_->finish_codes(decoder.stream);
     collect_audio(decoder);
+    // The Opus streams end too (their last partial frame is dropped, as a
+    // partial frame cannot be an Opus packet).
+    for (OpusReceiver& receiver : decoder.receivers) {
+      wire::Envelope* envelope = arena_.fresh();
+      wire::Media* media = envelope->mutable_media();
+      media->set_stream_id(decoder.sender_stream_id);
+      media->set_sequence(receiver.next_sequence);
+      media->set_kind(wire::PAYLOAD_KIND_OPUS);
+      media->set_end_of_stream(true);
+      receiver.peer->send(*envelope);
+      receiver.next_sequence = 0;
+    }
     // A fresh stream for the sender's next stream (same receivers).
     batcher_->close_stream(decoder.stream);
     decoder.stream = batcher_->open_stream();

@@ -357,6 +357,7 @@ struct Server::Impl {
       return;
     }
     session->last_heard_us.store(now_us);
+    session->confirmed.store(true);
     switch (envelope.body_case()) {
       case wire::Envelope::kJoin: handle_join(session, envelope.join()); break;
       case wire::Envelope::kLeave: leave_room(session, /*notify=*/true); break;
@@ -412,6 +413,24 @@ struct Server::Impl {
                   true);
       return;
     }
+    // A Hello repeated before anything else came from its session is a
+    // retransmission (the Welcome was lost or slow): the same Welcome again.
+    if (!origin.is_tcp()) {
+      std::shared_ptr<Session> existing;
+      {
+        std::lock_guard<std::mutex> lock(mutex);
+        auto old = udp_sessions.find(origin.udp_from);
+        if (old != udp_sessions.end()) {
+          auto found = sessions.find(old->second);
+          if (found != sessions.end() && !found->second->confirmed.load()) existing = found->second;
+        }
+      }
+      if (existing) {
+        existing->last_heard_us.store(now_us);
+        send_welcome(*existing);
+        return;
+      }
+    }
     auto session = std::make_shared<Session>();
     session->name = hello.client_name().substr(0, 64);
     session->has_model = has_model;
@@ -458,18 +477,22 @@ struct Server::Impl {
     }
     if (origin.is_tcp()) *origin.tcp_session = session;
     counters.sessions_opened.fetch_add(1);
+    send_welcome(*session);
+    spdlog::info("session {:016x} opened: '{}' over {} from {}", session->id, session->name,
+                 session->over_tcp ? "TCP" : "UDP", describe_origin(origin));
+  }
+
+  void send_welcome(Session& session) {
     wire::Envelope reply;
-    reply.set_session_id(session->id);
+    reply.set_session_id(session.id);
     wire::Welcome* welcome = reply.mutable_welcome();
     welcome->set_protocol_version(net::kProtocolVersion);
-    welcome->set_session_id(session->id);
+    welcome->set_session_id(session.id);
     *welcome->mutable_model() = model_info();
     welcome->set_server_name(options.server_name);
     welcome->set_keep_alive_interval_ms(static_cast<uint32_t>(options.keep_alive_interval_ms));
     welcome->set_session_timeout_ms(static_cast<uint32_t>(options.session_timeout_ms));
-    send_to(*session, reply);
-    spdlog::info("session {:016x} opened: '{}' over {} from {}", session->id, session->name,
-                 session->over_tcp ? "TCP" : "UDP", describe_origin(origin));
+    send_to(session, reply);
   }
 
   static std::string describe_origin(const Origin& origin) {
@@ -567,6 +590,7 @@ struct Server::Impl {
              "Join.role: a client without a model can only listen (sending Opus is not supported)");
       return;
     }
+    if (resend_joined_if_member(session, join)) return;
     leave_room(session, /*notify=*/true);
 
     std::vector<std::shared_ptr<Session>> others;
@@ -618,6 +642,28 @@ struct Server::Impl {
     for (const auto& other : others) send_to(*other, update);
     spdlog::info("session {:016x} joined room '{}' as {} (stream {})", session->id, join.room(),
                  wire::Role_Name(join.role()), session->stream_id);
+  }
+
+  // A Join for the room and role the session already has is a retransmission
+  // (the Joined was lost): the same answer again, nothing changes.
+  bool resend_joined_if_member(const std::shared_ptr<Session>& session, const wire::Join& join) {
+    wire::Envelope reply;
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      const std::shared_ptr<Room> room = session->room.lock();
+      if (!room || room->name != join.room() || session->role != join.role()) return false;
+      wire::Joined* joined = reply.mutable_joined();
+      joined->set_room(room->name);
+      joined->set_stream_id(session->stream_id);
+      for (const auto& member : room->members) {
+        wire::Member* listed = joined->add_members();
+        listed->set_stream_id(member->stream_id);
+        listed->set_name(member->name);
+        listed->set_role(member->role);
+      }
+    }
+    send_to(*session, reply);
+    return true;
   }
 
   // Under `mutex`: puts the session in the room (creating it when asked), or
@@ -822,10 +868,10 @@ struct Server::Impl {
         }
       }
     }
-    if (any_opus && media.kind() == wire::PAYLOAD_KIND_RAW_CODES && !media.payload().empty()) {
+    if (any_opus && media.kind() == wire::PAYLOAD_KIND_RAW_CODES) {
+      const int decoded_codebooks = media.payload().empty() ? 0 : std::min(codebooks, room_codebooks);
       if (!engine.submit_codes(session->id, media.sequence(), media.capture_time_us(), codes,
-                               std::min(codebooks, room_codebooks), media.bandwidth_kbps(),
-                               media.end_of_stream())) {
+                               decoded_codebooks, media.bandwidth_kbps(), media.end_of_stream())) {
         counters.compute_dropped.fetch_add(1);
       }
     }

@@ -48,6 +48,7 @@ struct Session {
   std::string name;
   bool has_model = false;
   std::atomic<int64_t> last_heard_us{0};
+  std::atomic<bool> confirmed{false};  // sent something after its Hello
 
   // Under the server's mutex.
   std::weak_ptr<Room> room;

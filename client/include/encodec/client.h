@@ -57,6 +57,10 @@ struct ClientOptions {
   int connect_timeout_ms = 3000;
   // After this client's own input ended, how long a call waits for the others' streams to end.
   double linger_s = 2.0;
+  // Start sending only once the room has this many members (this one included;
+  // 0: at once). Waits at most wait_for_members_timeout_s.
+  int wait_for_members = 0;
+  double wait_for_members_timeout_s = 30.0;
   net::JitterBufferOptions jitter;
 };
 

@@ -26,7 +26,9 @@
 // between half a frame under and one and a half frames over the target (the
 // band keeps a caller's timer wobble from acting). Under it, the slot is a
 // stretch: kConceal without advancing the playout point, which adds a frame of
-// delay. Over it for shrink_after_frames slots in a row, one frame is dropped:
+// delay. Over it for shrink_after_frames slots in a row (or, when it is
+// fast_shrink_excess_frames or more over, as after a sender's start burst, for
+// fast_shrink_after_frames slots), one frame is dropped:
 // kDiscard (the caller decodes it to keep its decoder's state and throws the
 // audio away, then calls next() again for this period's frame) or, if the
 // frame due is missing, its concealment is skipped. When nothing is buffered
@@ -83,6 +85,10 @@ struct JitterBufferOptions {
   int delay_window_packets = 150;
   // Slots in a row with the playout delay over the target before one frame is dropped.
   int shrink_after_frames = 75;
+  // A delay this many frames over the target (a sender's start burst, a spike
+  // that passed) shrinks faster: one frame dropped every fast_shrink_after_frames slots.
+  int fast_shrink_excess_frames = 2;
+  int fast_shrink_after_frames = 4;
   // next_in_order(): a missing frame is concealed once this many later frames are in.
   int reorder_window_frames = 4;
 };
@@ -172,6 +178,7 @@ class JitterBuffer {
   void update_target();
   int frames_covering(double delay_us) const;
   double playout_delay_frames(int64_t now_us) const;
+  void start_playout();
   void pass(Outcome outcome);
   Playout take(Slot* slot);
 
@@ -188,6 +195,7 @@ class JitterBuffer {
   int target_delay_frames_ = 0;
   bool have_first_ = false;
   bool started_ = false;
+  bool catching_up_ = false;  // dropping a start burst
   uint32_t first_sequence_ = 0;
   int64_t first_arrival_us_ = 0;
   uint32_t next_sequence_ = 0;  // playout point
@@ -200,6 +208,7 @@ class JitterBuffer {
   int late_boost_frames_ = 0;
   int late_boost_packets_left_ = 0;  // observations until the late packet leaves the window
   int above_target_slots_ = 0;
+  int far_above_target_slots_ = 0;
   JitterBufferStats stats_;
 };
 

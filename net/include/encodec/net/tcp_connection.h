@@ -39,7 +39,7 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   };
   // Messages waiting to be written; beyond it send() drops (a slow reader must
   // not grow the server's memory).
-  static constexpr size_t kWriteQueueMessages = 256;
+  static constexpr size_t kWriteQueueMessages = 1024;
 
   static std::shared_ptr<TcpConnection> create(boost::asio::ip::tcp::socket socket,
                                                Callbacks callbacks);
@@ -55,6 +55,8 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   bool is_open() const { return open_.load(); }
   const boost::asio::ip::tcp::endpoint& remote_endpoint() const { return remote_; }
   uint64_t dropped_sends() const { return dropped_sends_.load(); }
+  // Messages queued and not yet written (a sender that must not drop waits on it).
+  size_t queued_messages();
 
  private:
   TcpConnection(boost::asio::ip::tcp::socket socket, Callbacks callbacks);
