@@ -651,8 +651,16 @@ struct Client::Impl {
     std::unique_ptr<CaptureSource> source;
     std::unique_ptr<PlaybackSink> sink;
     try {
-      if (sending) source = open_capture(options.input, sample_rate_hz, options.duration_s, hop);
-      if (receiving) sink = open_playback(options.output, sample_rate_hz, hop);
+      if (sending) {
+        source = options.capture_factory ? options.capture_factory()
+                                         : open_capture(options.input, sample_rate_hz, options.duration_s, hop);
+        if (!source) throw ClientError("capture_factory returned no source");
+      }
+      if (receiving) {
+        sink = options.playback_factory ? options.playback_factory()
+                                        : open_playback(options.output, sample_rate_hz, hop);
+        if (!sink) throw ClientError("playback_factory returned no sink");
+      }
     } catch (const AudioDeviceError& error) {
       throw ClientError(error.what());
     } catch (const std::exception& error) {

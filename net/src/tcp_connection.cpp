@@ -50,7 +50,15 @@ void TcpConnection::on_read(const boost::system::error_code& error, size_t bytes
     const TcpFrameReader::Result result = reader_.next(envelope);
     if (result == TcpFrameReader::kNeedMore) break;
     if (result == TcpFrameReader::kError) {
-      finish(reader_.error());
+      // Tell the peer why, then close: a byte stream cannot be resynchronized.
+      wire::Envelope error;
+      const bool too_large = reader_.error().find("over the limit") != std::string::npos;
+      error.mutable_error()->set_code(too_large ? wire::ERROR_TOO_LARGE : wire::ERROR_MALFORMED);
+      error.mutable_error()->set_text(reader_.error());
+      error.mutable_error()->set_fatal(true);
+      close_reason_ = reader_.error();
+      send(error);
+      close_after_writes();
       return;
     }
     if (callbacks_.on_message) callbacks_.on_message(*this, *envelope);
@@ -93,6 +101,9 @@ void TcpConnection::do_write() {
         boost::system::error_code ignored;
         socket_.shutdown(tcp::socket::shutdown_both, ignored);
         socket_.close(ignored);
+        asio::post(socket_.get_executor(), [self = shared_from_this()] {
+          self->finish(self->close_reason_.empty() ? "closed" : self->close_reason_);
+        });
       }
       return;
     }
@@ -140,7 +151,7 @@ void TcpConnection::close() {
     boost::system::error_code ignored;
     self->socket_.shutdown(tcp::socket::shutdown_both, ignored);
     self->socket_.close(ignored);
-    self->finish("closed");
+    self->finish(self->close_reason_.empty() ? "closed" : self->close_reason_);
   });
 }
 

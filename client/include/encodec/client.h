@@ -23,11 +23,13 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <ostream>
 #include <string>
 #include <vector>
 
+#include "encodec/client_audio.h"
 #include "encodec/live_model.h"
 #include "encodec/net/jitter_buffer.h"
 
@@ -62,6 +64,14 @@ struct ClientOptions {
   int wait_for_members = 0;
   double wait_for_members_timeout_s = 30.0;
   net::JitterBufferOptions jitter;
+  // Audio ends supplied by the caller (benchmarks, embedding): when set, run()
+  // calls it once instead of opening `input` (capture_factory, sending modes) or
+  // `output` (playback_factory, receiving modes). The source must be at the
+  // model's rate and is read as returned (duration_s does not limit it; it ends
+  // the send when read() returns fewer samples than asked). A null result is a
+  // ClientError. Unset (the default): `input` / `output` as above.
+  std::function<std::unique_ptr<CaptureSource>()> capture_factory;
+  std::function<std::unique_ptr<PlaybackSink>()> playback_factory;
 };
 
 struct StreamReport {

@@ -81,6 +81,7 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   bool writing_ = false;
   bool close_when_written_ = false;
 
+  std::string close_reason_;  // on the strand: why the connection is being closed
   std::atomic<bool> open_{true};
   std::atomic<bool> finished_{false};
   std::atomic<uint64_t> dropped_sends_{0};
