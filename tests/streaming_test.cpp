@@ -233,6 +233,77 @@ TEST_F(StreamingTest, BandwidthChangesBetweenFrames) {
   EXPECT_GE(seen.size(), 4u) << "the schedule should have reached several bandwidths";
 }
 
+// A batched stream ended with finish_audio / finish_codes ends as a
+// StreamingEncoder / StreamingDecoder ends with finish(): the same last frames
+// (the partial frame padded as the offline path pads it) and the same flushed
+// audio, while another stream of the batch goes on.
+TEST_F(StreamingTest, BatcherFinishEqualsFinishAlone) {
+  const std::vector<float> samples = speech();
+  ASSERT_FALSE(samples.empty());
+  const EncodecModel model = fast_model(6.0);
+  StreamingEncoder alone_encoder(model);
+  alone_encoder.push(samples.data(), static_cast<int64_t>(samples.size()));
+  alone_encoder.finish();
+  std::vector<CodeFrame> expected_codes;
+  CodeFrame frame;
+  while (alone_encoder.pop(&frame)) expected_codes.push_back(frame);
+  StreamingDecoder alone_decoder(model);
+  for (const CodeFrame& code : expected_codes) alone_decoder.push(code);
+  alone_decoder.finish();
+  std::vector<float> expected_audio(static_cast<size_t>(alone_decoder.samples_ready()));
+  alone_decoder.pop(expected_audio.data(), static_cast<int64_t>(expected_audio.size()));
+
+  StreamBatcher batcher(model, /*min_streams_per_lane=*/1);
+  const auto ending = batcher.open_stream(), other = batcher.open_stream();
+  batcher.set_bandwidth(ending, 6.0);
+  batcher.set_bandwidth(other, 6.0);
+  std::vector<CodeFrame> codes;
+  std::vector<float> audio;
+  const int64_t hop = model.config().hop_length();
+  size_t fed = 0, decoded = 0;
+  // Blocks that are not frames, so that a partial frame is pending at the end.
+  for (size_t at = 0; at < samples.size(); at += 441) {
+    const int64_t count = std::min<int64_t>(441, samples.size() - at);
+    batcher.push_audio(ending, samples.data() + at, count);
+    batcher.push_audio(other, samples.data() + at, count);
+    fed += count;
+    while (static_cast<int64_t>(fed) >= hop * static_cast<int64_t>(decoded + 1)) {
+      // One tick per complete frame of the ending stream; its codes go to its decoder side.
+      batcher.encode_tick();
+      while (batcher.pop_codes(ending, &frame)) {
+        codes.push_back(frame);
+        batcher.push_codes(ending, frame);
+      }
+      CodeFrame discard;
+      while (batcher.pop_codes(other, &discard)) {
+      }
+      batcher.decode_tick();
+      ++decoded;
+    }
+  }
+  batcher.finish_audio(ending);
+  while (batcher.pop_codes(ending, &frame)) {
+    codes.push_back(frame);
+    batcher.push_codes(ending, frame);
+  }
+  batcher.finish_codes(ending);
+  audio.resize(static_cast<size_t>(batcher.samples_ready(ending)));
+  batcher.pop_audio(ending, audio.data(), static_cast<int64_t>(audio.size()));
+
+  ASSERT_EQ(codes.size(), expected_codes.size());
+  for (size_t t = 0; t < codes.size(); ++t) {
+    for (int level = 0; level < codes[t].num_codebooks; ++level) {
+      ASSERT_EQ(codes[t].codes[level], expected_codes[t].codes[level]) << "frame " << t;
+    }
+  }
+  EXPECT_EQ(audio, expected_audio);
+  EXPECT_THROW(batcher.push_audio(ending, samples.data(), 1), std::logic_error);
+  EXPECT_THROW(batcher.push_lost(ending), std::logic_error);
+  // The other stream is unaffected and goes on.
+  batcher.push_audio(other, samples.data(), hop);
+  batcher.encode_tick();
+}
+
 // The start delay the reflect padding imposes: the encoder's last conv (at the
 // frame rate) reads `kernel` frames, so the first codes need that many frames
 // of audio; the decoder's first conv likewise needs that many frames of codes.
