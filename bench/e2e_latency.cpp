@@ -51,6 +51,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <memory>
 #include <string>
@@ -125,6 +126,11 @@ class TimedClickSource final : public CaptureSource {
   std::string describe() const override { return "timed " + clicks_->describe(); }
   int64_t read(float* out, int64_t count) override {
     const int64_t read_ns = now_ns();
+    if (std::getenv("E2E_DUMP")) {  // TEMP
+      static int64_t last = 0; static int close = 0; static int64_t n = 0;
+      if (last && read_ns - last < 3000000) ++close;
+      last = read_ns; if (++n % 300 == 0) std::fprintf(stderr, "reads %lld, gaps < 3 ms: %d\n", (long long)n, close);
+    }
     count = std::min(count, total_samples_ - position_);
     if (count <= 0) return 0;
     clicks_->read(out, count);
@@ -327,6 +333,7 @@ struct RunResult {
   std::vector<double> latencies_ms;           // by alignment
   std::vector<double> detector_latencies_ms;  // by the ClickDetector (trained models)
   std::vector<std::pair<double, double>> missed;  // stream time (s), best correlation
+  std::vector<std::pair<double, double>> series;  // stream time (s), latency (ms) of each click found
   double correlation_min = NAN;                   // of the clicks found
   uint64_t relay_dropped = 0, relay_packets = 0;
   encodec::net::JitterBufferStats jitter;
@@ -552,6 +559,14 @@ RunResult run_one(const Setup& setup, const Config& config, double loss_percent,
                                         : config.opus_frame_ms == 10 ? setup.reference_opus10
                                                                      : setup.reference_encodec;
   const std::vector<float> heard_residual = frame_residual(heard.audio);
+  if (const char* dump = std::getenv("E2E_DUMP")) {  // TEMP
+    FILE* f = std::fopen((std::string(dump) + config.name + std::to_string(run_index)).c_str(), "wb");
+    std::fwrite(heard.audio.data(), sizeof(float), heard.audio.size(), f);
+    std::fclose(f);
+    f = std::fopen((std::string(dump) + config.name + "ref").c_str(), "wb");
+    std::fwrite(reference.data(), sizeof(float), reference.size(), f);
+    std::fclose(f);
+  }
   const int64_t warmup_samples = std::llround(setup.warmup_s * kRateHz);
   for (const SentClick& click : sent) {
     if (click.sample < warmup_samples || click.sample + kTemplateSamples > total_samples) continue;
@@ -562,6 +577,7 @@ RunResult run_one(const Setup& setup, const Config& config, double loss_percent,
       continue;
     }
     result.latencies_ms.push_back(1000.0 * (heard.heard_s(index) - click.spoken_s()));
+    result.series.emplace_back(static_cast<double>(click.sample) / kRateHz, result.latencies_ms.back());
     result.correlation_min =
         std::isnan(result.correlation_min) ? correlation : std::min(result.correlation_min, correlation);
     if (setup.detector_usable) {
@@ -594,6 +610,7 @@ int main(int argc, char** argv) {
   std::string checkpoint, lm_checkpoint;
   int threads = 1;
   uint64_t seed = 1;
+  bool per_click = false;
   CLI::App app{
       "Mouth-to-ear latency, client -> encodecd -> client on 127.0.0.1 (all in this process), for EnCodec raw "
       "codes, EnCodec LM-coded and Opus at 6 kbps, at several loss rates on the sender's uplink"};
@@ -634,6 +651,7 @@ int main(int argc, char** argv) {
                  "Clicks in the first seconds of each run are not counted (the codec's and the jitter buffer's start)")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 60.0));
+  app.add_flag("--per-click", per_click, "Also print every click's latency (stream time: ms)");
   CLI11_PARSE(app, argc, argv);
   if (warmup_s + 1.0 > seconds) {
     std::fprintf(stderr, "--seconds must exceed --warmup by at least 1 s\n");
@@ -776,6 +794,10 @@ int main(int argc, char** argv) {
                 static_cast<unsigned long long>(r.jitter.skipped_concealments),
                 static_cast<unsigned long long>(r.undecodable), static_cast<unsigned long long>(r.lm_resets),
                 r.correlation_min);
+    if (per_click) {
+      std::printf("\n    per click (stream time s: ms):");
+      for (const auto& [at, ms] : r.series) std::printf(" %.1f: %.1f", at, ms);
+    }
     if (!r.missed.empty()) {
       std::printf("\n    not heard (concealed near the click; time in the stream, best correlation):");
       for (const auto& [at, correlation] : r.missed) std::printf(" %.1f s (%.2f)", at, correlation);

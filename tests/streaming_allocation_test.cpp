@@ -1,6 +1,5 @@
 // The per-frame path allocates nothing once warmed up: this test binary
-// replaces malloc and friends (every allocation of the process, LibTorch's
-// included, goes through them) with counting versions of glibc's own.
+// counts every allocation of the process (support/count_allocations.h).
 #include <gtest/gtest.h>
 
 #include <malloc.h>
@@ -17,54 +16,8 @@
 
 #include "encodec/encodec.h"
 #include "encodec/streaming.h"
+#include "count_allocations.h"
 #include "golden_cases.h"
-
-extern "C" {
-void* __libc_malloc(size_t size);
-void* __libc_calloc(size_t count, size_t size);
-void* __libc_realloc(void* pointer, size_t size);
-void* __libc_memalign(size_t alignment, size_t size);
-void __libc_free(void* pointer);
-}
-
-namespace {
-std::atomic<bool> counting{false};
-std::atomic<long> allocations{0};
-inline void count() {
-  if (counting.load(std::memory_order_relaxed)) allocations.fetch_add(1, std::memory_order_relaxed);
-}
-}  // namespace
-
-extern "C" {
-void* malloc(size_t size) {
-  count();
-  return __libc_malloc(size);
-}
-void* calloc(size_t count_, size_t size) {
-  count();
-  return __libc_calloc(count_, size);
-}
-void* realloc(void* pointer, size_t size) {
-  count();
-  return __libc_realloc(pointer, size);
-}
-void* memalign(size_t alignment, size_t size) {
-  count();
-  return __libc_memalign(alignment, size);
-}
-void* aligned_alloc(size_t alignment, size_t size) {
-  count();
-  return __libc_memalign(alignment, size);
-}
-int posix_memalign(void** out, size_t alignment, size_t size) {
-  count();
-  void* pointer = __libc_memalign(alignment, size);
-  if (!pointer) return ENOMEM;
-  *out = pointer;
-  return 0;
-}
-void free(void* pointer) { __libc_free(pointer); }
-}
 
 namespace encodec {
 namespace {
@@ -118,19 +71,19 @@ TEST_P(StreamingAllocationTest, PerFramePathAllocatesNothingAfterWarmUp) {
   ASSERT_EQ(batcher.decoder_lanes(), lanes_per_side);
 
   // The counter sees allocations (a vector's buffer comes from malloc too).
-  counting = true;
+  testing::allocations_counted = true;
   {
     volatile size_t size = 64;
     std::vector<char> probe(size);
     ASSERT_EQ(probe.size(), 64u);
   }
-  counting = false;
-  ASSERT_EQ(allocations.exchange(0), 1) << "the malloc replacement is not in use";
+  testing::allocations_counted = false;
+  ASSERT_EQ(testing::allocation_count.exchange(0), 1) << "the malloc replacement is not in use";
 
-  counting = true;
+  testing::allocations_counted = true;
   for (int64_t index = 40; index < 140; ++index) one_frame(index);
-  counting = false;
-  EXPECT_EQ(allocations.load(), 0) << "allocations in 100 frames of encode, decode and batched ticks";
+  testing::allocations_counted = false;
+  EXPECT_EQ(testing::allocation_count.load(), 0) << "allocations in 100 frames of encode, decode and batched ticks";
 }
 
 INSTANTIATE_TEST_SUITE_P(PrecisionsAndThreads, StreamingAllocationTest,

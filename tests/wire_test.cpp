@@ -108,15 +108,46 @@ TEST(TcpFraming, OversizedLengthAndGarbageAreFinalErrors) {
   EXPECT_NE(garbage_reader.error().find("not a valid"), std::string::npos) << garbage_reader.error();
 }
 
-TEST(EnvelopeArena, ParsesRepeatedlyIntoOneBlock) {
-  EnvelopeArena arena;
-  const std::string bytes = media_envelope(9, 100).SerializeAsString();
-  for (int i = 0; i < 1000; ++i) {
-    wire::Envelope* envelope = arena.fresh();
-    ASSERT_EQ(parse_datagram(bytes.data(), bytes.size(), envelope), ParseError::kNone);
-    ASSERT_EQ(envelope->media().sequence(), 9u);
-    ASSERT_EQ(envelope->media().payload().size(), 100u);
+// One envelope reused for a stream of messages: each parse gives exactly the
+// message sent, whatever came before it (fields of earlier ones never leak).
+TEST(ReusedEnvelope, EachParseIsExactlyTheMessageSent) {
+  std::vector<wire::Envelope> messages;
+  messages.push_back(media_envelope(9, 100));
+  messages.push_back(media_envelope(10, 3));  // shorter payload after a longer one
+  wire::Envelope end_mark;
+  end_mark.mutable_media()->set_end_of_stream(true);
+  messages.push_back(end_mark);                // no session id: the earlier one must not stay
+  wire::Envelope keep_alive;
+  keep_alive.mutable_keep_alive()->set_sent_time_us(5);
+  messages.push_back(keep_alive);
+  messages.push_back(media_envelope(11, 40));
+  wire::Envelope empty_media;
+  empty_media.mutable_media();                 // a Media with every field at its default
+  messages.push_back(empty_media);
+  wire::Envelope body_less;
+  body_less.set_session_id(4);
+  wire::Envelope reused;
+  for (int round = 0; round < 2; ++round) {
+    for (const wire::Envelope& message : messages) {
+      const std::string bytes = message.SerializeAsString();
+      ASSERT_EQ(parse_datagram(bytes.data(), bytes.size(), &reused), ParseError::kNone);
+      EXPECT_EQ(reused.SerializeAsString(), bytes);
+      EXPECT_EQ(reused.body_case(), message.body_case());
+    }
+    const std::string bytes = body_less.SerializeAsString();
+    EXPECT_EQ(parse_datagram(bytes.data(), bytes.size(), &reused), ParseError::kNoBody);
   }
+}
+
+TEST(ReusedEnvelope, ReuseMediaStartsFromAnEmptyMedia) {
+  wire::Envelope envelope = media_envelope(3, 30);
+  wire::Media* media = reuse_media(&envelope);
+  EXPECT_EQ(envelope.session_id(), 0u);
+  EXPECT_EQ(media->ByteSizeLong(), 0u);
+  envelope.mutable_keep_alive();
+  media = reuse_media(&envelope);
+  EXPECT_TRUE(envelope.has_media());
+  EXPECT_EQ(media->ByteSizeLong(), 0u);
 }
 
 // The payload packs a frame exactly as the .ecdc BitPacker packs one frame.

@@ -136,7 +136,7 @@ struct Client::Impl {
   std::shared_ptr<net::TcpConnection> tcp;
   std::thread io_thread;
   std::array<uint8_t, 2048> udp_buffer{};
-  net::EnvelopeArena udp_arena;
+  wire::Envelope udp_received;  // reused for every datagram
 
   // Shared between the network thread and the media loop.
   std::mutex mutex;
@@ -196,9 +196,8 @@ struct Client::Impl {
                                                                size_t bytes) {
       if (error == asio::error::operation_aborted) return;
       if (!error) {
-        wire::Envelope* envelope = udp_arena.fresh();
-        if (net::parse_datagram(udp_buffer.data(), bytes, envelope) == net::ParseError::kNone) {
-          on_message(*envelope);
+        if (net::parse_datagram(udp_buffer.data(), bytes, &udp_received) == net::ParseError::kNone) {
+          on_message(udp_received);
         }
       } else if (error == asio::error::connection_refused) {
         // ICMP port unreachable: nobody listens there (yet). Hello is retried.
@@ -428,13 +427,13 @@ struct Client::Impl {
   int lm_context_codebooks = 0;
   int frames_in_context = 0;
   uint32_t next_sequence = 0;
-  net::EnvelopeArena send_arena;
+  wire::Envelope media_out;  // reused for every frame sent
   std::array<uint8_t, net::kMaxDatagramBytes> payload_scratch{};
   std::array<uint64_t, 64> capture_times_us{};  // by frame index mod 64
 
   void send_frame(const CodeFrame* frame, bool end_of_stream) {
-    wire::Envelope* envelope = send_arena.fresh();
-    wire::Media* media = envelope->mutable_media();
+    wire::Envelope* envelope = &media_out;
+    wire::Media* media = net::reuse_media(envelope);
     media->set_sequence(frame ? next_sequence : next_sequence);
     media->set_timestamp_samples(uint64_t{next_sequence} * hop);
     media->set_bandwidth_kbps(options.bandwidth_kbps);

@@ -46,8 +46,7 @@ void TcpConnection::on_read(const boost::system::error_code& error, size_t bytes
   }
   reader_.append(read_buffer_.data(), bytes);
   for (;;) {
-    wire::Envelope* envelope = arena_.fresh();
-    const TcpFrameReader::Result result = reader_.next(envelope);
+    const TcpFrameReader::Result result = reader_.next(&envelope_);
     if (result == TcpFrameReader::kNeedMore) break;
     if (result == TcpFrameReader::kError) {
       // Tell the peer why, then close: a byte stream cannot be resynchronized.
@@ -61,7 +60,7 @@ void TcpConnection::on_read(const boost::system::error_code& error, size_t bytes
       close_after_writes();
       return;
     }
-    if (callbacks_.on_message) callbacks_.on_message(*this, *envelope);
+    if (callbacks_.on_message) callbacks_.on_message(*this, envelope_);
     if (!open_.load()) return;
   }
   do_read();

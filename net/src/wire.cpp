@@ -2,6 +2,9 @@
 
 #include <cstring>
 
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/wire_format_lite.h>
+
 namespace encodec::net {
 
 const char* describe(ParseError error) {
@@ -17,10 +20,38 @@ const char* describe(ParseError error) {
 
 namespace {
 
+// Whether the serialized Envelope has an Envelope.media field (number 7,
+// length-delimited), scanning its top-level fields.
+bool has_media_field(const void* data, size_t size) {
+  google::protobuf::io::CodedInputStream input(static_cast<const uint8_t*>(data), static_cast<int>(size));
+  for (uint32_t tag = input.ReadTag(); tag != 0; tag = input.ReadTag()) {
+    if (tag == ((7u << 3) | 2u)) return true;
+    if (!google::protobuf::internal::WireFormatLite::SkipField(&input, tag)) return false;
+  }
+  return false;
+}
+
 ParseError parse_bounded(const void* data, size_t size, size_t limit, wire::Envelope* envelope) {
   if (size == 0) return ParseError::kEmpty;
   if (size > limit) return ParseError::kTooLarge;
-  if (!envelope->ParseFromArray(data, static_cast<int>(size))) return ParseError::kMalformed;
+  // ParseFromArray would Clear() the envelope, which frees a Media in the body
+  // oneof: instead the Media is cleared in place (strings keep their capacity)
+  // and the bytes merged into it.
+  envelope->set_session_id(0);
+  if (envelope->body_case() == wire::Envelope::kMedia) {
+    envelope->mutable_media()->Clear();
+  } else {
+    envelope->Clear();
+  }
+  google::protobuf::io::CodedInputStream input(static_cast<const uint8_t*>(data), static_cast<int>(size));
+  if (!envelope->MergePartialFromCodedStream(&input) || !input.ConsumedEntireMessage()) {
+    return ParseError::kMalformed;
+  }
+  // A Media cleared above and not in these bytes is not the message's body.
+  if (envelope->body_case() == wire::Envelope::kMedia && envelope->media().ByteSizeLong() == 0 &&
+      !has_media_field(data, size)) {
+    envelope->clear_body();
+  }
   if (envelope->body_case() == wire::Envelope::BODY_NOT_SET) return ParseError::kNoBody;
   return ParseError::kNone;
 }
@@ -92,16 +123,11 @@ TcpFrameReader::Result TcpFrameReader::next(wire::Envelope* envelope) {
   return kMessage;
 }
 
-EnvelopeArena::EnvelopeArena(size_t block_bytes) : block_(block_bytes) {
-  google::protobuf::ArenaOptions options;
-  options.initial_block = block_.data();
-  options.initial_block_size = block_.size();
-  arena_ = std::make_unique<google::protobuf::Arena>(options);
-}
-
-wire::Envelope* EnvelopeArena::fresh() {
-  arena_->Reset();
-  return google::protobuf::Arena::CreateMessage<wire::Envelope>(arena_.get());
+wire::Media* reuse_media(wire::Envelope* envelope) {
+  envelope->set_session_id(0);
+  wire::Media* media = envelope->mutable_media();  // the same Media when it is one already
+  media->Clear();                                   // keeps the payload's capacity
+  return media;
 }
 
 }  // namespace encodec::net

@@ -374,8 +374,8 @@ void MediaEngine::collect_codes(Encoder& encoder, bool last) {
 }
 
 void MediaEngine::send_codes(Encoder& encoder, const CodeFrame* frame, bool end_of_stream) {
-  wire::Envelope* envelope = arena_.fresh();
-  wire::Media* media = envelope->mutable_media();
+  wire::Envelope* envelope = &out_;
+  wire::Media* media = net::reuse_media(envelope);
   media->set_sequence(encoder.next_sequence);
   media->set_timestamp_samples(uint64_t{encoder.next_sequence} * hop_);
   media->set_bandwidth_kbps(encoder.bandwidth_kbps);
@@ -415,8 +415,8 @@ void MediaEngine::collect_audio(Decoder& decoder) {
       const uint32_t frame_index = decoder.first_sequence + static_cast<uint32_t>(last_sample / hop_);
       consumed += frame_samples;
       if (bytes == 0) continue;
-      wire::Envelope* envelope = arena_.fresh();
-      wire::Media* media = envelope->mutable_media();
+      wire::Envelope* envelope = &out_;
+      wire::Media* media = net::reuse_media(envelope);
       media->set_stream_id(decoder.sender_stream_id);
       media->set_sequence(receiver.next_sequence);
       media->set_timestamp_samples(uint64_t{receiver.next_sequence} * frame_samples);
@@ -459,8 +459,8 @@ void MediaEngine::finish_ended_streams() {
     // The Opus streams end too (their last partial frame is dropped, as a
     // partial frame cannot be an Opus packet).
     for (OpusReceiver& receiver : decoder.receivers) {
-      wire::Envelope* envelope = arena_.fresh();
-      wire::Media* media = envelope->mutable_media();
+      wire::Envelope* envelope = &out_;
+      wire::Media* media = net::reuse_media(envelope);
       media->set_stream_id(decoder.sender_stream_id);
       media->set_sequence(receiver.next_sequence);
       media->set_kind(wire::PAYLOAD_KIND_OPUS);

@@ -111,7 +111,7 @@ class MediaEngine {
   // Owned by the compute thread.
   std::unordered_map<uint64_t, std::unique_ptr<Encoder>> encoders_;
   std::unordered_map<uint64_t, std::unique_ptr<Decoder>> decoders_;  // by sender session
-  net::EnvelopeArena arena_;
+  wire::Envelope out_;  // reused for every message sent
   std::vector<float> audio_scratch_;
   std::vector<uint8_t> packet_scratch_;
 };

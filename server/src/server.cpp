@@ -84,7 +84,7 @@ struct Server::Impl {
     udp::socket socket;
     std::array<uint8_t, 2048> buffer{};
     udp::endpoint from;
-    net::EnvelopeArena arena;
+    wire::Envelope received;  // reused for every datagram
     Forwarding forwarding;
   };
 
@@ -232,7 +232,7 @@ struct Server::Impl {
       counters.rate_limited.fetch_add(1);
       return;
     }
-    wire::Envelope* envelope = lane.arena.fresh();
+    wire::Envelope* envelope = &lane.received;
     // A datagram that filled the buffer may have been cut: too large either way.
     const net::ParseError parsed =
         bytes >= lane.buffer.size() ? net::ParseError::kTooLarge
@@ -877,9 +877,9 @@ struct Server::Impl {
     }
     if (forwarding.recipients.empty()) return;
 
-    wire::Envelope* out = forwarding.arena.fresh();
-    wire::Media* forwarded = out->mutable_media();
-    *forwarded = media;
+    wire::Envelope* out = &forwarding.out;
+    wire::Media* forwarded = net::reuse_media(out);
+    *forwarded = media;  // copies into the kept Media and strings
     forwarded->set_stream_id(session->stream_id);
     const auto* payload = reinterpret_cast<const uint8_t*>(media.payload().data());
     int current_codebooks = codebooks;

@@ -90,7 +90,7 @@ struct Forwarding {
   std::vector<std::shared_ptr<Peer>> peers_hold;  // keeps the peers alive while sending
   std::array<int32_t, kMaxStreamCodebooks> codes{};
   std::array<uint8_t, net::kMaxDatagramBytes> payload{};
-  net::EnvelopeArena arena;
+  wire::Envelope out;  // reused for every forwarded frame
 };
 
 struct Counters {

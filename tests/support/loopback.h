@@ -60,6 +60,7 @@ class RawPeer {
   uint64_t hello(uint32_t protocol_version = net::kProtocolVersion);
   uint64_t session_id() const { return session_id_; }
   bool tcp_closed() const { return closed_; }
+  int native_handle() { return tcp_ ? tcp_->native_handle() : udp_->native_handle(); }
 
  private:
   boost::asio::io_context io_;

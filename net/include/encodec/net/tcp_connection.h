@@ -32,7 +32,7 @@ namespace encodec::net {
 class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
  public:
   struct Callbacks {
-    // A complete message; `envelope` lives in the connection's arena until the callback returns.
+    // A complete message; `envelope` is valid until the callback returns (it is reused).
     std::function<void(TcpConnection&, const wire::Envelope& envelope)> on_message;
     // The connection ended: peer closed, error, framing error (text says which) or close().
     std::function<void(TcpConnection&, const std::string& reason)> on_closed;
@@ -71,7 +71,7 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   Callbacks callbacks_;
   std::array<uint8_t, 16 * 1024> read_buffer_{};
   TcpFrameReader reader_;
-  EnvelopeArena arena_;
+  wire::Envelope envelope_;  // reused for every message read
 
   // The write queue: a ring of preallocated strings (capacity kept between uses).
   std::mutex write_mutex_;

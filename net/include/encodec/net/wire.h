@@ -4,16 +4,19 @@
 // at most 64 KiB.
 //
 // Usage:
-//   EnvelopeArena arena;                          // one per receiving thread
-//   wire::Envelope* envelope = arena.fresh();
-//   if (parse_datagram(data, size, envelope) == ParseError::kNone) handle(*envelope);
+//   wire::Envelope envelope;                      // one per receiving thread, reused
+//   if (parse_datagram(data, size, &envelope) == ParseError::kNone) handle(envelope);
 //   size_t n = serialize_datagram(reply, buffer, sizeof buffer);  // 0: too large
 //
 //   TcpFrameReader reader;                        // one per connection
 //   reader.append(bytes, count);
-//   while (reader.next(envelope) == TcpFrameReader::kMessage) handle(*envelope);
+//   while (reader.next(&envelope) == TcpFrameReader::kMessage) handle(envelope);
 //
-// Thread safety: no shared state; an arena or reader belongs to one thread at a time.
+// Parsing reuses the envelope's memory: parsed into the same envelope, a stream
+// of Media allocates nothing after the first (the Media and its payload string
+// are kept and refilled; only a change of message kind frees and allocates).
+//
+// Thread safety: no shared state; a reused envelope or reader belongs to one thread at a time.
 #pragma once
 
 #include <cstddef>
@@ -21,8 +24,6 @@
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <google/protobuf/arena.h>
 
 #include "encodec_net.pb.h"
 
@@ -70,19 +71,9 @@ class TcpFrameReader {
   std::string error_;
 };
 
-// Messages parsed into an arena with a preallocated first block: after the
-// first packets no parse allocates (the block is reused at every fresh()).
-class EnvelopeArena {
- public:
-  explicit EnvelopeArena(size_t block_bytes = 16 * 1024);
-  EnvelopeArena(const EnvelopeArena&) = delete;
-  EnvelopeArena& operator=(const EnvelopeArena&) = delete;
-  // Frees every message of the previous fresh() and returns an empty one.
-  wire::Envelope* fresh();
-
- private:
-  std::vector<char> block_;
-  std::unique_ptr<google::protobuf::Arena> arena_;
-};
+// A Media to fill in for sending, reusing the envelope's previous Media and
+// its strings' capacity (the envelope keeps only it): a long-lived envelope
+// filled this way allocates nothing once its payload has reached its size.
+wire::Media* reuse_media(wire::Envelope* envelope);
 
 }  // namespace encodec::net

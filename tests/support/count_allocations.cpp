@@ -1,0 +1,63 @@
+// Replaces malloc and friends (every allocation of the process, LibTorch's and
+// protobuf's included, goes through them) with counting versions of glibc's own.
+// Linked only into the allocation tests.
+#include "count_allocations.h"
+
+#include <malloc.h>
+
+#include <cerrno>
+#include <cstddef>
+
+extern "C" {
+void* __libc_malloc(size_t size);
+void* __libc_calloc(size_t count, size_t size);
+void* __libc_realloc(void* pointer, size_t size);
+void* __libc_memalign(size_t alignment, size_t size);
+void __libc_free(void* pointer);
+}
+
+namespace encodec::testing {
+std::atomic<bool> allocations_counted{false};
+std::atomic<long> allocation_count{0};
+}  // namespace encodec::testing
+
+namespace {
+inline void count() {
+  using encodec::testing::allocation_count;
+  if (encodec::testing::allocations_counted.load(std::memory_order_relaxed)) {
+    allocation_count.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+}  // namespace
+
+extern "C" {
+void* malloc(size_t size) {
+  count();
+  return __libc_malloc(size);
+}
+void* calloc(size_t count_, size_t size) {
+  count();
+  return __libc_calloc(count_, size);
+}
+void* realloc(void* pointer, size_t size) {
+  count();
+  return __libc_realloc(pointer, size);
+}
+void* memalign(size_t alignment, size_t size) {
+  count();
+  return __libc_memalign(alignment, size);
+}
+void* aligned_alloc(size_t alignment, size_t size) {
+  count();
+  return __libc_memalign(alignment, size);
+}
+int posix_memalign(void** out, size_t alignment, size_t size) {
+  count();
+  void* pointer = __libc_memalign(alignment, size);
+  if (!pointer) return ENOMEM;
+  *out = pointer;
+  return 0;
+}
+void free(void* pointer) { __libc_free(pointer); }
+}
+
