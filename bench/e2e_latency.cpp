@@ -471,6 +471,7 @@ RunResult run_one(const Setup& setup, const Config& config, double loss_percent,
   encodec::net::ImpairmentOptions impairment;
   impairment.loss = loss_percent / 100.0;
   impairment.jitter_ms = setup.jitter_ms;
+  if (const char* d = std::getenv("E2E_DELAY")) impairment.delay_ms = std::atof(d);  // TEMP
   impairment.seed = setup.seed + 2 * static_cast<uint64_t>(run_index);  // the relay also uses seed + 1
   boost::asio::io_context relay_io;
   encodec::net::UdpImpairmentRelay relay(
@@ -532,7 +533,22 @@ RunResult run_one(const Setup& setup, const Config& config, double loss_percent,
     ClientThread sender_thread(*setup.live, lm, sender, setup.threads);
     wait_until([&] { return setup.server->stats().rooms >= 1 || sender_thread.done(); }, 8.0);
     ClientThread listener_thread(*setup.live, lm, listener, setup.threads);
-    sent_report = sender_thread.get(setup.seconds + 30.0);
+    static Heard heard2;  // TEMP
+    std::unique_ptr<ClientThread> second;
+    if (std::getenv("E2E_TWO")) {
+      auto options2 = listener;
+      options2.name = "second";
+      options2.playback_factory = [threshold] { return std::make_unique<RecordingSink>(threshold, &heard2); };
+      second = std::make_unique<ClientThread>(*setup.live, lm, options2, setup.threads);
+    }
+    sender_thread.get(setup.seconds + 30.0);
+    if (second) {
+      second->get(4.0);
+      FILE* f = std::fopen("/tmp/e2e_second", "wb");
+      std::fwrite(heard2.audio.data(), sizeof(float), heard2.audio.size(), f);
+      std::fclose(f);
+    }
+    sent_report = {};
     // A raw or LM stream ends with its end mark; an Opus stream once the sender left.
     heard_report = listener_thread.get(4.0);
   } catch (const std::exception& error) {

@@ -32,11 +32,7 @@ using asio::ip::udp;
 
 namespace {
 
-int64_t steady_now_us() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
+using net::steady_now_us;
 
 // What the jitter buffer stores in front of each payload: the Media fields the
 // playout needs.

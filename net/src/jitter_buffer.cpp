@@ -1,12 +1,19 @@
 #include "encodec/net/jitter_buffer.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
 #include <utility>
 
 namespace encodec::net {
+
+int64_t steady_now_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 namespace {
 
 constexpr int kMaxCapacityFrames = 1 << 16;
@@ -222,6 +229,23 @@ void JitterBuffer::pass(Outcome outcome) {
   started_ = true;
 }
 
+bool JitterBuffer::drop_due(Slot* slot) {
+  Entry& due = entry(next_sequence_);
+  if (!due.present) {
+    ++stats_.skipped_concealments;
+    pass(Outcome::kConcealed);
+    return false;
+  }
+  due.present = false;
+  --buffered_frames_;
+  slot->sequence = next_sequence_;
+  slot->payload = due.bytes.data();
+  slot->size = due.size;
+  ++stats_.discarded;
+  pass(Outcome::kPlayed);
+  return true;
+}
+
 JitterBuffer::Playout JitterBuffer::take(Slot* slot) {
   slot->sequence = next_sequence_;
   Entry& due = entry(next_sequence_);
@@ -258,20 +282,7 @@ JitterBuffer::Playout JitterBuffer::next(Slot* slot) {
   // delay: they are decoded and dropped until the target's worth is left.
   if (catching_up_) {
     if (distance(next_sequence_, highest_sequence_) > target) {
-      Entry& due = entry(next_sequence_);
-      slot->sequence = next_sequence_;
-      if (due.present) {
-        due.present = false;
-        --buffered_frames_;
-        slot->payload = due.bytes.data();
-        slot->size = due.size;
-        ++stats_.discarded;
-        pass(Outcome::kPlayed);
-        return Playout::kDiscard;
-      }
-      ++stats_.skipped_concealments;
-      pass(Outcome::kConcealed);
-      return next(slot);
+      return drop_due(slot) ? Playout::kDiscard : next(slot);
     }
     catching_up_ = false;
   }
@@ -292,19 +303,7 @@ JitterBuffer::Playout JitterBuffer::next(Slot* slot) {
   if (above_target_slots_ >= options_.shrink_after_frames ||
       far_above_target_slots_ >= options_.fast_shrink_after_frames) {
     above_target_slots_ = far_above_target_slots_ = 0;
-    Entry& due = entry(next_sequence_);
-    if (due.present) {
-      due.present = false;
-      --buffered_frames_;
-      slot->sequence = next_sequence_;
-      slot->payload = due.bytes.data();
-      slot->size = due.size;
-      ++stats_.discarded;
-      pass(Outcome::kPlayed);
-      return Playout::kDiscard;
-    }
-    ++stats_.skipped_concealments;
-    pass(Outcome::kConcealed);
+    if (drop_due(slot)) return Playout::kDiscard;
   }
   return take(slot);
 }

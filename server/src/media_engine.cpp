@@ -13,12 +13,6 @@ namespace encodec::server {
 
 namespace {
 
-int64_t steady_now_us() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
 // Decoded frames whose capture times are remembered, to stamp the Opus frames
 // made from them (a ring: enough for any start delay).
 constexpr int kCaptureTimeRing = 64;

@@ -27,6 +27,7 @@
 #include <spdlog/spdlog.h>
 
 #include "encodec/net/codes_payload.h"
+#include "encodec/net/jitter_buffer.h"
 #include "encodec/net/tcp_connection.h"
 #include "encodec/net/wire.h"
 #include "media_engine.h"
@@ -41,11 +42,7 @@ using asio::ip::udp;
 
 namespace {
 
-int64_t steady_now_us() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
+using net::steady_now_us;
 
 std::pair<asio::ip::address, uint16_t> parse_listen(const std::string& text, const char* what) {
   const size_t colon = text.rfind(':');

@@ -70,6 +70,9 @@ namespace encodec::net {
 
 using ClockUs = std::function<int64_t()>;
 
+// The steady clock in microseconds: what the daemon and client pass as ClockUs.
+int64_t steady_now_us();
+
 // The constructor throws std::invalid_argument unless frame_duration_us > 0,
 // 0 <= min_delay_frames <= max_delay_frames < capacity_frames <= 65536, and the
 // window, shrink and reorder counts are at least 1.
@@ -179,6 +182,9 @@ class JitterBuffer {
   int frames_covering(double delay_us) const;
   double playout_delay_frames(int64_t now_us) const;
   void start_playout();
+  // Drops the frame due to shrink the delay: true with it in `slot` (kDiscard),
+  // false when it is missing (its concealment skipped).
+  bool drop_due(Slot* slot);
   void pass(Outcome outcome);
   Playout take(Slot* slot);
 
