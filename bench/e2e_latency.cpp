@@ -343,6 +343,8 @@ struct RunResult {
   double client_latency_p99_ms = NAN;
   uint64_t frames_sent = 0;
   double payload_kbps = 0;
+  int64_t samples_out = 0;       // the listener's stream samples written to the sink
+  int64_t samples_decoded = 0;   // its slots played or concealed, in samples
   std::string error;
 };
 
@@ -569,6 +571,10 @@ RunResult run_one(const Setup& setup, const Config& config, double loss_percent,
     result.lm_resets = stream.lm_resets_requested;
     result.client_latency_p50_ms = stream.latency_p50_ms;
     result.client_latency_p99_ms = stream.latency_p99_ms;
+    result.samples_out = stream.samples_out;
+    const int frame = config.opus_frame_ms > 0 ? kRateHz * config.opus_frame_ms / 1000 : kHop;
+    result.samples_decoded =
+        static_cast<int64_t>(stream.jitter.played + stream.jitter.concealed + stream.jitter.stretched) * frame;
   }
 
   const std::vector<float>& reference = config.opus_frame_ms == 20   ? setup.reference_opus20
@@ -802,14 +808,14 @@ int main(int argc, char** argv) {
   for (const RunResult& r : results) {
     if (!r.error.empty()) continue;
     std::printf("  %s, %g%%: relay dropped %llu of %llu; played %llu, concealed %llu, late %llu, discarded %llu, "
-                "stretched %llu, skipped %llu; undecodable %llu, LM resets asked %llu; alignment correlation >= %.3f",
+                "stretched %llu, skipped %llu; undecodable %llu, LM resets asked %llu; samples decoded - written %lld; alignment correlation >= %.3f",
                 r.config.label.c_str(), r.loss_percent, static_cast<unsigned long long>(r.relay_dropped),
                 static_cast<unsigned long long>(r.relay_packets), static_cast<unsigned long long>(r.jitter.played),
                 static_cast<unsigned long long>(r.jitter.concealed), static_cast<unsigned long long>(r.jitter.late),
                 static_cast<unsigned long long>(r.jitter.discarded), static_cast<unsigned long long>(r.jitter.stretched),
                 static_cast<unsigned long long>(r.jitter.skipped_concealments),
                 static_cast<unsigned long long>(r.undecodable), static_cast<unsigned long long>(r.lm_resets),
-                r.correlation_min);
+                static_cast<long long>(r.samples_decoded - r.samples_out), r.correlation_min);
     if (per_click) {
       std::printf("\n    per click (stream time s: ms):");
       for (const auto& [at, ms] : r.series) std::printf(" %.1f: %.1f", at, ms);
