@@ -58,6 +58,10 @@
 #include <thread>
 #include <vector>
 
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <ATen/Parallel.h>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/udp.hpp>
@@ -69,8 +73,10 @@
 #include "encodec/client_audio.h"
 #include "encodec/live_model.h"
 #include "encodec/lm.h"
+#include "encodec/net/codes_payload.h"
 #include "encodec/net/impairment.h"
 #include "encodec/net/opus_codec.h"
+#include "encodec/net/wire.h"
 #include "encodec/server.h"
 #include "encodec/streaming.h"
 
@@ -126,11 +132,6 @@ class TimedClickSource final : public CaptureSource {
   std::string describe() const override { return "timed " + clicks_->describe(); }
   int64_t read(float* out, int64_t count) override {
     const int64_t read_ns = now_ns();
-    if (std::getenv("E2E_DUMP")) {  // TEMP
-      static int64_t last = 0; static int close = 0; static int64_t n = 0;
-      if (last && read_ns - last < 3000000) ++close;
-      last = read_ns; if (++n % 300 == 0) std::fprintf(stderr, "reads %lld, gaps < 3 ms: %d\n", (long long)n, close);
-    }
     count = std::min(count, total_samples_ - position_);
     if (count <= 0) return 0;
     clicks_->read(out, count);
@@ -256,6 +257,184 @@ std::vector<float> frame_residual(const std::vector<float>& x) {
   return d;
 }
 
+// --- what the server's transcoder decoded -------------------------------------
+
+// A protocol peer in the room that takes raw codes and records every frame in
+// the order the server forwarded it, which is the order the server handled it
+// (each datagram is forwarded and handed to the transcoder in one handler, on
+// the server's one I/O thread). The Opus configurations build their local
+// reference from this: the server decodes what reached it, concealing gaps
+// and dropping frames that come after a later one (as its media engine does),
+// so under loss or reordering its decode is not the sender's clean decode.
+class CodesObserver {
+ public:
+  struct Frame {
+    uint32_t sequence = 0;
+    encodec::CodeFrame codes;
+  };
+
+  CodesObserver(uint16_t port, const encodec::LiveModel& live, const std::string& room) {
+    fd_ = ::socket(AF_INET, SOCK_DGRAM, 0);
+    if (fd_ < 0) throw std::runtime_error("observer: no socket");
+    const int buffer_bytes = 1 << 20;
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &buffer_bytes, sizeof buffer_bytes);
+    sockaddr_in server{};
+    server.sin_family = AF_INET;
+    server.sin_port = htons(port);
+    server.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd_, reinterpret_cast<const sockaddr*>(&server), sizeof server) != 0) {
+      ::close(fd_);
+      throw std::runtime_error("observer: cannot reach the server");
+    }
+    encodec::wire::Envelope hello;
+    auto* body = hello.mutable_hello();
+    body->set_protocol_version(encodec::net::kProtocolVersion);
+    body->set_client_name("e2e-observer");
+    body->mutable_model()->set_name(live.model.name());
+    body->mutable_model()->set_checksum(live.checksum);
+    body->mutable_model()->set_sample_rate_hz(kRateHz);
+    body->mutable_model()->set_frame_samples(kHop);
+    body->add_payload_kinds(encodec::wire::PAYLOAD_KIND_RAW_CODES);
+    encodec::wire::Envelope reply;
+    if (!request(hello, encodec::wire::Envelope::kWelcome, &reply)) {
+      ::close(fd_);
+      throw std::runtime_error("observer: no Welcome");
+    }
+    session_id_ = reply.welcome().session_id();
+    encodec::wire::Envelope join;
+    join.mutable_join()->set_room(room);
+    join.mutable_join()->set_role(encodec::wire::ROLE_LISTEN);
+    join.mutable_join()->mutable_receive()->set_kind(encodec::wire::PAYLOAD_KIND_RAW_CODES);
+    if (!request(join, encodec::wire::Envelope::kJoined, &reply)) {
+      ::close(fd_);
+      throw std::runtime_error("observer: could not join room " + room);
+    }
+    frames_.reserve(1 << 16);
+    thread_ = std::thread([this] { record(); });
+  }
+  ~CodesObserver() {
+    stop();
+    ::close(fd_);
+  }
+  // Stops recording (and leaves); frames() is complete after it.
+  void stop() {
+    if (!thread_.joinable()) return;
+    stop_.store(true);
+    thread_.join();
+    encodec::wire::Envelope bye;
+    bye.mutable_goodbye()->set_reason("done");
+    send(bye);
+  }
+  const std::vector<Frame>& frames() const { return frames_; }
+
+ private:
+  void send(encodec::wire::Envelope& envelope) {
+    envelope.set_session_id(session_id_);
+    uint8_t datagram[encodec::net::kMaxDatagramBytes];
+    const size_t size = encodec::net::serialize_datagram(envelope, datagram, sizeof datagram);
+    if (size > 0) ::send(fd_, datagram, size, 0);
+  }
+  // One envelope received within timeout_ms (false: none).
+  bool receive(encodec::wire::Envelope* envelope, int timeout_ms) {
+    pollfd request{fd_, POLLIN, 0};
+    if (::poll(&request, 1, timeout_ms) <= 0) return false;
+    uint8_t buffer[2048];
+    const ssize_t bytes = ::recv(fd_, buffer, sizeof buffer, 0);
+    return bytes > 0 && encodec::net::parse_datagram(buffer, static_cast<size_t>(bytes), envelope) ==
+                            encodec::net::ParseError::kNone;
+  }
+  // Sends (again every 300 ms) until an envelope of `kind` comes back, 5 s at most.
+  bool request(encodec::wire::Envelope& envelope, encodec::wire::Envelope::BodyCase kind,
+               encodec::wire::Envelope* reply) {
+    for (int attempt = 0; attempt < 16; ++attempt) {
+      send(envelope);
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(300);
+      while (std::chrono::steady_clock::now() < deadline) {
+        if (receive(reply, 50)) {
+          if (reply->body_case() == kind) return true;
+          if (reply->body_case() == encodec::wire::Envelope::kError) return false;
+        }
+      }
+    }
+    return false;
+  }
+  void record() {
+    encodec::wire::Envelope envelope;
+    auto last_sent = std::chrono::steady_clock::now();
+    while (!stop_.load()) {
+      if (receive(&envelope, 50) && envelope.body_case() == encodec::wire::Envelope::kMedia) {
+        const encodec::wire::Media& media = envelope.media();
+        Frame frame;
+        frame.sequence = media.sequence();
+        frame.codes.num_codebooks = static_cast<int>(media.num_codebooks());
+        if (media.kind() == encodec::wire::PAYLOAD_KIND_RAW_CODES && !media.payload().empty() &&
+            frame.codes.num_codebooks >= 1 && frame.codes.num_codebooks <= encodec::kMaxStreamCodebooks &&
+            encodec::net::unpack_raw_codes(reinterpret_cast<const uint8_t*>(media.payload().data()),
+                                           media.payload().size(), frame.codes.num_codebooks, 10,
+                                           frame.codes.codes.data())) {
+          frames_.push_back(frame);
+        }
+      }
+      if (std::chrono::steady_clock::now() - last_sent > std::chrono::milliseconds(500)) {
+        encodec::wire::Envelope keep_alive;
+        keep_alive.mutable_keep_alive()->set_sent_time_us(0);
+        send(keep_alive);
+        last_sent = std::chrono::steady_clock::now();
+      }
+    }
+  }
+
+  int fd_ = -1;
+  uint64_t session_id_ = 0;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  std::vector<Frame> frames_;
+};
+
+// The server's transcoder decode of the frames as they reached it
+// (server/src/media_engine.cpp, handle_codes): the first frame starts the
+// stream, a gap is concealed (at most 16 frames), a frame older than one
+// already decoded is dropped. `out_of_order`: frames that came after a later
+// one; `first_sequence`: the frame the decode starts at (its sample 0 is the
+// sender's sample first_sequence * 320).
+std::vector<float> server_decode(const encodec::EncodecModel& model, const std::vector<CodesObserver::Frame>& frames,
+                                 int64_t* out_of_order, int64_t* concealed, uint32_t* first_sequence) {
+  constexpr uint32_t kMaxConcealedGap = 16;
+  encodec::StreamingDecoder decoder(model);
+  std::vector<float> out, block;
+  bool started = false;
+  uint32_t expected = 0;
+  *out_of_order = *concealed = 0;
+  *first_sequence = 0;
+  auto take = [&] {
+    block.resize(static_cast<size_t>(decoder.samples_ready()));
+    decoder.pop(block.data(), static_cast<int64_t>(block.size()));
+    out.insert(out.end(), block.begin(), block.end());
+  };
+  for (const CodesObserver::Frame& frame : frames) {
+    if (!started) {
+      started = true;
+      expected = *first_sequence = frame.sequence;
+    }
+    if (frame.sequence < expected) {
+      ++*out_of_order;
+      continue;
+    }
+    if (frame.sequence - expected > kMaxConcealedGap) expected = frame.sequence - kMaxConcealedGap;
+    while (expected < frame.sequence) {
+      decoder.push_lost();
+      ++*concealed;
+      ++expected;
+    }
+    decoder.push(frame.codes);
+    expected = frame.sequence + 1;
+    take();
+  }
+  decoder.finish();
+  take();
+  return out;
+}
+
 // --- preflight: is the ClickDetector usable with this model? -------------------
 
 struct Preflight {
@@ -345,6 +524,9 @@ struct RunResult {
   double payload_kbps = 0;
   int64_t samples_out = 0;       // the listener's stream samples written to the sink
   int64_t samples_decoded = 0;   // its slots played or concealed, in samples
+  int64_t server_out_of_order = -1;  // Opus: frames the transcoder dropped for coming after a later one
+  int64_t server_concealed = -1;     // Opus: frames it concealed
+  uint32_t server_first_sequence = 0;  // Opus: the frame its stream started at
   std::string error;
 };
 
@@ -361,8 +543,8 @@ struct Setup {
   float threshold = 0.1f;
   bool detector_usable = false;
   uint64_t seed = 1;
-  // The local decodes' frame residuals: EnCodec, Opus 20 ms, Opus 10 ms.
-  std::vector<float> reference_encodec, reference_opus20, reference_opus10;
+  // The frame residual of the sender's clean decode (what a raw or LM listener hears without loss).
+  std::vector<float> reference_encodec;
 };
 
 void wait_until(const std::function<bool()>& ready, double timeout_s) {
@@ -417,10 +599,14 @@ class ClientThread {
 // decode's residual with the listener's), and the correlation; -1 when the
 // search window is empty.
 std::pair<int64_t, double> align_click(const Heard& heard, const std::vector<float>& heard_residual,
-                                       const std::vector<float>& reference, const SentClick& click) {
-  const int64_t template_start = click.sample / kHop * kHop;
-  if (template_start + kTemplateSamples > static_cast<int64_t>(reference.size())) return {-1, 0.0};
-  const float* t = reference.data() + template_start;
+                                       const std::vector<float>& reference, int64_t reference_base,
+                                       const SentClick& click) {
+  const int64_t template_start = click.sample / kHop * kHop;  // the sender's sample
+  if (template_start < reference_base ||
+      template_start - reference_base + kTemplateSamples > static_cast<int64_t>(reference.size())) {
+    return {-1, 0.0};
+  }
+  const float* t = reference.data() + (template_start - reference_base);
   double t_energy = 0;
   for (int i = 0; i < kTemplateSamples; ++i) t_energy += double(t[i]) * t[i];
   if (t_energy <= 0) return {-1, 0.0};
@@ -473,7 +659,6 @@ RunResult run_one(const Setup& setup, const Config& config, double loss_percent,
   encodec::net::ImpairmentOptions impairment;
   impairment.loss = loss_percent / 100.0;
   impairment.jitter_ms = setup.jitter_ms;
-  if (const char* d = std::getenv("E2E_DELAY")) impairment.delay_ms = std::atof(d);  // TEMP
   impairment.seed = setup.seed + 2 * static_cast<uint64_t>(run_index);  // the relay also uses seed + 1
   boost::asio::io_context relay_io;
   encodec::net::UdpImpairmentRelay relay(
@@ -504,7 +689,7 @@ RunResult run_one(const Setup& setup, const Config& config, double loss_percent,
   sender.room = room;
   sender.bandwidth_kbps = kBandwidthKbps;
   sender.lm = config.lm;
-  sender.wait_for_members = 2;
+  sender.wait_for_members = config.opus_frame_ms > 0 ? 3 : 2;  // Opus: and the observer
   sender.wait_for_members_timeout_s = 10;
   sender.connect_timeout_ms = 5000;
   sender.name = "e2e-sender";
@@ -531,26 +716,15 @@ RunResult run_one(const Setup& setup, const Config& config, double loss_percent,
 
   const auto lm = config.lm ? setup.lm : nullptr;
   encodec::client::ClientReport sent_report, heard_report;
+  std::unique_ptr<CodesObserver> observer;  // Opus: what the server's transcoder got
   try {
     ClientThread sender_thread(*setup.live, lm, sender, setup.threads);
     wait_until([&] { return setup.server->stats().rooms >= 1 || sender_thread.done(); }, 8.0);
+    if (config.opus_frame_ms > 0) {
+      observer = std::make_unique<CodesObserver>(setup.server->udp_port(), *setup.live, room);
+    }
     ClientThread listener_thread(*setup.live, lm, listener, setup.threads);
-    static Heard heard2;  // TEMP
-    std::unique_ptr<ClientThread> second;
-    if (std::getenv("E2E_TWO")) {
-      auto options2 = listener;
-      options2.name = "second";
-      options2.playback_factory = [threshold] { return std::make_unique<RecordingSink>(threshold, &heard2); };
-      second = std::make_unique<ClientThread>(*setup.live, lm, options2, setup.threads);
-    }
-    sender_thread.get(setup.seconds + 30.0);
-    if (second) {
-      second->get(4.0);
-      FILE* f = std::fopen("/tmp/e2e_second", "wb");
-      std::fwrite(heard2.audio.data(), sizeof(float), heard2.audio.size(), f);
-      std::fclose(f);
-    }
-    sent_report = {};
+    sent_report = sender_thread.get(setup.seconds + 30.0);
     // A raw or LM stream ends with its end mark; an Opus stream once the sender left.
     heard_report = listener_thread.get(4.0);
   } catch (const std::exception& error) {
@@ -577,23 +751,27 @@ RunResult run_one(const Setup& setup, const Config& config, double loss_percent,
         static_cast<int64_t>(stream.jitter.played + stream.jitter.concealed + stream.jitter.stretched) * frame;
   }
 
-  const std::vector<float>& reference = config.opus_frame_ms == 20   ? setup.reference_opus20
-                                        : config.opus_frame_ms == 10 ? setup.reference_opus10
-                                                                     : setup.reference_encodec;
-  const std::vector<float> heard_residual = frame_residual(heard.audio);
-  if (const char* dump = std::getenv("E2E_DUMP")) {  // TEMP
-    FILE* f = std::fopen((std::string(dump) + config.name + std::to_string(run_index)).c_str(), "wb");
-    std::fwrite(heard.audio.data(), sizeof(float), heard.audio.size(), f);
-    std::fclose(f);
-    f = std::fopen((std::string(dump) + config.name + "ref").c_str(), "wb");
-    std::fwrite(reference.data(), sizeof(float), reference.size(), f);
-    std::fclose(f);
+  // What the listener would hear without its own concealment: the sender's
+  // clean decode, or for Opus the server's transcode of the frames it got.
+  std::vector<float> opus_reference;
+  int64_t reference_base = 0;  // the sender's sample at the reference's sample 0
+  if (observer) {
+    observer->stop();
+    uint32_t first_sequence = 0;
+    opus_reference = frame_residual(
+        opus_round_trip(server_decode(setup.live->model, observer->frames(), &result.server_out_of_order,
+                                      &result.server_concealed, &first_sequence),
+                        config.opus_frame_ms));
+    reference_base = static_cast<int64_t>(first_sequence) * kHop;
+    result.server_first_sequence = first_sequence;
   }
+  const std::vector<float>& reference = observer ? opus_reference : setup.reference_encodec;
+  const std::vector<float> heard_residual = frame_residual(heard.audio);
   const int64_t warmup_samples = std::llround(setup.warmup_s * kRateHz);
   for (const SentClick& click : sent) {
     if (click.sample < warmup_samples || click.sample + kTemplateSamples > total_samples) continue;
     ++result.clicks_sent;
-    const auto [index, correlation] = align_click(heard, heard_residual, reference, click);
+    const auto [index, correlation] = align_click(heard, heard_residual, reference, reference_base, click);
     if (index < 0 || correlation < kMinCorrelation) {
       result.missed.emplace_back(static_cast<double>(click.sample) / kRateHz, correlation);
       continue;
@@ -727,8 +905,6 @@ int main(int argc, char** argv) {
   Setup setup;
   const std::vector<float> decoded = encodec_round_trip(live.model, click_train(std::llround(seconds * kRateHz)));
   setup.reference_encodec = frame_residual(decoded);
-  setup.reference_opus20 = frame_residual(opus_round_trip(decoded, 20));
-  setup.reference_opus10 = frame_residual(opus_round_trip(decoded, 10));
   const Preflight check = preflight(decoded);
   std::printf("click detector on the local decode: click peaks >= %.3g, quiet before clicks <= %.3g, threshold "
               "%.3g: found %d of %d, onset shift p50 %s samples -> %s\n",
@@ -762,8 +938,18 @@ int main(int argc, char** argv) {
   setup.detector_usable = check.detector_usable;
   setup.seed = seed;
 
-  std::vector<RunResult> results;
+  // A short run first, not counted: the first run of a process pays for the
+  // compute threads' and kernels' first use (late packets, a raised jitter target).
   int run_index = 0;
+  {
+    Setup warmup = setup;
+    warmup.seconds = 3.0;
+    warmup.warmup_s = 0.5;
+    std::printf("warm-up run (3 s, Opus 20 ms, not counted) ...\n");
+    std::fflush(stdout);
+    run_one(warmup, all_configs()[2], 0.0, run_index++);
+  }
+  std::vector<RunResult> results;
   for (const Config& config : configs) {
     for (const double loss : losses) {
       std::printf("running %s, %g%% loss ...\n", config.label.c_str(), loss);
@@ -808,7 +994,7 @@ int main(int argc, char** argv) {
   for (const RunResult& r : results) {
     if (!r.error.empty()) continue;
     std::printf("  %s, %g%%: relay dropped %llu of %llu; played %llu, concealed %llu, late %llu, discarded %llu, "
-                "stretched %llu, skipped %llu; undecodable %llu, LM resets asked %llu; samples decoded - written %lld; alignment correlation >= %.3f",
+                "stretched %llu, skipped %llu; undecodable %llu, LM resets asked %llu; samples decoded - written (dropped by the playout queue, or left in it) %lld; alignment correlation >= %.3f",
                 r.config.label.c_str(), r.loss_percent, static_cast<unsigned long long>(r.relay_dropped),
                 static_cast<unsigned long long>(r.relay_packets), static_cast<unsigned long long>(r.jitter.played),
                 static_cast<unsigned long long>(r.jitter.concealed), static_cast<unsigned long long>(r.jitter.late),
@@ -816,6 +1002,11 @@ int main(int argc, char** argv) {
                 static_cast<unsigned long long>(r.jitter.skipped_concealments),
                 static_cast<unsigned long long>(r.undecodable), static_cast<unsigned long long>(r.lm_resets),
                 static_cast<long long>(r.samples_decoded - r.samples_out), r.correlation_min);
+    if (r.server_concealed >= 0) {
+      std::printf("\n    server transcoder input: started at frame %u, %lld frames concealed, %lld dropped as out of order",
+                  r.server_first_sequence, static_cast<long long>(r.server_concealed),
+                  static_cast<long long>(r.server_out_of_order));
+    }
     if (per_click) {
       std::printf("\n    per click (stream time s: ms):");
       for (const auto& [at, ms] : r.series) std::printf(" %.1f: %.1f", at, ms);

@@ -129,6 +129,9 @@ TEST_F(LoopbackCallTest, BroadcastToThreeListenersOneJoiningLate) {
   EXPECT_LT(joined_at, sent.frames_sent);
   EXPECT_EQ(report_late.streams[0].jitter.concealed, 0u);
   EXPECT_EQ(heard("late.wav"), expected("long_24k.wav", 6.0, 0, joined_at));
+  // Receiver reports come once a second per listener, not once a frame.
+  EXPECT_GE(server_->stats().reports, 3u);
+  EXPECT_LE(server_->stats().reports, static_cast<uint64_t>(3 * (sent.seconds + 3)));
   for (const ClientReport* report : {&report_first, &report_second}) {
     ASSERT_EQ(report->streams.size(), 1u);
     EXPECT_EQ(report->streams[0].first_sequence, 0u);

@@ -680,7 +680,8 @@ struct Client::Impl {
     int64_t input_done_us = input_done ? start_us : 0;
     int64_t frames_captured = 0;
     int64_t tick = 0;
-    int64_t next_report_us = start_us + 1'000'000;
+    int64_t next_stats_line_us = start_us + 1'000'000;
+    int64_t next_receiver_report_us = start_us + 1'000'000;
     int64_t samples_played = 0;
     const int64_t duration_samples =
         options.duration_s > 0 ? static_cast<int64_t>(options.duration_s * sample_rate_hz) : 0;
@@ -743,9 +744,9 @@ struct Client::Impl {
           }
         }
         if (!done) done = finished(input_done, input_done_us, now_us, samples_played, duration_samples);
-        if (options.live_stats && now_us >= next_report_us) {
+        if (options.live_stats && now_us >= next_stats_line_us) {
           print_live(now_us - start_us);
-          next_report_us += 1'000'000;
+          next_stats_line_us += 1'000'000;
         }
       }
       if (stop_requested.load()) done = true;
@@ -755,7 +756,11 @@ struct Client::Impl {
         keep_alive.mutable_keep_alive()->set_sent_time_us(static_cast<uint64_t>(now_us));
         send(keep_alive);
       }
-      if (now_us >= next_report_us - 1'000'000 + 999'000) send_reports();
+      // Receiver reports once a second (the sender's side of the statistics).
+      if (receiving && now_us >= next_receiver_report_us) {
+        send_reports();
+        next_receiver_report_us += 1'000'000;
+      }
       ++tick;
       if (fast) {
         if (input_done) std::this_thread::sleep_for(std::chrono::microseconds(500));
