@@ -301,13 +301,13 @@ TEST_F(JitterBufferTest, MissingPacketIsConcealedAndItsLateArrivalRaisesTheTarge
   EXPECT_EQ(insert_at(buffer, late_arrival_us + 10, kMissing), Insert::kDuplicate);  // once
   // Its relative delay (against the others, which came on time) needs this many frames.
   const double relative_delay_us = static_cast<double>(late_arrival_us) - kMissing * kFrameUs;
-  const int expected_target = static_cast<int>(std::ceil(relative_delay_us / kFrameUs)) + 1;
-  EXPECT_EQ(expected_target, 5);
+  const int expected_target = static_cast<int>(std::ceil(relative_delay_us / kFrameUs + 0.5));
+  EXPECT_EQ(expected_target, 4);
   EXPECT_EQ(buffer.stats().target_delay_frames, expected_target);
 
   // Slot kMissing + 4 is due to play kMissing + 3, one frame after its nominal
   // time. The delay grows by stretching (the playout point holds) until it is
-  // within half a frame of the target: at delays 1, 2, 3 and 4 frames.
+  // within half a frame of the target: at delays 1, 2 and 3 frames.
   const uint32_t due = kMissing + 3;
   int k = kMissing + 4;
   ASSERT_EQ(insert_at(buffer, frame_time_us(k), k), Insert::kAccepted);
@@ -323,9 +323,9 @@ TEST_F(JitterBufferTest, MissingPacketIsConcealedAndItsLateArrivalRaisesTheTarge
     EXPECT_EQ(buffer.next_sequence(), due);
     ASSERT_LT(++stretches, 10);
   }
-  EXPECT_EQ(stretches, 4);
+  EXPECT_EQ(stretches, expected_target - 1);
   const JitterBufferStats stats = buffer.stats();
-  EXPECT_EQ(stats.stretched, 4u);
+  EXPECT_EQ(stats.stretched, static_cast<uint64_t>(expected_target - 1));
   EXPECT_EQ(stats.concealed, 1u);
   EXPECT_EQ(stats.late, 1u);
   EXPECT_EQ(stats.duplicates, 1u);
@@ -704,8 +704,8 @@ int percentile_target(std::vector<double> offsets_us, const JitterBufferOptions&
   const double fastest = *std::min_element(offsets_us.begin(), offsets_us.end());
   std::sort(offsets_us.begin(), offsets_us.end());
   const size_t rank = static_cast<size_t>(std::ceil(0.95 * offsets_us.size())) - 1;
-  // Rounded up to frames, to within the clock's microsecond.
-  const int frames = static_cast<int>(std::ceil((offsets_us[rank] - fastest - 1.0) / kFrameUs)) + 1;
+  // Plus half a frame, rounded up to frames, to within the clock's microsecond.
+  const int frames = static_cast<int>(std::ceil((offsets_us[rank] - fastest - 1.0) / kFrameUs + 0.5));
   return std::clamp(frames, options.min_delay_frames, options.max_delay_frames);
 }
 
@@ -756,12 +756,12 @@ TEST(JitterBufferScheduleTest, TargetDelayGrowsWithJitterAndShrinksBackWhenItSto
   replay.run_until(frame_time_us(kJitterEnd - 0.5));
   const std::vector<double> offsets_us = measured_offsets();
   const int percentile_frames = percentile_target(last_window(offsets_us), options);
-  EXPECT_EQ(percentile_frames, 5);  // 95% of 43 ms is 3.06 frames: 4, plus one
+  EXPECT_EQ(percentile_frames, 4);  // 95% of 43 ms is 3.06 frames, plus a half: 4
   const JitterBufferStats jittered = replay.buffer().stats();
   EXPECT_GE(jittered.target_delay_frames, percentile_frames);
   const double spread_us = *std::max_element(offsets_us.begin(), offsets_us.end()) -
                            *std::min_element(offsets_us.begin(), offsets_us.end());
-  EXPECT_LE(jittered.target_delay_frames, static_cast<int>(std::ceil(spread_us / kFrameUs)) + 1);
+  EXPECT_LE(jittered.target_delay_frames, static_cast<int>(std::ceil(spread_us / kFrameUs + 0.5)));
   bool late_in_window = false;
   for (size_t i = replay.inserts().size() - options.delay_window_packets;
        i < replay.inserts().size(); ++i) {

@@ -87,6 +87,7 @@ struct RemoteStream {
   bool lm_in_context = false;
   uint32_t lm_expected = 0;
   bool lm_reset_pending = false;  // asked, waiting for a context start
+  int64_t lm_reset_requested_us = 0;
   bool have_first = false;
   uint32_t first_sequence = 0;
   bool end_seen = false;
@@ -558,11 +559,15 @@ struct Client::Impl {
   }
 
   // The LM decoder cannot go on without the frames it missed: ask the sender
-  // for a new context (once per loss), conceal until it comes.
+  // for a new context, conceal until it comes. The request is repeated while
+  // none comes (it, or the context start, may be lost too).
   void lose_lm_context(RemoteStream& stream) {
+    constexpr int64_t kLmResetRetryUs = 300'000;
     stream.lm_in_context = false;
-    if (stream.lm_reset_pending) return;
+    const int64_t now_us = steady_now_us();
+    if (stream.lm_reset_pending && now_us - stream.lm_reset_requested_us < kLmResetRetryUs) return;
     stream.lm_reset_pending = true;
+    stream.lm_reset_requested_us = now_us;
     ++stream.lm_resets_requested;
     wire::Envelope report;
     report.mutable_report()->set_stream_id(stream.stream_id);
@@ -570,7 +575,9 @@ struct Client::Impl {
     send(report);
   }
 
-  void conceal(RemoteStream& stream) {
+  // `frame_missing`: a sequence was lost (not a stretch of the playout, which
+  // conceals without skipping a frame: the LM context survives it).
+  void conceal(RemoteStream& stream, bool frame_missing = true) {
     if (options.receive_opus) {
       const int frame_samples = sample_rate_hz * options.opus_frame_ms / 1000;
       if (stream.opus) {
@@ -582,7 +589,7 @@ struct Client::Impl {
       }
       return;
     }
-    if (stream.lm_in_context && stream.lm_decoder) lose_lm_context(stream);
+    if (frame_missing && stream.lm_in_context && stream.lm_decoder) lose_lm_context(stream);
     stream.decoder->push_lost();
     take_decoded(stream);
   }
@@ -602,6 +609,7 @@ struct Client::Impl {
     net::JitterBuffer::Slot slot;
     const bool sender_done = stream.end_seen;
     for (;;) {
+      const uint32_t due = stream.jitter.next_sequence();
       const net::JitterBuffer::Playout playout =
           fast ? stream.jitter.next_in_order(&slot, sender_done) : stream.jitter.next(&slot);
       if (playout == net::JitterBuffer::Playout::kWaiting) {
@@ -618,7 +626,7 @@ struct Client::Impl {
       if (playout == net::JitterBuffer::Playout::kFrame) {
         decode_slot(stream, slot, /*play=*/true);
       } else {
-        conceal(stream);
+        conceal(stream, /*frame_missing=*/stream.jitter.next_sequence() != due);
       }
       if (stream.end_seen && static_cast<int32_t>(sequence - stream.end_sequence) >= 0) {
         finish_stream(stream);
@@ -807,9 +815,12 @@ struct Client::Impl {
 
   void mix_into(RemoteStream& stream, std::vector<float>& mix) {
     const size_t available = stream.audio.size() - stream.audio_read;
-    // Live playout keeps at most two frames queued: the decoder's start burst
-    // (7 frames at once) and the Opus frames' size would otherwise add their length to the delay.
-    const size_t keep = 2 * mix.size() + (options.receive_opus ? mix.size() * 2 : 0);
+    // Live playout keeps no more than this block's worth queued (an Opus frame
+    // and a block for Opus, whose frames are longer than a block): a decoder's
+    // start burst (7 frames at once) or two frames played in one tick would
+    // otherwise stay queued for good and add their length to the delay.
+    const size_t opus_frame = static_cast<size_t>(sample_rate_hz * options.opus_frame_ms / 1000);
+    const size_t keep = options.receive_opus ? opus_frame + mix.size() : mix.size();
     if (available > keep) {
       stream.startup_dropped += static_cast<int64_t>(available - keep);
       stream.audio_read += available - keep;

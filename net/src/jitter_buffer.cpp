@@ -190,11 +190,13 @@ void JitterBuffer::update_target() {
 }
 
 int JitterBuffer::frames_covering(double delay_us) const {
-  // The clock counts whole microseconds while frame times are fractional: a delay
-  // within a microsecond of a whole number of frames is that number.
-  const double frames = std::ceil((delay_us - 1.0) / options_.frame_duration_us);
+  // A frame may play up to half a frame before the target's time (the playout
+  // band), so half a frame is added before rounding up. The clock counts whole
+  // microseconds while frame times are fractional: a delay within a microsecond
+  // of a whole number of half frames is that number.
+  const double frames = std::ceil((delay_us - 1.0) / options_.frame_duration_us + 0.5);
   const double capped = std::min(frames, static_cast<double>(options_.max_delay_frames));
-  return static_cast<int>(std::max(capped, 0.0)) + 1;
+  return static_cast<int>(std::max(capped, 0.0));
 }
 
 void JitterBuffer::start_playout() {
@@ -277,11 +279,13 @@ JitterBuffer::Playout JitterBuffer::next(Slot* slot) {
     start_playout();
     target = target_delay_frames_;
   }
-  // At the start, more frames than the target already in are a sender's start
+  // At the start, frames already later than the target are a sender's start
   // burst (the streaming encoder's first 7 frames leave together), not network
-  // delay: they are decoded and dropped until the target's worth is left.
+  // delay: they are decoded and dropped while the next one would still be
+  // within the band (a quarter frame of slack from its lower edge, as below).
   if (catching_up_) {
-    if (distance(next_sequence_, highest_sequence_) > target) {
+    if (distance(next_sequence_, highest_sequence_) >= 1 &&
+        playout_delay_frames(now_us) >= target + 0.75) {
       return drop_due(slot) ? Playout::kDiscard : next(slot);
     }
     catching_up_ = false;
@@ -294,7 +298,7 @@ JitterBuffer::Playout JitterBuffer::next(Slot* slot) {
     ++stats_.stretched;
     return Playout::kConceal;
   }
-  above_target_slots_ = delay_frames >= target + 1.5 ? above_target_slots_ + 1 : 0;
+  above_target_slots_ = delay_frames >= target + 1.0 ? above_target_slots_ + 1 : 0;
   far_above_target_slots_ =
       // A quarter frame of slack: the caller's timer and the clock's whole
       // microseconds put a delay of n frames a little under n.

@@ -12,9 +12,11 @@
 // Target delay: each packet's relative delay (arrival time minus its sequence's
 // nominal time, sequence * frame_duration_us, against the fastest packet of the
 // window) goes into a window of the last delay_window_packets arrivals; the
-// target is the 95th percentile of that window rounded up to frames (to within
-// the clock's microsecond), plus one frame, clamped to [min_delay_frames,
-// max_delay_frames]. A late packet raises the target at once to cover its own
+// target is the 95th percentile of that window plus half a frame (a frame may
+// play half a frame early, see Playout), rounded up to frames (to within the
+// clock's microsecond), clamped to [min_delay_frames, max_delay_frames]: a
+// stream with under half a frame of jitter plays one frame behind its fastest
+// packet. A late packet raises the target at once to cover its own
 // relative delay, until it has left the window. Duplicates and refused packets
 // are not measured.
 //
@@ -23,7 +25,7 @@
 // number of later sequences are in. Then each call is one slot. The playout
 // delay, how long after its earliest expected arrival (the window's fastest
 // packet shifted to its nominal time) the frame due now is played, is held
-// between half a frame under and one and a half frames over the target (the
+// between half a frame under and one frame over the target (the
 // band keeps a caller's timer wobble from acting). Under it, the slot is a
 // stretch: kConceal without advancing the playout point, which adds a frame of
 // delay. Over it for shrink_after_frames slots in a row (or, when it is
