@@ -100,7 +100,8 @@ struct RemoteStream {
   std::vector<float> audio;       // decoded, not yet played (real time) or everything (fast)
   size_t audio_read = 0;
   int64_t samples_out = 0;
-  int64_t startup_dropped = 0;
+  int64_t startup_dropped = 0;     // live playout: queued audio dropped to keep the delay
+  int standing_queue_ticks = 0;
   bool started_playing = false;
   std::vector<double> latencies_ms;
   uint64_t lm_resets_requested = 0;
@@ -814,21 +815,31 @@ struct Client::Impl {
   }
 
   void mix_into(RemoteStream& stream, std::vector<float>& mix) {
-    const size_t available = stream.audio.size() - stream.audio_read;
-    // Live playout keeps no more than this block's worth queued (an Opus frame
-    // and a block for Opus, whose frames are longer than a block): a decoder's
-    // start burst (7 frames at once) or two frames played in one tick would
-    // otherwise stay queued for good and add their length to the delay.
+    // Live playout: an occasional second frame in one tick (a late timer) is
+    // absorbed by the queue, but audio left queued tick after tick (the
+    // decoder's start burst, a double play that never drains) adds its length
+    // to the delay for good: after a while it is dropped. An Opus stream keeps
+    // up to one Opus frame, which is longer than a block.
+    constexpr int kStandingQueueTicks = 25;
     const size_t opus_frame = static_cast<size_t>(sample_rate_hz * options.opus_frame_ms / 1000);
-    const size_t keep = options.receive_opus ? opus_frame + mix.size() : mix.size();
-    if (available > keep) {
-      stream.startup_dropped += static_cast<int64_t>(available - keep);
-      stream.audio_read += available - keep;
+    const size_t allowed = options.receive_opus ? opus_frame : 0;
+    const size_t hard_limit = 4 * mix.size() + allowed;
+    size_t available = stream.audio.size() - stream.audio_read;
+    if (available > hard_limit) {
+      stream.startup_dropped += static_cast<int64_t>(available - hard_limit);
+      stream.audio_read += available - hard_limit;
     }
     const size_t count = std::min(mix.size(), stream.audio.size() - stream.audio_read);
     for (size_t i = 0; i < count; ++i) mix[i] += stream.audio[stream.audio_read + i];
     stream.audio_read += count;
     stream.samples_out += static_cast<int64_t>(count);
+    available = stream.audio.size() - stream.audio_read;
+    stream.standing_queue_ticks = available > allowed ? stream.standing_queue_ticks + 1 : 0;
+    if (stream.standing_queue_ticks >= kStandingQueueTicks) {
+      stream.startup_dropped += static_cast<int64_t>(available - allowed);
+      stream.audio_read += available - allowed;
+      stream.standing_queue_ticks = 0;
+    }
     if (stream.audio_read == stream.audio.size()) {
       stream.audio.clear();
       stream.audio_read = 0;
