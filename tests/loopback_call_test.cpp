@@ -77,6 +77,7 @@ class LoopbackCallTest : public ::testing::Test {
     ASSERT_EQ(report_b.streams.size(), 1u);
     EXPECT_TRUE(report_a.streams[0].ended);
     EXPECT_TRUE(report_b.streams[0].ended);
+    EXPECT_EQ(report_a.streams[0].jitter.too_far_ahead + report_b.streams[0].jitter.too_far_ahead, 0u);
     EXPECT_EQ(report_a.streams[0].jitter.concealed, 0u);
     EXPECT_EQ(report_a.streams[0].jitter.played, report_b.frames_sent);
     EXPECT_EQ(report_b.streams[0].jitter.played, report_a.frames_sent);

@@ -292,6 +292,9 @@ struct Client::Impl {
     if (!stream) {
       net::JitterBufferOptions jitter = options.jitter;
       jitter.max_payload_bytes = net::kMaxDatagramBytes + kHeaderBytes;
+      // As fast as possible, a sender can run ahead of this client's decoding
+      // (both share the machine): room for 55 s of frames waiting, not 1.7 s.
+      if (options.as_fast_as_possible) jitter.capacity_frames = std::max(jitter.capacity_frames, 4096);
       const int frame_samples =
           options.receive_opus ? sample_rate_hz * options.opus_frame_ms / 1000 : hop;
       jitter.frame_duration_us = 1e6 * frame_samples / sample_rate_hz;

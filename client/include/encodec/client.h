@@ -52,7 +52,7 @@ struct ClientOptions {
   bool lm = false;                 // send LM-coded codes (needs an LM)
   int lm_context_frames = 75;      // a new LM context at least this often (late joiners, losses)
   double duration_s = 0.0;         // 0: until the input ends (listen: until the sender ends)
-  bool as_fast_as_possible = false;
+  bool as_fast_as_possible = false;  // (each remote stream may then run up to 4096 frames ahead)
   std::string name = "encodec-client";
   bool live_stats = false;         // a statistics line every second on stderr
   std::ostream* log = nullptr;     // the summary and warnings (nullptr: none)
