@@ -435,7 +435,7 @@ struct Client::Impl {
   void send_frame(const CodeFrame* frame, bool end_of_stream) {
     wire::Envelope* envelope = &media_out;
     wire::Media* media = net::reuse_media(envelope);
-    media->set_sequence(frame ? next_sequence : next_sequence);
+    media->set_sequence(next_sequence);
     media->set_timestamp_samples(uint64_t{next_sequence} * hop);
     media->set_bandwidth_kbps(options.bandwidth_kbps);
     media->set_end_of_stream(end_of_stream);
@@ -699,6 +699,8 @@ struct Client::Impl {
         options.duration_s > 0 ? static_cast<int64_t>(options.duration_s * sample_rate_hz) : 0;
     const bool fast = options.as_fast_as_possible;
     const bool mic = source && source->is_device();
+    // One playout slot per frame of what is received (Opus frames are longer).
+    const int64_t playout_period_us = options.receive_opus ? 1000LL * options.opus_frame_ms : frame_us;
 
     for (;;) {
       const int64_t now_us = steady_now_us();
@@ -719,8 +721,9 @@ struct Client::Impl {
         while (encoder.pop(&frame)) {
           send_frame(&frame, input_done && encoder.frames_ready() == 0);
         }
-        // The end mark again, alone: over UDP the last frame may be lost.
-        if (input_done && !end_marked(input_done)) {
+        // The end mark again, alone (once: this branch runs no more): over UDP
+        // the last frame may be lost.
+        if (input_done) {
           for (int copy = 0; copy < 2; ++copy) send_frame(nullptr, true);
         }
       }
@@ -741,11 +744,7 @@ struct Client::Impl {
               if (stream->next_playout_us == 0) stream->next_playout_us = now_us;
               while (now_us >= stream->next_playout_us && !stream->ended) {
                 play_one(*stream, false);
-                stream->next_playout_us += static_cast<int64_t>(stream->jitter.stats().target_delay_frames >= 0
-                                                                    ? options.receive_opus
-                                                                          ? 1000LL * options.opus_frame_ms
-                                                                          : frame_us
-                                                                    : frame_us);
+                stream->next_playout_us += playout_period_us;
               }
             }
             // One block to the sink: every stream's oldest audio, mixed.
@@ -807,14 +806,6 @@ struct Client::Impl {
     }
     shutdown();
     return report;
-  }
-
-  bool end_mark_sent = false;
-  bool end_marked(bool input_done) {
-    if (!input_done) return true;
-    if (end_mark_sent) return true;
-    end_mark_sent = true;
-    return false;
   }
 
   void mix_into(RemoteStream& stream, std::vector<float>& mix) {

@@ -30,6 +30,7 @@
 #include "encodec/net/jitter_buffer.h"
 #include "encodec/net/tcp_connection.h"
 #include "encodec/net/wire.h"
+#include "encodec/server_config.h"
 #include "media_engine.h"
 #include "peer.h"
 #include "server_internal.h"
@@ -44,28 +45,11 @@ namespace {
 
 using net::steady_now_us;
 
+// The listening address of a ServerOptions field, parsed as the configuration
+// parses it (ConfigError naming the field).
 std::pair<asio::ip::address, uint16_t> parse_listen(const std::string& text, const char* what) {
-  const size_t colon = text.rfind(':');
-  if (colon == std::string::npos || colon + 1 == text.size()) {
-    throw std::invalid_argument(std::string(what) + ": '" + text + "' is not ADDR:PORT");
-  }
-  std::string host = text.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-  boost::system::error_code error;
-  const asio::ip::address address = asio::ip::make_address(host, error);
-  if (error) throw std::invalid_argument(std::string(what) + ": '" + host + "' is not an IP address");
-  const std::string port_text = text.substr(colon + 1);
-  size_t used = 0;
-  unsigned long port = 0;
-  try {
-    port = std::stoul(port_text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used != port_text.size() || port > 65535) {
-    throw std::invalid_argument(std::string(what) + ": '" + port_text + "' is not a port (0-65535)");
-  }
-  return {address, static_cast<uint16_t>(port)};
+  const Endpoint endpoint = parse_endpoint(text, what);
+  return {asio::ip::make_address(endpoint.address), endpoint.port};
 }
 
 }  // namespace
@@ -528,8 +512,10 @@ struct Server::Impl {
     return text;
   }
 
-  void reject(Session& session, wire::ErrorCode code, const std::string& text) {
-    counters.rejected.fetch_add(1);
+  // Sends a non-fatal Error; `counter` counts it (unknown rooms have their own).
+  void reject(Session& session, wire::ErrorCode code, const std::string& text,
+              std::atomic<uint64_t>* counter = nullptr) {
+    (counter != nullptr ? *counter : counters.rejected).fetch_add(1);
     wire::Envelope envelope;
     envelope.mutable_error()->set_code(code);
     envelope.mutable_error()->set_text(text);
@@ -624,11 +610,8 @@ struct Server::Impl {
       }
     }
     if (refusal) {
-      if (refusal->first == wire::ERROR_UNKNOWN_ROOM) {
-        counters.unknown_room.fetch_add(1);
-        counters.rejected.fetch_sub(1);  // reject() counts it again: unknown rooms have their own counter
-      }
-      reject(*session, refusal->first, refusal->second);
+      reject(*session, refusal->first, refusal->second,
+             refusal->first == wire::ERROR_UNKNOWN_ROOM ? &counters.unknown_room : nullptr);
       return;
     }
     for (const auto& [sender, receiver] : opus_pairs) {
@@ -1119,7 +1102,10 @@ void Server::wait(bool handle_signals) {
     });
   }
   std::unique_lock<std::mutex> lock(impl_->stop_mutex);
-  impl_->stopped_condition.wait(lock, [&] { return impl_->stopped || signalled.load(); });
+  // The signal handler notifies without the lock: wake up now and then to look.
+  while (!impl_->stopped && !signalled.load()) {
+    impl_->stopped_condition.wait_for(lock, std::chrono::milliseconds(100));
+  }
   lock.unlock();
   if (signals) {
     boost::system::error_code ignored;

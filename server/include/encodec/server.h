@@ -81,7 +81,8 @@ class Server {
  public:
   // `model`: the causal 24 kHz model the clients run (fast kernels are used);
   // `model_checksum`: what Hello.model.checksum must equal. Throws
-  // std::invalid_argument for bad options and std::runtime_error naming the
+  // std::invalid_argument for bad options, ConfigError (server_config.h) for a
+  // listening address that does not parse, and std::runtime_error naming the
   // address when a socket cannot be bound.
   Server(const EncodecModel& model, std::string model_checksum, ServerOptions options);
   ~Server();
