@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(
   build-essential cmake ninja-build pkg-config
-  libtorch-dev libopenblas0-openmp
+  libtorch-dev libopenblas0-openmp libdnnl-dev
   libsndfile1-dev libsoxr-dev libcurl4-openssl-dev libssl-dev libzip-dev
   libcli11-dev nlohmann-json3-dev libspdlog-dev
   libgtest-dev libgmock-dev libbenchmark-dev
@@ -16,7 +16,14 @@ PACKAGES=(
 
 if [[ "${ENCODEC_SKIP_APT:-0}" != 1 ]]; then
   SUDO=""
-  [[ $(id -u) -ne 0 ]] && SUDO=sudo
+  if [[ $(id -u) -ne 0 ]]; then
+    if ! command -v sudo >/dev/null; then
+      echo "setup.sh: installing packages needs root: run it as root (sudo is not installed)," \
+           "or set ENCODEC_SKIP_APT=1 if they are installed" >&2
+      exit 1
+    fi
+    SUDO=sudo
+  fi
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update
   $SUDO apt-get install -y --no-install-recommends "${PACKAGES[@]}"

@@ -190,6 +190,60 @@ TEST_F(JitterBufferTest, InOrderStreamPlaysEveryFrameAfterTheInitialDelay) {
 
 // The streaming encoder's first 7 frames leave together (its start delay):
 // the playout starts 6 frames late and must not keep that delay for long.
+// A player that sets its own clock (a file) ticks at due_time_us(): the band's
+// lower edge, the fastest arrival plus the target less half a frame. Just
+// before it the slot is a stretch; at it the frame plays, having waited half a
+// frame after a packet on time and less after a jittered one, never more.
+TEST_F(JitterBufferTest, APlayerTickingAtTheDueTimePlaysEveryFrameAtTheBandsLowerEdge) {
+  JitterBuffer buffer = make(JitterBufferOptions{});
+  constexpr int kPackets = 200, kCalmPackets = 100;
+  constexpr int64_t kTransitUs = 1700, kJitterUs = 3000;
+  UnitRandom random(11);
+  std::vector<int64_t> arrival(kPackets);
+  for (int k = 0; k < kPackets; ++k) {
+    const int64_t jitter_us = k < kCalmPackets ? 0 : std::llround(kJitterUs * random());
+    arrival[k] = frame_time_us(k) + kTransitUs + jitter_us;
+  }
+  int arrived = 0;
+  const auto arrive_until = [&](int64_t time_us) {
+    for (; arrived < kPackets && arrival[arrived] <= time_us; ++arrived) {
+      ASSERT_EQ(insert_at(buffer, arrival[arrived], static_cast<uint32_t>(arrived)), Insert::kAccepted);
+    }
+  };
+  // Until playout starts, ticks at an arbitrary phase.
+  JitterBuffer::Slot slot;
+  int64_t tick_us = frame_time_us(0.3);
+  for (; !buffer.started(); tick_us += frame_time_us(1)) {
+    arrive_until(tick_us);
+    next_at(buffer, tick_us, &slot);
+  }
+  const uint32_t first_due = buffer.next_sequence();
+  ASSERT_LE(first_due, 2u);
+  for (uint32_t k = first_due; k < kPackets; ++k) {
+    SCOPED_TRACE(k);
+    // Every packet of the window is on time or later, and the calm ones are in
+    // it (150 packets): its fastest is the transit time; the target stays one
+    // frame (3 ms of jitter is under half a frame).
+    const double expected_due_us = k * kFrameUs + kTransitUs + 0.5 * kFrameUs;
+    // (Packets arriving until then may move the fastest by the clock's rounding.)
+    arrive_until(buffer.due_time_us());
+    const int64_t due_us = buffer.due_time_us();
+    ASSERT_NEAR(static_cast<double>(due_us), expected_due_us, 1.5);
+    const uint64_t stretched = buffer.stats().stretched;
+    ASSERT_EQ(next_at(buffer, due_us - 2, &slot), Playout::kConceal);
+    ASSERT_EQ(buffer.stats().stretched, stretched + 1);
+    ASSERT_EQ(buffer.next_sequence(), k);
+    ASSERT_EQ(next_at(buffer, due_us, &slot), Playout::kFrame);
+    ASSERT_EQ(slot.sequence, k);
+    ASSERT_TRUE(slot_carries(slot, k));
+    const int64_t waited_us = due_us - arrival[k];
+    ASSERT_LE(waited_us, frame_time_us(0.5) + 2);
+    if (k < kCalmPackets) ASSERT_GE(waited_us, frame_time_us(0.5) - 2);
+  }
+  EXPECT_EQ(buffer.stats().concealed, 0u);
+  EXPECT_EQ(buffer.stats().target_delay_frames, 1);
+}
+
 TEST_F(JitterBufferTest, SenderStartBurstShrinksBackQuickly) {
   JitterBuffer buffer = make(JitterBufferOptions{});
   constexpr int kBurst = 7, kFrames = 120;

@@ -15,9 +15,12 @@
 #include <ATen/Parallel.h>
 
 #include "encodec/encodec.h"
+#include "encodec/lm.h"
 #include "encodec/streaming.h"
 #include "count_allocations.h"
 #include "golden_cases.h"
+#include "lm/onednn_gelu.h"
+#include "lm_test_util.h"
 
 namespace encodec {
 namespace {
@@ -94,6 +97,78 @@ INSTANTIATE_TEST_SUITE_P(PrecisionsAndThreads, StreamingAllocationTest,
                                   std::to_string(std::get<1>(info.param)) + "_threads" +
                                   (std::get<2>(info.param) ? "_combined_ticks" : "");
                          });
+
+// Live LM-coded packets (the client's --lm): a frame's bytes appended to a
+// reused string and its codes decoded into an array, a segment ended per frame,
+// a new context every 20 frames on the same encoder and decoder, on the exact
+// kernels the client uses when they pass their self-check. One thing in it
+// allocates: oneDNN's primitive execution (the GELU, as LibTorch runs it)
+// builds an argument map at every call, inside libdnnl. So the LM's count is
+// compared with what the same number of GELU executions allocate on their own:
+// anything else allocating once a frame would put it 100 over.
+TEST(LmAllocationTest, LiveLmPacketsAllocateNothingAfterWarmUp) {
+  ENCODEC_REQUIRE_GOLDEN();
+  at::set_num_threads(1);
+  LmModel lm = testing::golden_lm("encodec_24khz");
+  if (lm.kernels() != LmKernels::kFast) {
+    GTEST_SKIP() << "the exact LM kernels are not in use here: " << lm.fast_kernels_unavailable_reason();
+  }
+  constexpr int kCodebooks = 8;
+  constexpr int kContextFrames = 20;
+  LmStreamEncoder encoder(lm, kCodebooks);
+  LmStreamDecoder decoder(lm, kCodebooks);
+  std::string packet;
+  packet.reserve(1200);
+  int64_t codes[kCodebooks], decoded[kCodebooks];
+  int mismatches = 0;
+  auto one_frame = [&](int64_t index) {
+    if (index > 0 && index % kContextFrames == 0) {
+      packet.clear();
+      encoder.finish(&packet);
+      decoder.finish();
+    }
+    // Codes that vary like a signal's: a slow walk per codebook.
+    for (int k = 0; k < kCodebooks; ++k) codes[k] = (index * (k + 3) / 4 + 37 * k) % lm.config().card;
+    packet.clear();
+    encoder.push_frame(codes, &packet);
+    encoder.end_segment(&packet);
+    decoder.feed(packet.data(), packet.size());
+    const bool complete = decoder.next_frame(decoded);
+    decoder.end_segment();
+    mismatches += !complete || !std::equal(codes, codes + kCodebooks, decoded);
+  };
+  for (int64_t index = 0; index < 60; ++index) one_frame(index);
+
+  testing::allocations_counted = true;
+  {
+    volatile size_t size = 64;
+    std::vector<char> probe(size);
+    ASSERT_EQ(probe.size(), 64u);
+  }
+  testing::allocations_counted = false;
+  ASSERT_EQ(testing::allocation_count.exchange(0), 1) << "the malloc replacement is not in use";
+
+  constexpr int kCountedFrames = 100;
+  testing::allocations_counted = true;
+  for (int64_t index = 60; index < 60 + kCountedFrames; ++index) one_frame(index);
+  testing::allocations_counted = false;
+  const long lm_allocations = testing::allocation_count.exchange(0);
+
+  // The encoder's and the decoder's steps, one GELU a layer each.
+  const int gelu_calls = 2 * kCountedFrames * lm.config().num_layers;
+  std::vector<float> hidden(static_cast<size_t>(lm.config().hidden_dim()), 0.25f), activated(hidden.size());
+  lm::OneDnnGelu gelu(hidden.data(), activated.data(), static_cast<int>(hidden.size()));
+  gelu.run();
+  testing::allocations_counted = true;
+  for (int call = 0; call < gelu_calls; ++call) gelu.run();
+  testing::allocations_counted = false;
+  const long gelu_allocations = testing::allocation_count.exchange(0);
+  EXPECT_NEAR(lm_allocations, gelu_allocations, gelu_calls / 100)
+      << "allocations in " << kCountedFrames << " LM-coded frames (5 contexts), against " << gelu_calls
+      << " oneDNN GELU executions alone";
+  // The path really coded: every frame came back.
+  EXPECT_EQ(mismatches, 0);
+}
 
 }  // namespace
 }  // namespace encodec

@@ -108,6 +108,66 @@ struct RemoteStream {
   uint64_t undecodable = 0;
 };
 
+using StreamMap = std::map<uint32_t, std::unique_ptr<RemoteStream>>;
+
+// The playout clock of a sink that is not a sound card (a file): one tick a
+// playout period, its phase following the lead stream (the first remote
+// stream to play, until it ends): each tick comes just after the time the lead's
+// jitter buffer makes its next frame due, so that a frame waits for the jitter
+// it must cover and not, besides, for an arbitrary phase of the tick (up to a
+// whole frame). The phase is set when a lead starts, and moved earlier when the
+// frame due was due a quarter period or more before the tick for
+// kRephaseTicks ticks in a row (the window's fastest packet came faster: after
+// a start burst, or as the network calms). A due time after the tick is the
+// jitter buffer's to absorb: it stretches (a frame more of delay) and the phase
+// follows as above.
+struct PlayoutClock {
+  static constexpr int kRephaseTicks = 25;
+  // Past the due time: the clock's whole microseconds and the timer's wake-up
+  // must not tip the slot into a stretch.
+  static constexpr int64_t kSlackUs = 250;
+
+  int64_t next_us;
+  int64_t period_us;
+  bool has_lead = false;
+  uint32_t lead_id = 0;
+  bool locked = false;
+  int early_ticks = 0;
+
+  // After a tick's playout at now_us. Under the client's mutex.
+  void advance(int64_t now_us, const StreamMap& streams) {
+    next_us += period_us;
+    const RemoteStream* lead = nullptr;
+    if (has_lead) {
+      const auto found = streams.find(lead_id);
+      if (found != streams.end() && !found->second->ended) lead = found->second.get();
+    }
+    if (lead == nullptr) {
+      has_lead = locked = false;
+      for (const auto& [id, stream] : streams) {
+        if (stream->ended || !stream->jitter.started()) continue;
+        lead = stream.get();
+        has_lead = true;
+        lead_id = id;
+        break;
+      }
+    }
+    if (lead == nullptr) return;
+    const int64_t due_us = lead->jitter.due_time_us() + kSlackUs;
+    if (!locked) {
+      locked = true;
+      early_ticks = 0;
+      next_us = std::max(due_us, now_us);
+      return;
+    }
+    early_ticks = due_us <= next_us - period_us / 4 ? early_ticks + 1 : 0;
+    if (early_ticks >= kRephaseTicks) {
+      early_ticks = 0;
+      next_us = std::max(due_us, now_us);
+    }
+  }
+};
+
 // How long a sender waits after its end of stream before its Goodbye.
 constexpr int kSenderDrainMs = 150;
 
@@ -152,7 +212,7 @@ struct Client::Impl {
 
   uint64_t session_id = 0;
   int64_t last_sent_us = 0;
-  uint64_t frames_sent = 0, payload_bytes_sent = 0;
+  uint64_t frames_sent = 0, frames_sent_lm = 0, payload_bytes_sent = 0;
 
   // --- network -------------------------------------------------------------
 
@@ -432,6 +492,27 @@ struct Client::Impl {
   std::array<uint8_t, net::kMaxDatagramBytes> payload_scratch{};
   std::array<uint64_t, 64> capture_times_us{};  // by frame index mod 64
 
+  // Sending with --lm: whether this frame is LM-coded, or raw codes while a
+  // receiver recovers from a loss (ClientOptions::lm_loss_fallback_s). A reset
+  // request always ends the current context: the next LM frame starts one.
+  std::string lm_bytes = std::string(net::kMaxDatagramBytes, '\0');  // capacity kept: cleared, not freed
+  bool lm_context_wanted = false;
+  int64_t lm_raw_until_us = 0;
+  int64_t lm_raw_hold_us = 0;
+  int64_t lm_last_reset_us = 0;
+  bool lm_codes_now() {
+    const int64_t now_us = steady_now_us();
+    if (lm_reset_requested.exchange(false)) {
+      lm_context_wanted = true;
+      const int64_t base_us = static_cast<int64_t>(options.lm_loss_fallback_s * 1e6);
+      const bool repeated = lm_last_reset_us != 0 && now_us - lm_last_reset_us < 2 * lm_raw_hold_us;
+      lm_raw_hold_us = repeated ? std::min(2 * lm_raw_hold_us, 16 * base_us) : base_us;
+      lm_last_reset_us = now_us;
+      lm_raw_until_us = now_us + lm_raw_hold_us;
+    }
+    return now_us >= lm_raw_until_us;
+  }
+
   void send_frame(const CodeFrame* frame, bool end_of_stream) {
     wire::Envelope* envelope = &media_out;
     wire::Media* media = net::reuse_media(envelope);
@@ -442,24 +523,33 @@ struct Client::Impl {
     if (frame != nullptr) {
       media->set_num_codebooks(static_cast<uint32_t>(frame->num_codebooks));
       media->set_capture_time_us(capture_times_us[next_sequence % capture_times_us.size()]);
-      if (options.lm) {
-        const bool new_context = !lm_encoder || frames_in_context >= options.lm_context_frames ||
-                                 lm_context_codebooks != frame->num_codebooks ||
-                                 lm_reset_requested.exchange(false);
+      if (options.lm && lm_codes_now()) {
+        const bool new_context = !lm_encoder || lm_context_wanted ||
+                                 frames_in_context >= options.lm_context_frames ||
+                                 lm_context_codebooks != frame->num_codebooks;
+        lm_context_wanted = false;
+        lm_bytes.clear();
         if (new_context) {
-          lm_encoder = std::make_unique<LmStreamEncoder>(*lm, frame->num_codebooks);
+          // The same codebooks: the encoder starts over in its own buffers
+          // (its segment is already ended: nothing to append).
+          if (lm_encoder && lm_context_codebooks == frame->num_codebooks) {
+            lm_encoder->finish(&lm_bytes);
+          } else {
+            lm_encoder = std::make_unique<LmStreamEncoder>(*lm, frame->num_codebooks);
+          }
           lm_context_start = next_sequence;
           lm_context_codebooks = frame->num_codebooks;
           frames_in_context = 0;
         }
         int64_t codes[kMaxStreamCodebooks];
         for (int k = 0; k < frame->num_codebooks; ++k) codes[k] = frame->codes[k];
-        std::string bytes = lm_encoder->push_frame(codes);
-        bytes += lm_encoder->end_segment();
+        lm_encoder->push_frame(codes, &lm_bytes);
+        lm_encoder->end_segment(&lm_bytes);
         ++frames_in_context;
+        ++frames_sent_lm;
         media->set_kind(wire::PAYLOAD_KIND_LM_CODES);
         media->set_lm_context_start(lm_context_start);
-        media->set_payload(bytes);
+        media->set_payload(lm_bytes);
       } else {
         const size_t bytes =
             net::pack_raw_codes(frame->codes.data(), frame->num_codebooks, bits, payload_scratch.data());
@@ -546,18 +636,19 @@ struct Client::Impl {
       stream.lm_expected = sequence;
     }
     if (!stream.lm_in_context || stream.lm_expected != sequence ||
-        header.lm_context_start > sequence) {
+        header.lm_context_start > sequence || header.num_codebooks != stream.lm_codebooks) {
       lose_lm_context(stream);
       return false;
     }
     stream.lm_decoder->feed(reinterpret_cast<const char*>(payload), size);
-    std::optional<std::vector<int64_t>> codes = stream.lm_decoder->next_frame();
+    int64_t codes[kMaxStreamCodebooks];
+    const bool complete = stream.lm_decoder->next_frame(codes);
     stream.lm_decoder->end_segment();
-    if (!codes || static_cast<int>(codes->size()) != header.num_codebooks) {
+    if (!complete) {
       lose_lm_context(stream);
       return false;
     }
-    for (int k = 0; k < header.num_codebooks; ++k) frame->codes[k] = static_cast<int32_t>((*codes)[k]);
+    for (int k = 0; k < header.num_codebooks; ++k) frame->codes[k] = static_cast<int32_t>(codes[k]);
     stream.lm_expected = sequence + 1;
     return true;
   }
@@ -687,11 +778,9 @@ struct Client::Impl {
     const int64_t frame_us = static_cast<int64_t>(std::llround(1e6 * hop / sample_rate_hz));
     const int keep_alive_us = static_cast<int>(welcome->keep_alive_interval_ms()) * 1000;
     std::vector<float> block(static_cast<size_t>(hop));
-    std::vector<float> mix(static_cast<size_t>(hop));
     bool input_done = !sending;
     int64_t input_done_us = input_done ? start_us : 0;
     int64_t frames_captured = 0;
-    int64_t tick = 0;
     int64_t next_stats_line_us = start_us + 1'000'000;
     int64_t next_receiver_report_us = start_us + 1'000'000;
     int64_t samples_played = 0;
@@ -701,11 +790,24 @@ struct Client::Impl {
     const bool mic = source && source->is_device();
     // One playout slot per frame of what is received (Opus frames are longer).
     const int64_t playout_period_us = options.receive_opus ? 1000LL * options.opus_frame_ms : frame_us;
+    const int64_t playout_period_samples =
+        options.receive_opus ? int64_t{sample_rate_hz} * options.opus_frame_ms / 1000 : hop;
+    // A sound card plays on its own clock, whatever its phase against the
+    // packets; a file (or any sink that is not a device) plays when it is
+    // written, so its clock is ours to set: it follows the first stream's due
+    // times (see PlayoutClock) instead of the capture's tick.
+    const bool own_playout_clock = receiving && !fast && !mic && !sink->is_device();
+    std::vector<float> mix(static_cast<size_t>(std::max<int64_t>(hop, playout_period_samples)));
+    PlayoutClock playout_clock{start_us, playout_period_us};
+    int64_t next_tick_us = start_us;  // capture, and playout on a device
 
     for (;;) {
       const int64_t now_us = steady_now_us();
+      // The capture's tick (a microphone is its own clock: its read blocks).
+      const bool tick_due = fast || mic || now_us >= next_tick_us;
+      if (tick_due && !fast && !mic) next_tick_us += frame_us;
       // Capture one frame's block and send what it completes.
-      if (!input_done) {
+      if (!input_done && tick_due) {
         const int64_t count = source->read(block.data(), hop);
         if (count > 0) {
           encoder.push(block.data(), count);
@@ -739,7 +841,18 @@ struct Client::Impl {
               while (play_one(*stream, true)) {
               }
             }
-          } else {
+          } else if (own_playout_clock) {
+            if (now_us >= playout_clock.next_us) {
+              // One slot of every stream, mixed into one block of the slot's length.
+              for (auto& [id, stream] : streams) play_one(*stream, false);
+              const size_t count = static_cast<size_t>(playout_period_samples);
+              std::fill_n(mix.begin(), count, 0.0f);
+              for (auto& [id, stream] : streams) mix_into(*stream, mix.data(), count);
+              sink->write(mix.data(), playout_period_samples);
+              samples_played += playout_period_samples;
+              playout_clock.advance(now_us, streams);
+            }
+          } else if (tick_due) {
             for (auto& [id, stream] : streams) {
               if (stream->next_playout_us == 0) stream->next_playout_us = now_us;
               while (now_us >= stream->next_playout_us && !stream->ended) {
@@ -748,8 +861,8 @@ struct Client::Impl {
               }
             }
             // One block to the sink: every stream's oldest audio, mixed.
-            std::fill(mix.begin(), mix.end(), 0.0f);
-            for (auto& [id, stream] : streams) mix_into(*stream, mix);
+            std::fill(mix.begin(), mix.begin() + hop, 0.0f);
+            for (auto& [id, stream] : streams) mix_into(*stream, mix.data(), static_cast<size_t>(hop));
             sink->write(mix.data(), hop);
             samples_played += hop;
           }
@@ -772,13 +885,15 @@ struct Client::Impl {
         send_reports();
         next_receiver_report_us += 1'000'000;
       }
-      ++tick;
       if (fast) {
         if (input_done) std::this_thread::sleep_for(std::chrono::microseconds(500));
       } else if (!mic) {
-        const auto next = std::chrono::steady_clock::time_point(
-            std::chrono::microseconds(start_us + tick * frame_us));
-        std::this_thread::sleep_until(next);
+        int64_t wake_us = next_tick_us;
+        if (own_playout_clock) {
+          // Capture ticks are not needed once the input ended.
+          wake_us = input_done ? playout_clock.next_us : std::min(next_tick_us, playout_clock.next_us);
+        }
+        std::this_thread::sleep_until(std::chrono::steady_clock::time_point(std::chrono::microseconds(wake_us)));
       }
     }
 
@@ -808,7 +923,7 @@ struct Client::Impl {
     return report;
   }
 
-  void mix_into(RemoteStream& stream, std::vector<float>& mix) {
+  void mix_into(RemoteStream& stream, float* mix, size_t block) {
     // Live playout: an occasional second frame in one tick (a late timer) is
     // absorbed by the queue, but audio left queued tick after tick (the
     // decoder's start burst, a double play that never drains) adds its length
@@ -817,13 +932,13 @@ struct Client::Impl {
     constexpr int kStandingQueueTicks = 25;
     const size_t opus_frame = static_cast<size_t>(sample_rate_hz * options.opus_frame_ms / 1000);
     const size_t allowed = options.receive_opus ? opus_frame : 0;
-    const size_t hard_limit = 4 * mix.size() + allowed;
+    const size_t hard_limit = 4 * block + allowed;
     size_t available = stream.audio.size() - stream.audio_read;
     if (available > hard_limit) {
       stream.startup_dropped += static_cast<int64_t>(available - hard_limit);
       stream.audio_read += available - hard_limit;
     }
-    const size_t count = std::min(mix.size(), stream.audio.size() - stream.audio_read);
+    const size_t count = std::min(block, stream.audio.size() - stream.audio_read);
     for (size_t i = 0; i < count; ++i) mix[i] += stream.audio[stream.audio_read + i];
     stream.audio_read += count;
     stream.samples_out += static_cast<int64_t>(count);
@@ -837,7 +952,7 @@ struct Client::Impl {
     if (stream.audio_read == stream.audio.size()) {
       stream.audio.clear();
       stream.audio_read = 0;
-    } else if (stream.audio_read > 4 * mix.size()) {
+    } else if (stream.audio_read > 4 * block) {
       stream.audio.erase(stream.audio.begin(), stream.audio.begin() + static_cast<std::ptrdiff_t>(stream.audio_read));
       stream.audio_read = 0;
     }
@@ -927,6 +1042,7 @@ struct Client::Impl {
   ClientReport make_report(int64_t elapsed_us) {
     ClientReport report;
     report.frames_sent = frames_sent;
+    report.frames_sent_lm = frames_sent_lm;
     report.payload_bytes_sent = payload_bytes_sent;
     report.stream_id = joined ? joined->stream_id() : 0;
     report.rtt_ms = rtt_ms;

@@ -26,9 +26,15 @@ void print_summary(const ClientReport& report, const ClientOptions& options, std
   out << line;
   if (options.mode != Mode::kListen) {
     const double kbps = report.seconds > 0 ? report.payload_bytes_sent * 8.0 / report.seconds / 1000 : 0;
-    std::snprintf(line, sizeof line, ", sent %llu frames (payload %.2f kbps%s)",
-                  static_cast<unsigned long long>(report.frames_sent), kbps, options.lm ? ", LM-coded" : "");
+    std::snprintf(line, sizeof line, ", sent %llu frames (payload %.2f kbps)",
+                  static_cast<unsigned long long>(report.frames_sent), kbps);
     out << line;
+    if (options.lm) {
+      // Raw codes while receivers recover from losses (--lm-loss-fallback).
+      std::snprintf(line, sizeof line, ", %llu LM-coded",
+                    static_cast<unsigned long long>(report.frames_sent_lm));
+      out << line;
+    }
   }
   if (report.rtt_ms > 0) {
     std::snprintf(line, sizeof line, ", rtt %.2f ms", report.rtt_ms);
@@ -82,6 +88,11 @@ int run_client_cli(int argc, const char* const* argv) {
   app.add_flag("--lm", options.lm,
                "Entropy-code the codes with the EnCodec LM (smaller packets; needs the LM, "
                "--lm-checkpoint or the official one in the hub cache)");
+  app.add_option("--lm-loss-fallback", options.lm_loss_fallback_s,
+                 "With --lm: after a receiver lost a packet (its LM cannot decode what follows), send "
+                 "raw codes for this many seconds, doubled while losses repeat (default 1; 0: LM codes "
+                 "always, a loss then silences receivers until the next LM context)")
+      ->check(CLI::NonNegativeNumber);
   app.add_flag("--opus", options.receive_opus,
                "Receive Opus, transcoded by the server (for comparisons; what this client sends stays EnCodec)");
   app.add_option("--opus-frame-ms", options.opus_frame_ms, "Opus frame length with --opus: 10 or 20 (default)")

@@ -292,7 +292,9 @@ JitterBuffer::Playout JitterBuffer::next(Slot* slot) {
   }
 
   const double delay_frames = playout_delay_frames(now_us);
-  if (delay_frames < target - 0.5) {
+  // Under the band (delay_frames < target - 0.5), decided by due_time_us()'s own
+  // rounding, so that a player ticking at it is never stretched.
+  if (now_us < due_time_us()) {
     above_target_slots_ = 0;
     slot->sequence = next_sequence_;
     ++stats_.stretched;
@@ -328,6 +330,14 @@ int JitterBuffer::pending_frames() const {
 }
 
 bool JitterBuffer::started() const { return started_; }
+
+int64_t JitterBuffer::due_time_us() const {
+  const double due_nominal_us =
+      static_cast<double>(extended(next_sequence_)) * options_.frame_duration_us;
+  const double band_entry_frames = target_delay_frames_ - 0.5;
+  return static_cast<int64_t>(
+      std::ceil(window_min_offset_us_ + due_nominal_us + band_entry_frames * options_.frame_duration_us));
+}
 
 uint32_t JitterBuffer::next_sequence() const { return next_sequence_; }
 

@@ -51,6 +51,13 @@ struct ClientOptions {
   int opus_bitrate_bps = 0;        // 0: the bandwidth's bitrate
   bool lm = false;                 // send LM-coded codes (needs an LM)
   int lm_context_frames = 75;      // a new LM context at least this often (late joiners, losses)
+  // An LM-coded frame decodes only after every earlier frame of its context, so
+  // one lost packet silences a receiver until the next context start. When a
+  // receiver reports that (an LM reset request), the sender sends raw codes for
+  // this long, doubled for each further request within twice the current hold
+  // (up to 16 times), then LM codes again from a new context: under loss the
+  // stream costs the raw bitrate, not its audio. 0: LM codes always.
+  double lm_loss_fallback_s = 1.0;
   double duration_s = 0.0;         // 0: until the input ends (listen: until the sender ends)
   bool as_fast_as_possible = false;  // (each remote stream may then run up to 4096 frames ahead)
   std::string name = "encodec-client";
@@ -88,6 +95,7 @@ struct StreamReport {
 
 struct ClientReport {
   uint64_t frames_sent = 0;
+  uint64_t frames_sent_lm = 0;    // of frames_sent, LM-coded (the rest raw codes)
   uint64_t payload_bytes_sent = 0;
   uint32_t stream_id = 0;         // this client's id in the room
   double rtt_ms = 0.0;            // last keep-alive round trip

@@ -130,16 +130,23 @@ class LmStreamEncoder {
   // can still change (about 3 bytes), so a frame's last bytes come with later frames.
   std::string push_frame(const int64_t* codes);
   std::string push_frame(const std::vector<int64_t>& codes);
+  // The same bytes appended to `out`: for live packets, with no allocation
+  // once `out` has room for a frame's bytes.
+  void push_frame(const int64_t* codes, std::string* out);
   // Writes the held-back bits: every pushed frame becomes decodable from the bytes
   // returned so far. The LM keeps its context; the next frame starts a new
   // arithmetic-coded segment at a byte boundary (for packets: 1-4 bytes each).
   std::string end_segment();
+  void end_segment(std::string* out);  // appended to `out`
   // end_segment, then a fresh LM state: what the reference does at the end of
   // each .ecdc chunk.
   std::string finish();
+  void finish(std::string* out);  // appended to `out`; keeps the encoder's buffers
   int64_t frames_in_chunk() const { return frames_; }
 
  private:
+  void code_frame(const int64_t* codes);
+
   std::unique_ptr<LmStepper> stepper_;
   struct Coder;
   std::unique_ptr<Coder> coder_;
@@ -165,6 +172,9 @@ class LmStreamDecoder {
   // cannot see where a segment ends (the caller knows its frame count): past
   // the last frame of a segment it may return garbage until end_segment.
   std::optional<std::vector<int64_t>> next_frame();
+  // The same into `codes` (num_codebooks values; false: more bytes needed),
+  // with no allocation: for live packets.
+  bool next_frame(int64_t* codes);
   // After the last frame of a segment (the encoder's end_segment): skips the
   // segment's padding bits, so that the next frame starts at the next byte, and
   // drops any codes pulled past the segment's end.

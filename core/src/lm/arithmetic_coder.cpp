@@ -134,6 +134,11 @@ std::string ArithmeticEncoder::take_bytes() {
   return bytes;
 }
 
+void ArithmeticEncoder::append_bytes(std::string* out) {
+  out->append(out_);
+  out_.clear();
+}
+
 // ---------------------------------------------------------------- decoder
 
 void ArithmeticDecoder::feed(const char* data, size_t size) {

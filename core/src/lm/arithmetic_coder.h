@@ -38,6 +38,9 @@ class ArithmeticEncoder {
   void flush();
   // The bytes completed so far (each returned once).
   std::string take_bytes();
+  // The same, appended to `out` (no allocation once `out` and the coder's own
+  // buffer have grown to a frame's bytes).
+  void append_bytes(std::string* out);
 
  private:
   void push_bit(unsigned bit);

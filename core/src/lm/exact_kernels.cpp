@@ -276,7 +276,9 @@ EXACT_TARGET void attention_values(const float* weights, const float* values, in
   }
   if (!dot_style) return;
   // The kernel copies those rows to a row-major buffer: row d holds v[j][d] over j.
-  std::vector<float> rows(static_cast<size_t>(remainder) * S);
+  // Per thread, kept: the per-frame path allocates nothing once warmed up.
+  thread_local std::vector<float> rows;
+  rows.resize(static_cast<size_t>(remainder) * S);
   for (int r = 0; r < remainder; ++r) {
     for (int j = 0; j < num_keys; ++j) rows[r * S + j] = values[slot[j] * value_stride + m16 + r];
   }
@@ -341,7 +343,8 @@ EXACT_TARGET void attention_values_all_heads(const float* weights_t, const float
 EXACT_TARGET void softmax_over_codebooks(float* rows, int num_codebooks, int card) {
   const SleefF8 expf8 = sleef().expf8;
   const int vectorized = num_codebooks & ~7;
-  std::vector<float> sums(static_cast<size_t>(num_codebooks), 0.0f);
+  thread_local std::vector<float> sums;  // kept: no allocation once warmed up
+  sums.assign(static_cast<size_t>(num_codebooks), 0.0f);
   for (int k = 0; k < num_codebooks; ++k) {
     float* row = rows + static_cast<size_t>(k) * card;
     // The maximum does not depend on the order it is taken in.

@@ -8,6 +8,7 @@
 #include <random>
 
 #include "lm/exact_kernels.h"
+#include "lm/onednn_gelu.h"
 #include "lm/single_thread_scope.h"
 
 namespace encodec::lm {
@@ -74,6 +75,8 @@ class FastLmStepper : public LmStepper {
     attention_.resize(dim);
     projected_.resize(dim);
     hidden_.resize(config_.hidden_dim());
+    gelu_.resize(config_.hidden_dim());
+    gelu_op_ = std::make_unique<OneDnnGelu>(hidden_.data(), gelu_.data(), config_.hidden_dim());
     scores_.resize(static_cast<size_t>(config_.num_heads) * capacity);
     slots_.resize(capacity);
     probabilities_.resize(static_cast<size_t>(num_codebooks) * config_.card);
@@ -85,7 +88,8 @@ class FastLmStepper : public LmStepper {
   void reset() override {
     offset_ = 0;
     // The reference's initial state: one all-zero row per layer.
-    const std::vector<float> zeros(config_.dim, 0.0f);
+    std::vector<float>& zeros = attention_;  // scratch (append_row does not touch it)
+    std::fill(zeros.begin(), zeros.end(), 0.0f);
     for (int l = 0; l < config_.num_layers; ++l) {
       LayerCache& cache = caches_[l];
       cache.start = 0;
@@ -196,11 +200,9 @@ class FastLmStepper : public LmStepper {
     fast.linear1.apply(x_.data(), hidden_.data());
     {
       // F.gelu: LibTorch runs it through oneDNN's JIT kernel (its own erf): the
-      // same call here, on this step's row.
-      const int hidden = config_.hidden_dim();
-      const torch::Tensor h = torch::from_blob(hidden_.data(), {1, 1, hidden}, torch::kFloat32);
-      const torch::Tensor g = torch::gelu(h);
-      std::memcpy(hidden_.data(), g.data_ptr<float>(), sizeof(float) * hidden);
+      // same primitive here, on this step's row (see OneDnnGelu).
+      gelu_op_->run();
+      std::memcpy(hidden_.data(), gelu_.data(), sizeof(float) * gelu_.size());
     }
     fast.linear2.apply(hidden_.data(), projected_.data());
     for (int i = 0; i < dim; ++i) x_[i] = x_[i] + projected_[i];
@@ -221,7 +223,8 @@ class FastLmStepper : public LmStepper {
   int64_t offset_ = 0;
   std::unique_ptr<float[], FastWeights::Free> cache_memory_;
   std::vector<LayerCache> caches_;
-  std::vector<float> x_, q_, kv_, attention_, projected_, hidden_, scores_;
+  std::vector<float> x_, q_, kv_, attention_, projected_, hidden_, gelu_, scores_;
+  std::unique_ptr<OneDnnGelu> gelu_op_;
   std::vector<float> small_keys_t_, small_values_, weights_t_;
   std::vector<int> slots_;
   std::vector<float> probabilities_;

@@ -40,6 +40,16 @@ std::string LmStreamEncoder::push_frame(const std::vector<int64_t>& codes) {
 }
 
 std::string LmStreamEncoder::push_frame(const int64_t* codes) {
+  code_frame(codes);
+  return coder_->coder.take_bytes();
+}
+
+void LmStreamEncoder::push_frame(const int64_t* codes, std::string* out) {
+  code_frame(codes);
+  coder_->coder.append_bytes(out);
+}
+
+void LmStreamEncoder::code_frame(const int64_t* codes) {
   const int card = static_cast<int>(coder_->cdf.size());
   for (int k = 0; k < num_codebooks_; ++k) {
     if (codes[k] < 0 || codes[k] >= card) {
@@ -57,7 +67,6 @@ std::string LmStreamEncoder::push_frame(const int64_t* codes) {
   }
   std::copy(codes, codes + num_codebooks_, coder_->previous_codes.begin());
   ++frames_;
-  return coder_->coder.take_bytes();
 }
 
 std::string LmStreamEncoder::end_segment() {
@@ -65,11 +74,22 @@ std::string LmStreamEncoder::end_segment() {
   return coder_->coder.take_bytes();
 }
 
+void LmStreamEncoder::end_segment(std::string* out) {
+  coder_->coder.flush();
+  coder_->coder.append_bytes(out);
+}
+
 std::string LmStreamEncoder::finish() {
   std::string bytes = end_segment();
   stepper_->reset();
   frames_ = 0;
   return bytes;
+}
+
+void LmStreamEncoder::finish(std::string* out) {
+  end_segment(out);
+  stepper_->reset();
+  frames_ = 0;
 }
 
 // ---------------------------------------------------------------- decoder
@@ -86,6 +106,7 @@ LmStreamDecoder::LmStreamDecoder(const LmModel& model, int num_codebooks)
       num_codebooks_(num_codebooks) {
   coder_->cdf.resize(model.config().card);
   coder_->previous_codes.resize(num_codebooks);
+  partial_.reserve(num_codebooks);
 }
 
 LmStreamDecoder::~LmStreamDecoder() = default;
@@ -96,6 +117,12 @@ void LmStreamDecoder::feed(const std::string& bytes) { feed(bytes.data(), bytes.
 void LmStreamDecoder::feed(const char* data, size_t size) { coder_->coder.feed(data, size); }
 
 std::optional<std::vector<int64_t>> LmStreamDecoder::next_frame() {
+  std::vector<int64_t> frame(static_cast<size_t>(num_codebooks_));
+  if (!next_frame(frame.data())) return std::nullopt;
+  return frame;
+}
+
+bool LmStreamDecoder::next_frame(int64_t* codes) {
   const int card = static_cast<int>(coder_->cdf.size());
   if (!probabilities_) {
     // The LM runs once per frame, even if the frame's bits come in several feeds.
@@ -107,15 +134,15 @@ std::optional<std::vector<int64_t>> LmStreamDecoder::next_frame() {
     lm::build_quantized_cdf(probabilities_ + static_cast<size_t>(k) * card, card,
                             coder_->cdf.data());
     const std::optional<int> symbol = coder_->coder.pull(coder_->cdf.data(), card);
-    if (!symbol) return std::nullopt;
+    if (!symbol) return false;
     partial_.push_back(*symbol);
   }
   probabilities_ = nullptr;
   std::copy(partial_.begin(), partial_.end(), coder_->previous_codes.begin());
+  std::copy(partial_.begin(), partial_.end(), codes);
+  partial_.clear();
   ++frames_;
-  std::vector<int64_t> frame;
-  frame.swap(partial_);
-  return frame;
+  return true;
 }
 
 void LmStreamDecoder::end_segment() {

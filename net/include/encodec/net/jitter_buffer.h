@@ -155,6 +155,13 @@ class JitterBuffer {
   // (0 when the playout point has run past it).
   int pending_frames() const;
   bool started() const;
+  // The earliest time next() plays the frame due rather than stretching: its
+  // earliest expected arrival (the window's fastest packet shifted to its
+  // nominal time) plus the target less half a frame, the playout band's lower
+  // edge. A player whose clock can be set (a file, not a sound card) ticks just
+  // after it, so a frame waits for the jitter it must cover and not for an
+  // arbitrary phase of its tick as well. Meaningful once started().
+  int64_t due_time_us() const;
   uint32_t next_sequence() const;
   JitterBufferStats stats() const;
   void reset();
