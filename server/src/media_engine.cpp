@@ -551,7 +551,20 @@ bool MediaEngine::has_frame_pending() const {
 }
 
 void MediaEngine::tick() {
-  batcher_->tick();
+  // Only the sides with a frame tick: a batched stream without a frame at a
+  // tick leaves its lane and rejoins later, which copies its state (and
+  // allocates), so a lone encoder stream (an Opus sender) must not be ticked on
+  // the code frames that drive the decoders, nor the decoders on its audio.
+  bool encoding = false, decoding = false;
+  for (const auto& [session, encoder] : encoders_) encoding |= encoder->pending_samples >= hop_;
+  for (const auto& [session, decoder] : decoders_) decoding |= decoder->pending_frames > 0;
+  if (encoding && decoding) {
+    batcher_->tick();
+  } else if (encoding) {
+    batcher_->encode_tick();
+  } else {
+    batcher_->decode_tick();
+  }
   counters_.ticks.fetch_add(1);
   for (auto& [session, encoder] : encoders_) {
     if (encoder->pending_samples >= hop_) encoder->pending_samples -= hop_;
