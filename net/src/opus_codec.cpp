@@ -77,4 +77,6 @@ void OpusFrameDecoder::conceal(float* out) {
   for (int i = samples < 0 ? 0 : samples; i < frame_samples_; ++i) out[i] = 0.0f;
 }
 
+void OpusFrameDecoder::reset() { opus_decoder_ctl(decoder_, OPUS_RESET_STATE); }
+
 }  // namespace encodec::net

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <string>
 
 #include <ATen/Parallel.h>
@@ -13,16 +14,48 @@ namespace encodec::server {
 
 namespace {
 
-// Decoded frames whose capture times are remembered, to stamp the Opus frames
+// Decoded frames whose capture times are remembered, to stamp the frames
 // made from them (a ring: enough for any start delay).
 constexpr int kCaptureTimeRing = 64;
-// A sender's gap longer than this is not concealed frame by frame: the stream restarts.
-constexpr uint32_t kMaxConcealedGap = 16;
+// Consecutive missing frames beyond this many are not concealed (a decoder's
+// concealment is silent after 8 anyway): the stream goes on from the next frame.
+constexpr int kMaxConcealedGap = 16;
+// How far ahead of the next frame due a reorder window takes a frame; a frame
+// further ahead (a long outage) restarts the window from it. The capture times
+// of the frames in a window are kept by sequence in a ring of this size.
+constexpr int kReorderCapacityFrames = 64;
+static_assert((kReorderCapacityFrames & (kReorderCapacityFrames - 1)) == 0,
+              "a power of two, so that sequence % size survives the uint32 wrap");
+
+// A reorder window over one incoming stream: only next_in_order() is used, so
+// the playout delay settings are minimal and the delay statistics window is
+// small (insert() still updates it; nothing reads it).
+std::unique_ptr<net::JitterBuffer> make_reorder_window(double frame_duration_us,
+                                                       size_t max_payload_bytes) {
+  net::JitterBufferOptions options;
+  options.frame_duration_us = frame_duration_us;
+  options.min_delay_frames = 0;
+  options.max_delay_frames = 1;
+  options.capacity_frames = kReorderCapacityFrames;
+  options.max_payload_bytes = max_payload_bytes;
+  options.delay_window_packets = 8;
+  options.reorder_window_frames = MediaEngine::kReorderWindowFrames;
+  return std::make_unique<net::JitterBuffer>(options, net::steady_now_us);
+}
+
+// Whether a reorder window may hand out frames: at a stream's start it waits
+// until the window is full (or the stream ended), so that the sender's start
+// burst (the streaming encoder's first 7 frames leave together) is taken in
+// order even when jitter swapped its first frames.
+bool reorder_window_ready(const net::JitterBuffer& window, bool stream_ended) {
+  return window.started() || stream_ended ||
+         window.pending_frames() >= MediaEngine::kReorderWindowFrames;
+}
 
 }  // namespace
 
 struct MediaEngine::Control {
-  enum class Kind { kOpenEncoder, kAddOpusReceiver, kRemoveSession } kind;
+  enum class Kind { kOpenEncoder, kOpenOpusSender, kAddOpusReceiver, kRemoveSession } kind;
   uint64_t session = 0;     // encoder session, or sender
   uint64_t receiver = 0;
   uint32_t sender_stream_id = 0;
@@ -32,13 +65,28 @@ struct MediaEngine::Control {
   int frame_samples = 0;
 };
 
+// A room member's Opus packets on their way to the encoder.
+struct MediaEngine::OpusInput {
+  std::unique_ptr<net::OpusFrameDecoder> decoder;
+  std::unique_ptr<net::JitterBuffer> reorder;
+  uint64_t arrival_capture_us[kReorderCapacityFrames] = {};  // by sequence, while in the window
+  bool started = false;          // a packet of this stream was accepted
+  bool end_seen = false;         // its end_of_stream packet is in (maybe before earlier ones)
+  int concealed_in_a_row = 0;
+  int64_t frames_pushed = 0;     // Opus frames of audio pushed to the encoder
+  uint64_t capture_times_us[kCaptureTimeRing] = {};  // by frame pushed
+  std::vector<float> pcm;        // one frame
+};
+
 struct MediaEngine::Encoder {
+  uint64_t session = 0;
   StreamBatcher::StreamId stream = 0;
-  std::shared_ptr<Peer> peer;
+  std::shared_ptr<Peer> peer;  // ROLE_ENCODE: where the codes go (an Opus sender's are forwarded)
   double bandwidth_kbps = 0.0;
   int64_t pending_samples = 0;  // pushed, not yet ticked
   uint32_t next_sequence = 0;
   bool ending = false;
+  std::unique_ptr<OpusInput> opus;  // set for a member that sends Opus
 };
 
 struct MediaEngine::OpusReceiver {
@@ -54,12 +102,15 @@ struct MediaEngine::OpusReceiver {
 struct MediaEngine::Decoder {
   StreamBatcher::StreamId stream = 0;
   uint32_t sender_stream_id = 0;
-  bool started = false;
-  uint32_t first_sequence = 0;
-  uint32_t expected_sequence = 0;
+  std::unique_ptr<net::JitterBuffer> reorder;  // the sender's code frames (int32 codes)
+  uint64_t arrival_capture_us[kReorderCapacityFrames] = {};  // by sequence, while in the window
+  bool started = false;   // a frame of this stream was accepted
+  bool end_seen = false;  // the sender's end_of_stream frame is in (maybe before earlier ones)
+  int concealed_in_a_row = 0;
+  int64_t frames_pushed = 0;   // frames (or losses) pushed to the batcher
   int64_t pending_frames = 0;  // pushed, not yet ticked
   int64_t samples_out = 0;     // decoder output so far
-  uint64_t capture_times_us[kCaptureTimeRing] = {};
+  uint64_t capture_times_us[kCaptureTimeRing] = {};  // by frame pushed
   bool ending = false;
   std::vector<OpusReceiver> receivers;
 };
@@ -78,6 +129,10 @@ MediaEngine::MediaEngine(const EncodecModel& model, int threads, EngineCounters&
 
 MediaEngine::~MediaEngine() { stop(); }
 
+void MediaEngine::set_code_forwarder(CodeForwarder forwarder) {
+  forward_codes_ = std::move(forwarder);
+}
+
 void MediaEngine::start() {
   if (running_.exchange(true)) return;
   thread_ = std::thread([this] { run(); });
@@ -95,6 +150,16 @@ void MediaEngine::open_encoder(uint64_t session, std::shared_ptr<Peer> peer,
   control->kind = Control::Kind::kOpenEncoder;
   control->session = session;
   control->peer = std::move(peer);
+  control->bandwidth_kbps = bandwidth_kbps;
+  std::lock_guard<std::mutex> lock(control_mutex_);
+  controls_.push_back(std::move(control));
+}
+
+void MediaEngine::open_opus_sender(uint64_t session, int frame_samples, double bandwidth_kbps) {
+  auto control = std::make_unique<Control>();
+  control->kind = Control::Kind::kOpenOpusSender;
+  control->session = session;
+  control->frame_samples = frame_samples;
   control->bandwidth_kbps = bandwidth_kbps;
   std::lock_guard<std::mutex> lock(control_mutex_);
   controls_.push_back(std::move(control));
@@ -174,6 +239,23 @@ bool MediaEngine::submit_codes(uint64_t sender, uint32_t sequence, uint64_t capt
   return true;
 }
 
+bool MediaEngine::submit_opus(uint64_t sender, uint32_t sequence, uint64_t capture_time_us,
+                              const uint8_t* packet, size_t size, bool end_of_stream) {
+  if (size > kMaxOpusPacketBytes) return false;
+  Job* job = take_free_job();
+  if (job == nullptr) return false;
+  job->kind = Job::Kind::kOpus;
+  job->session = sender;
+  job->sequence = sequence;
+  job->capture_time_us = capture_time_us;
+  job->end_of_stream = end_of_stream;
+  job->count = static_cast<int>(size);
+  if (size > 0) std::memcpy(job->packet(), packet, size);
+  jobs_.push(job);
+  wake_.notify_one();
+  return true;
+}
+
 void MediaEngine::run() {
   at::set_num_threads(threads_);
   while (running_.load()) {
@@ -201,12 +283,29 @@ bool MediaEngine::drain_controls() {
   }
   for (auto& control : controls_taken_) {
     switch (control->kind) {
-      case Control::Kind::kOpenEncoder: {
+      case Control::Kind::kOpenEncoder:
+      case Control::Kind::kOpenOpusSender: {
         auto encoder = std::make_unique<Encoder>();
+        encoder->session = control->session;
         encoder->stream = batcher_->open_stream();
         batcher_->set_bandwidth(encoder->stream, control->bandwidth_kbps);
         encoder->peer = control->peer;
         encoder->bandwidth_kbps = control->bandwidth_kbps;
+        if (control->kind == Control::Kind::kOpenOpusSender) {
+          std::string error;
+          auto input = std::make_unique<OpusInput>();
+          input->decoder = net::OpusFrameDecoder::create(model_.sample_rate_hz(),
+                                                         control->frame_samples, &error);
+          if (!input->decoder) {
+            spdlog::warn("Opus decoder for session {:x}: {}", control->session, error);
+            batcher_->close_stream(encoder->stream);
+            break;
+          }
+          input->reorder = make_reorder_window(
+              1e6 * control->frame_samples / model_.sample_rate_hz(), kMaxOpusPacketBytes);
+          input->pcm.resize(static_cast<size_t>(control->frame_samples));
+          encoder->opus = std::move(input);
+        }
         auto old = encoders_.find(control->session);
         if (old != encoders_.end()) batcher_->close_stream(old->second->stream);
         encoders_[control->session] = std::move(encoder);
@@ -218,6 +317,8 @@ bool MediaEngine::drain_controls() {
           decoder = std::make_unique<Decoder>();
           decoder->stream = batcher_->open_stream();
           decoder->sender_stream_id = control->sender_stream_id;
+          decoder->reorder = make_reorder_window(1e6 * hop_ / model_.sample_rate_hz(),
+                                                 sizeof(int32_t) * kMaxStreamCodebooks);
         }
         OpusReceiver receiver;
         receiver.session = control->receiver;
@@ -276,7 +377,9 @@ bool MediaEngine::drain_jobs() {
   Job* job = nullptr;
   while (jobs_.pop(job)) {
     any = true;
-    job->kind == Job::Kind::kPcm ? handle_pcm(*job) : handle_codes(*job);
+    // A stream opened just before its first job may still be a control: take
+    // the controls and try once more (no lock taken while the streams are known).
+    if (!handle(*job) && drain_controls()) handle(*job);
     free_jobs_.push(job);
     // Tick between jobs when a frame is ready, so that a fast sender's audio
     // does not pile up in the batcher's queues.
@@ -285,46 +388,156 @@ bool MediaEngine::drain_jobs() {
   return any;
 }
 
-void MediaEngine::handle_pcm(const Job& job) {
+bool MediaEngine::handle(const Job& job) {
+  switch (job.kind) {
+    case Job::Kind::kPcm: return handle_pcm(job);
+    case Job::Kind::kCodes: return handle_codes(job);
+    case Job::Kind::kOpus: return handle_opus(job);
+  }
+  return true;
+}
+
+bool MediaEngine::handle_pcm(const Job& job) {
   auto found = encoders_.find(job.session);
-  if (found == encoders_.end() || found->second->ending) return;
+  if (found == encoders_.end()) return false;
   Encoder& encoder = *found->second;
+  if (encoder.ending || encoder.opus) return true;
   batcher_->push_audio(encoder.stream, job.samples, job.count);
   encoder.pending_samples += job.count;
   if (job.end_of_stream) encoder.ending = true;
+  return true;
 }
 
-void MediaEngine::handle_codes(const Job& job) {
+namespace {
+
+// What a reorder window said of an insert, into the engine's counters. A
+// packet too far ahead is the caller's to handle.
+void count_insert(net::JitterBuffer::Insert result, EngineCounters& counters) {
+  if (result == net::JitterBuffer::Insert::kDuplicate) counters.reorder_duplicates.fetch_add(1);
+  if (result == net::JitterBuffer::Insert::kLate) counters.reorder_late.fetch_add(1);
+}
+
+}  // namespace
+
+bool MediaEngine::handle_codes(const Job& job) {
   auto found = decoders_.find(job.session);
-  if (found == decoders_.end() || found->second->ending) return;
+  if (found == decoders_.end()) return false;
   Decoder& decoder = *found->second;
+  if (decoder.ending) return true;
   if (job.count == 0) {
-    // An end mark without a frame (senders repeat it): ends a started stream.
-    if (job.end_of_stream && decoder.started) decoder.ending = true;
-    return;
+    // An end mark without a frame (senders repeat it): ends a started stream
+    // once what its window holds is decoded.
+    if (job.end_of_stream && decoder.started) {
+      decode_in_order(decoder, /*stream_ended=*/true);
+      decoder.ending = true;
+    }
+    return true;
   }
-  if (!decoder.started) {
+  const auto* payload = reinterpret_cast<const uint8_t*>(job.codes);
+  const size_t size = sizeof(int32_t) * static_cast<size_t>(job.count);
+  net::JitterBuffer::Insert result = decoder.reorder->insert(job.sequence, payload, size);
+  if (result == net::JitterBuffer::Insert::kTooFarAhead) {
+    // An outage longer than the window: what it holds is decoded, and the
+    // stream goes on from this frame.
+    decode_in_order(decoder, /*stream_ended=*/true);
+    decoder.reorder->reset();
+    result = decoder.reorder->insert(job.sequence, payload, size);
+  }
+  count_insert(result, counters_);
+  if (result == net::JitterBuffer::Insert::kAccepted) {
     decoder.started = true;
-    decoder.first_sequence = decoder.expected_sequence = job.sequence;
+    decoder.arrival_capture_us[job.sequence % kReorderCapacityFrames] = job.capture_time_us;
+    if (job.end_of_stream) decoder.end_seen = true;
   }
-  if (job.sequence < decoder.expected_sequence) return;  // late or duplicate: already concealed
-  if (job.sequence - decoder.expected_sequence > kMaxConcealedGap) {
-    decoder.expected_sequence = job.sequence - kMaxConcealedGap;
-  }
-  while (decoder.expected_sequence < job.sequence) {
-    batcher_->push_lost(decoder.stream);
-    decoder.capture_times_us[decoder.expected_sequence % kCaptureTimeRing] = 0;
-    ++decoder.expected_sequence;
+  decode_in_order(decoder, decoder.end_seen);
+  // With the end in, the window gave out every frame up to it.
+  if (decoder.end_seen) decoder.ending = true;
+  return true;
+}
+
+void MediaEngine::decode_in_order(Decoder& decoder, bool stream_ended) {
+  if (!reorder_window_ready(*decoder.reorder, stream_ended)) return;
+  net::JitterBuffer::Slot slot;
+  for (;;) {
+    const net::JitterBuffer::Playout playout = decoder.reorder->next_in_order(&slot, stream_ended);
+    if (playout == net::JitterBuffer::Playout::kWaiting) return;
+    uint64_t capture_time_us = 0;
+    if (playout == net::JitterBuffer::Playout::kFrame) {
+      CodeFrame frame;
+      frame.num_codebooks = static_cast<int>(slot.size / sizeof(int32_t));
+      std::memcpy(frame.codes.data(), slot.payload, slot.size);
+      batcher_->push_codes(decoder.stream, frame);
+      capture_time_us = decoder.arrival_capture_us[slot.sequence % kReorderCapacityFrames];
+      decoder.concealed_in_a_row = 0;
+    } else {  // kConceal: the frame did not come within the window
+      counters_.transcode_concealed.fetch_add(1);
+      if (decoder.concealed_in_a_row++ >= kMaxConcealedGap) continue;
+      batcher_->push_lost(decoder.stream);
+    }
+    decoder.capture_times_us[decoder.frames_pushed % kCaptureTimeRing] = capture_time_us;
+    ++decoder.frames_pushed;
     ++decoder.pending_frames;
   }
-  CodeFrame frame;
-  frame.num_codebooks = job.count;
-  std::copy_n(job.codes, job.count, frame.codes.begin());
-  batcher_->push_codes(decoder.stream, frame);
-  decoder.capture_times_us[job.sequence % kCaptureTimeRing] = job.capture_time_us;
-  decoder.expected_sequence = job.sequence + 1;
-  ++decoder.pending_frames;
-  if (job.end_of_stream) decoder.ending = true;
+}
+
+bool MediaEngine::handle_opus(const Job& job) {
+  auto found = encoders_.find(job.session);
+  if (found == encoders_.end()) return false;
+  Encoder& encoder = *found->second;
+  if (encoder.ending || !encoder.opus) return true;
+  OpusInput& input = *encoder.opus;
+  if (job.count == 0) {
+    if (job.end_of_stream && input.started) {
+      encode_in_order(encoder, /*stream_ended=*/true);
+      encoder.ending = true;
+    }
+    return true;
+  }
+  const size_t size = static_cast<size_t>(job.count);
+  net::JitterBuffer::Insert result = input.reorder->insert(job.sequence, job.packet(), size);
+  if (result == net::JitterBuffer::Insert::kTooFarAhead) {
+    encode_in_order(encoder, /*stream_ended=*/true);
+    input.reorder->reset();
+    result = input.reorder->insert(job.sequence, job.packet(), size);
+  }
+  count_insert(result, counters_);
+  if (result == net::JitterBuffer::Insert::kAccepted) {
+    input.started = true;
+    input.arrival_capture_us[job.sequence % kReorderCapacityFrames] = job.capture_time_us;
+    if (job.end_of_stream) input.end_seen = true;
+  }
+  encode_in_order(encoder, input.end_seen);
+  if (input.end_seen) encoder.ending = true;
+  return true;
+}
+
+void MediaEngine::encode_in_order(Encoder& encoder, bool stream_ended) {
+  OpusInput& input = *encoder.opus;
+  if (!reorder_window_ready(*input.reorder, stream_ended)) return;
+  net::JitterBuffer::Slot slot;
+  for (;;) {
+    const net::JitterBuffer::Playout playout = input.reorder->next_in_order(&slot, stream_ended);
+    if (playout == net::JitterBuffer::Playout::kWaiting) return;
+    uint64_t capture_time_us = 0;
+    if (playout == net::JitterBuffer::Playout::kFrame) {
+      // A packet libopus refuses (or of another frame length) is concealed in its place.
+      if (input.decoder->decode(slot.payload, slot.size, input.pcm.data())) {
+        counters_.opus_in_frames.fetch_add(1);
+      } else {
+        counters_.opus_in_malformed.fetch_add(1);
+      }
+      capture_time_us = input.arrival_capture_us[slot.sequence % kReorderCapacityFrames];
+      input.concealed_in_a_row = 0;
+    } else {
+      counters_.opus_in_concealed.fetch_add(1);
+      if (input.concealed_in_a_row++ >= kMaxConcealedGap) continue;
+      input.decoder->conceal(input.pcm.data());
+    }
+    batcher_->push_audio(encoder.stream, input.pcm.data(), static_cast<int64_t>(input.pcm.size()));
+    encoder.pending_samples += static_cast<int64_t>(input.pcm.size());
+    input.capture_times_us[input.frames_pushed % kCaptureTimeRing] = capture_time_us;
+    ++input.frames_pushed;
+  }
 }
 
 bool MediaEngine::has_frame_pending() const {
@@ -338,7 +551,20 @@ bool MediaEngine::has_frame_pending() const {
 }
 
 void MediaEngine::tick() {
-  batcher_->tick();
+  // Only the sides with a frame tick: a batched stream without a frame at a
+  // tick leaves its lane and rejoins later, which copies its state (and
+  // allocates), so a lone encoder stream (an Opus sender) must not be ticked on
+  // the code frames that drive the decoders, nor the decoders on its audio.
+  bool encoding = false, decoding = false;
+  for (const auto& [session, encoder] : encoders_) encoding |= encoder->pending_samples >= hop_;
+  for (const auto& [session, decoder] : decoders_) decoding |= decoder->pending_frames > 0;
+  if (encoding && decoding) {
+    batcher_->tick();
+  } else if (encoding) {
+    batcher_->encode_tick();
+  } else {
+    batcher_->decode_tick();
+  }
   counters_.ticks.fetch_add(1);
   for (auto& [session, encoder] : encoders_) {
     if (encoder->pending_samples >= hop_) encoder->pending_samples -= hop_;
@@ -381,8 +607,19 @@ void MediaEngine::send_codes(Encoder& encoder, const CodeFrame* frame, bool end_
                                              model_.config().bits_per_codebook(),
                                              packet_scratch_.data());
     media->set_payload(packet_scratch_.data(), bytes);
+    if (encoder.opus) {
+      // The Opus frame that completed this code frame: its capture time.
+      const int64_t last_sample = int64_t{encoder.next_sequence + 1} * hop_ - 1;
+      const int64_t opus_frame = last_sample / static_cast<int64_t>(encoder.opus->pcm.size());
+      media->set_capture_time_us(encoder.opus->capture_times_us[opus_frame % kCaptureTimeRing]);
+    }
     ++encoder.next_sequence;
-    counters_.encoded_frames.fetch_add(1);
+    (encoder.opus ? counters_.opus_in_encoded_frames : counters_.encoded_frames).fetch_add(1);
+  }
+  if (encoder.opus) {
+    // Into the sender's room, as the frames of a member that sends codes.
+    if (forward_codes_) forward_codes_(encoder.session, *media);
+    return;
   }
   if (encoder.peer->send(*envelope)) {
     counters_.media_out.fetch_add(1);
@@ -406,7 +643,7 @@ void MediaEngine::collect_audio(Decoder& decoder) {
                                                     packet_scratch_.data(), packet_scratch_.size());
       // The code frame that completed this Opus frame: its capture time.
       const int64_t last_sample = receiver.pending_first_sample + consumed + frame_samples - 1;
-      const uint32_t frame_index = decoder.first_sequence + static_cast<uint32_t>(last_sample / hop_);
+      const int64_t frame_index = last_sample / hop_;
       consumed += frame_samples;
       if (bytes == 0) continue;
       wire::Envelope* envelope = &out_;
@@ -443,7 +680,23 @@ void MediaEngine::finish_ended_streams() {
     batcher_->finish_audio(encoder.stream);
     collect_codes(encoder, /*last=*/true);
     batcher_->close_stream(encoder.stream);
-    it = encoders_.erase(it);
+    if (!encoder.opus) {
+      it = encoders_.erase(it);
+      continue;
+    }
+    // A member that sends Opus stays in its room: a fresh stream for its next one.
+    encoder.stream = batcher_->open_stream();
+    batcher_->set_bandwidth(encoder.stream, encoder.bandwidth_kbps);
+    encoder.pending_samples = 0;
+    encoder.next_sequence = 0;
+    encoder.ending = false;
+    OpusInput& input = *encoder.opus;
+    input.decoder->reset();
+    input.reorder->reset();
+    input.started = input.end_seen = false;
+    input.concealed_in_a_row = 0;
+    input.frames_pushed = 0;
+    ++it;
   }
   for (auto it = decoders_.begin(); it != decoders_.end(); ++it) {
     Decoder& decoder = *it->second;
@@ -465,7 +718,10 @@ void MediaEngine::finish_ended_streams() {
     // A fresh stream for the sender's next stream (same receivers).
     batcher_->close_stream(decoder.stream);
     decoder.stream = batcher_->open_stream();
-    decoder.started = decoder.ending = false;
+    decoder.reorder->reset();
+    decoder.started = decoder.end_seen = decoder.ending = false;
+    decoder.concealed_in_a_row = 0;
+    decoder.frames_pushed = 0;
     decoder.samples_out = 0;
     for (OpusReceiver& receiver : decoder.receivers) {
       receiver.pending.clear();

@@ -1,6 +1,15 @@
 // The server's compute thread: every model pass for every stream the server
-// encodes (ROLE_ENCODE sessions: PCM in, codes out) or decodes (senders heard
-// by members that asked for Opus), one StreamBatcher tick for all of them.
+// encodes (ROLE_ENCODE sessions: PCM in, codes out; members that send Opus:
+// libopus decodes their packets, the encoder makes codes that the server
+// forwards to their room) or decodes (senders heard by members that asked for
+// Opus), one StreamBatcher tick for all of them.
+//
+// Frames from a room (code frames for the transcoder, Opus packets from an
+// Opus sender) come over UDP out of order, twice, or never: each such stream
+// goes through a small reorder window (net::JitterBuffer::next_in_order) so
+// that frames swapped within kReorderWindowFrames are decoded in order,
+// duplicates dropped, and a frame still missing once that many later frames
+// are in is concealed (StreamBatcher::push_lost, libopus's concealment).
 //
 // I/O threads hand work over through a lock-free queue of preallocated jobs
 // (no allocation, no lock, never blocking: a full queue refuses the job and it
@@ -12,6 +21,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -20,6 +30,7 @@
 
 #include <boost/lockfree/queue.hpp>
 
+#include "encodec/net/jitter_buffer.h"
 #include "encodec/net/opus_codec.h"
 #include "encodec/net/wire.h"
 #include "encodec/streaming.h"
@@ -34,20 +45,47 @@ struct EngineCounters {
   std::atomic<uint64_t> dropped_jobs{0};
   std::atomic<uint64_t> media_out{0};
   std::atomic<uint64_t> send_dropped{0};
+  // The reorder windows (code frames before the transcoder, Opus senders' packets):
+  std::atomic<uint64_t> reorder_duplicates{0};  // a frame already decoded or buffered
+  std::atomic<uint64_t> reorder_late{0};        // came after its slot was concealed (or older)
+  // Code frames the transcoder concealed (never came within the reorder window).
+  std::atomic<uint64_t> transcode_concealed{0};
+  // Opus senders: packets decoded, missing ones concealed, ones libopus refused
+  // (concealed in their place), and the code frames made from their audio.
+  std::atomic<uint64_t> opus_in_frames{0};
+  std::atomic<uint64_t> opus_in_concealed{0};
+  std::atomic<uint64_t> opus_in_malformed{0};
+  std::atomic<uint64_t> opus_in_encoded_frames{0};
 };
 
 class MediaEngine {
  public:
   static constexpr int kMaxJobSamples = 1024;
   static constexpr size_t kQueueJobs = 2048;
+  // The largest Opus packet of one frame (RFC 6716 3.2.1: 1275 bytes).
+  static constexpr size_t kMaxOpusPacketBytes = 1275;
+  // A missing frame is concealed once this many later frames are in: a frame
+  // may arrive up to this many frames late and still be decoded in order. Each
+  // loss holds the stream back this long (53 ms of code frames), once.
+  static constexpr int kReorderWindowFrames = 4;
+
+  // Where an Opus sender's code frames go: the server forwards them to the
+  // sender's room as it forwards a code-sending member's frames. Called on the
+  // compute thread; must not block or allocate after warm-up.
+  using CodeForwarder = std::function<void(uint64_t sender, const wire::Media& media)>;
 
   MediaEngine(const EncodecModel& model, int threads, EngineCounters& counters);
   ~MediaEngine();
+  // Before start().
+  void set_code_forwarder(CodeForwarder forwarder);
   void start();
   void stop();
 
   // Control (any thread; may allocate).
   void open_encoder(uint64_t session, std::shared_ptr<Peer> peer, double bandwidth_kbps);
+  // A room member that sends Opus packets of `frame_samples` samples: they are
+  // decoded and encoded at `bandwidth_kbps`, the codes go to the forwarder.
+  void open_opus_sender(uint64_t session, int frame_samples, double bandwidth_kbps);
   void add_opus_receiver(uint64_t sender, uint32_t sender_stream_id, uint64_t receiver,
                          std::shared_ptr<Peer> peer, int bitrate_bps, int frame_samples);
   // Removes the session as encoder, sender and receiver.
@@ -58,21 +96,29 @@ class MediaEngine {
   bool submit_codes(uint64_t sender, uint32_t sequence, uint64_t capture_time_us,
                     const int32_t* codes, int num_codebooks, double bandwidth_kbps,
                     bool end_of_stream);
+  // One Opus packet (at most kMaxOpusPacketBytes; empty: an end mark without a frame).
+  bool submit_opus(uint64_t sender, uint32_t sequence, uint64_t capture_time_us,
+                   const uint8_t* packet, size_t size, bool end_of_stream);
 
  private:
   struct Job {
-    enum class Kind { kPcm, kCodes } kind = Kind::kPcm;
+    enum class Kind { kPcm, kCodes, kOpus } kind = Kind::kPcm;
     uint64_t session = 0;
     uint32_t sequence = 0;
     uint64_t capture_time_us = 0;
     double bandwidth_kbps = 0.0;
     bool end_of_stream = false;
-    int count = 0;  // samples (kPcm) or codebooks (kCodes)
+    int count = 0;  // samples (kPcm), codebooks (kCodes) or packet bytes (kOpus)
     int32_t codes[kMaxStreamCodebooks];
     float samples[kMaxJobSamples];
+    // An Opus packet lives in the samples' storage (a job is one kind at a time).
+    uint8_t* packet() { return reinterpret_cast<uint8_t*>(samples); }
+    const uint8_t* packet() const { return reinterpret_cast<const uint8_t*>(samples); }
   };
+  static_assert(kMaxOpusPacketBytes <= sizeof(Job::samples), "an Opus packet fits a job");
   struct Control;
   struct Encoder;
+  struct OpusInput;
   struct OpusReceiver;
   struct Decoder;
 
@@ -80,8 +126,16 @@ class MediaEngine {
   void run();
   bool drain_controls();
   bool drain_jobs();
-  void handle_pcm(const Job& job);
-  void handle_codes(const Job& job);
+  // False when the job's stream is unknown (perhaps not opened yet: its
+  // control may still be waiting).
+  bool handle(const Job& job);
+  bool handle_pcm(const Job& job);
+  bool handle_codes(const Job& job);
+  bool handle_opus(const Job& job);
+  // Takes the decoder's frames in order from its reorder window into the batcher.
+  void decode_in_order(Decoder& decoder, bool stream_ended);
+  // Decodes the Opus sender's packets in order and pushes the audio to its encoder.
+  void encode_in_order(Encoder& encoder, bool stream_ended);
   bool has_frame_pending() const;
   void tick();
   void collect_codes(Encoder& encoder, bool last);
@@ -93,6 +147,7 @@ class MediaEngine {
   int threads_;
   int hop_;
   EngineCounters& counters_;
+  CodeForwarder forward_codes_;
   std::unique_ptr<StreamBatcher> batcher_;
 
   std::vector<Job> job_pool_;
@@ -109,7 +164,7 @@ class MediaEngine {
   std::thread thread_;
 
   // Owned by the compute thread.
-  std::unordered_map<uint64_t, std::unique_ptr<Encoder>> encoders_;
+  std::unordered_map<uint64_t, std::unique_ptr<Encoder>> encoders_;  // ROLE_ENCODE, Opus senders
   std::unordered_map<uint64_t, std::unique_ptr<Decoder>> decoders_;  // by sender session
   wire::Envelope out_;  // reused for every message sent
   std::vector<float> audio_scratch_;

@@ -75,7 +75,11 @@ struct Server::Impl {
         options(std::move(options)),
         engine(model, this->options.compute_threads, engine_counters),
         sweep_timer(io),
-        random(std::random_device{}()) {}
+        random(std::random_device{}()) {
+    engine.set_code_forwarder([this](uint64_t sender, const wire::Media& media) {
+      forward_encoded_frame(sender, media);
+    });
+  }
 
   // Configuration and the model.
   EncodecModel model;
@@ -90,6 +94,8 @@ struct Server::Impl {
   std::unique_ptr<asio::executor_work_guard<asio::io_context::executor_type>> work;
 
   EngineCounters engine_counters;
+  // The compute thread's forwarding scratch (Opus senders' code frames).
+  Forwarding engine_forwarding;
   MediaEngine engine;
   asio::steady_timer sweep_timer;
 
@@ -568,11 +574,6 @@ struct Server::Impl {
                  "' is not a room name (1-64 of A-Z a-z 0-9 _ . -)");
       return;
     }
-    if (!session->has_model && join.role() != wire::ROLE_LISTEN) {
-      reject(*session, wire::ERROR_UNSUPPORTED,
-             "Join.role: a client without a model can only listen (sending Opus is not supported)");
-      return;
-    }
     if (resend_joined_if_member(session, join)) return;
     leave_room(session, /*notify=*/true);
 
@@ -613,6 +614,12 @@ struct Server::Impl {
       reject(*session, refusal->first, refusal->second,
              refusal->first == wire::ERROR_UNKNOWN_ROOM ? &counters.unknown_room : nullptr);
       return;
+    }
+    // A sender that receives Opus sends Opus (a peer without the model has no
+    // other choice): its packets are decoded and encoded into codes for the room.
+    if (is_sender_role(join.role()) && kind == wire::PAYLOAD_KIND_OPUS) {
+      engine.open_opus_sender(session->id, session->opus_frame_samples,
+                              opus_sender_bandwidth(format));
     }
     for (const auto& [sender, receiver] : opus_pairs) {
       engine.add_opus_receiver(sender->id, sender->stream_id, receiver->id, receiver->peer,
@@ -717,8 +724,17 @@ struct Server::Impl {
     });
   }
 
-  static bool is_sender(const Session& session) {
-    return session.role == wire::ROLE_CALL || session.role == wire::ROLE_SEND;
+  static bool is_sender_role(wire::Role role) {
+    return role == wire::ROLE_CALL || role == wire::ROLE_SEND;
+  }
+  static bool is_sender(const Session& session) { return is_sender_role(session.role); }
+
+  // The bandwidth an Opus sender's audio is encoded at: its Join.receive's (as
+  // for ROLE_ENCODE), 6 kbps when 0; members that asked for less get fewer
+  // codebooks as from any sender.
+  double opus_sender_bandwidth(const wire::ReceiveFormat& format) const {
+    const double bandwidth = format.bandwidth_kbps() == 0 ? 6.0 : format.bandwidth_kbps();
+    return bandwidth_allowed(bandwidth) ? bandwidth : model.config().target_bandwidths.front();
   }
   static bool receives(const Session& session) {
     return session.role == wire::ROLE_CALL || session.role == wire::ROLE_LISTEN;
@@ -763,7 +779,6 @@ struct Server::Impl {
   void handle_media(const std::shared_ptr<Session>& session, const wire::Media& media,
                     Forwarding& forwarding) {
     counters.media_in.fetch_add(1);
-    const int bits = model.config().bits_per_codebook();
     if (session->role == wire::ROLE_ENCODE) {
       if (media.kind() != wire::PAYLOAD_KIND_PCM16 || media.payload().size() % 2 != 0) {
         counters.invalid_media.fetch_add(1);
@@ -784,6 +799,43 @@ struct Server::Impl {
                                                 : "Media: join a room first");
       return;
     }
+    if (media.kind() == wire::PAYLOAD_KIND_OPUS) {
+      // Only a member that joined receiving Opus has a decoder for it; an
+      // empty payload is an end mark only.
+      if (session->receive_kind != wire::PAYLOAD_KIND_OPUS ||
+          (media.payload().empty() && !media.end_of_stream()) ||
+          media.payload().size() > MediaEngine::kMaxOpusPacketBytes) {
+        counters.invalid_media.fetch_add(1);
+        return;
+      }
+      const auto* packet = reinterpret_cast<const uint8_t*>(media.payload().data());
+      if (!engine.submit_opus(session->id, media.sequence(), media.capture_time_us(), packet,
+                              media.payload().size(), media.end_of_stream())) {
+        counters.compute_dropped.fetch_add(1);
+      }
+      return;
+    }
+    forward_media(session, media, forwarding);
+  }
+
+  // An Opus sender's code frame, made on the compute thread: forwarded as the
+  // frames of a member that sends codes are.
+  void forward_encoded_frame(uint64_t sender, const wire::Media& media) {
+    std::shared_ptr<Session> session;
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      auto found = sessions.find(sender);
+      if (found == sessions.end()) return;
+      session = found->second;
+    }
+    forward_media(session, media, engine_forwarding);
+  }
+
+  // A sender's code frame (raw or LM-coded) to the other members of its room:
+  // codebooks dropped for those that asked for less, decoded for Opus members.
+  void forward_media(const std::shared_ptr<Session>& session, const wire::Media& media,
+                     Forwarding& forwarding) {
+    const int bits = model.config().bits_per_codebook();
     const int n_q = model.config().n_q;
     const int codebooks = static_cast<int>(media.num_codebooks());
     int32_t* codes = forwarding.codes.data();
@@ -1037,6 +1089,13 @@ struct Server::Impl {
     stats.encoded_frames = engine_counters.encoded_frames.load();
     stats.compute_ticks = engine_counters.ticks.load();
     stats.compute_dropped = counters.compute_dropped.load() + engine_counters.dropped_jobs.load();
+    stats.reorder_duplicates = engine_counters.reorder_duplicates.load();
+    stats.reorder_late = engine_counters.reorder_late.load();
+    stats.transcode_concealed = engine_counters.transcode_concealed.load();
+    stats.opus_in_frames = engine_counters.opus_in_frames.load();
+    stats.opus_in_concealed = engine_counters.opus_in_concealed.load();
+    stats.opus_in_malformed = engine_counters.opus_in_malformed.load();
+    stats.opus_in_encoded_frames = engine_counters.opus_in_encoded_frames.load();
     return stats;
   }
 };

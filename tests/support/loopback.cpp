@@ -184,14 +184,16 @@ std::optional<wire::Envelope> RawPeer::receive_until(
   }
 }
 
-uint64_t RawPeer::hello(uint32_t protocol_version) {
+uint64_t RawPeer::hello(uint32_t protocol_version, bool with_model) {
   const LiveModel* live = golden_live_model();
   wire::Envelope envelope;
   wire::Hello* hello = envelope.mutable_hello();
   hello->set_protocol_version(protocol_version);
   hello->set_client_name("raw-peer");
-  hello->mutable_model()->set_name(live->model.name());
-  hello->mutable_model()->set_checksum(live->checksum);
+  if (with_model) {
+    hello->mutable_model()->set_name(live->model.name());
+    hello->mutable_model()->set_checksum(live->checksum);
+  }
   send(envelope);
   const auto reply = receive_until(
       [](const wire::Envelope& e) { return e.has_welcome() || e.has_error(); },

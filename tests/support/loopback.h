@@ -56,8 +56,9 @@ class RawPeer {
   // Receives until `match` holds for an envelope (others are dropped).
   std::optional<wire::Envelope> receive_until(const std::function<bool(const wire::Envelope&)>& match,
                                               std::chrono::milliseconds timeout);
-  // Hello (and Welcome): returns the session id, or 0 when refused.
-  uint64_t hello(uint32_t protocol_version = net::kProtocolVersion);
+  // Hello (and Welcome): returns the session id, or 0 when refused. Without
+  // the model, the Hello is a peer's that cannot run it (Opus only).
+  uint64_t hello(uint32_t protocol_version = net::kProtocolVersion, bool with_model = true);
   uint64_t session_id() const { return session_id_; }
   bool tcp_closed() const { return closed_; }
   int native_handle() { return tcp_ ? tcp_->native_handle() : udp_->native_handle(); }

@@ -75,6 +75,16 @@ struct ServerStats {
   uint64_t encoded_frames = 0;      // code frames produced for ROLE_ENCODE sessions
   uint64_t compute_ticks = 0;
   uint64_t compute_dropped = 0;     // work refused because the compute queue was full
+  // The compute thread's reorder windows (code frames before the Opus
+  // transcode, Opus senders' packets): frames dropped as duplicates, and as
+  // late (after their slot was concealed, or older than the window keeps).
+  uint64_t reorder_duplicates = 0;
+  uint64_t reorder_late = 0;
+  uint64_t transcode_concealed = 0;     // code frames the Opus transcode concealed (never came)
+  uint64_t opus_in_frames = 0;          // Opus senders' packets decoded
+  uint64_t opus_in_concealed = 0;       // Opus senders' packets that never came: concealed
+  uint64_t opus_in_malformed = 0;       // Opus senders' packets libopus refused: concealed
+  uint64_t opus_in_encoded_frames = 0;  // code frames made from Opus senders' audio
 };
 
 class Server {

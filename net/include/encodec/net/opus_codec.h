@@ -53,6 +53,8 @@ class OpusFrameDecoder {
   // Writes frame_samples samples; false for a corrupt packet (then out holds a concealment).
   bool decode(const uint8_t* packet, size_t size, float* out);
   void conceal(float* out);
+  // Back to a fresh decoder's state (a new stream), without reallocating it.
+  void reset();
   int frame_samples() const { return frame_samples_; }
 
  private:
