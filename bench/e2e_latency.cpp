@@ -56,6 +56,7 @@
 //                           [--checkpoint FILE] [--lm-checkpoint FILE] [--seed 1]
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <map>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -413,43 +414,56 @@ class CodesObserver {
   std::vector<Frame> frames_;
 };
 
-// The server's transcoder decode of the frames as they reached it
-// (server/src/media_engine.cpp, handle_codes): the first frame starts the
-// stream, a gap is concealed (at most 16 frames), a frame older than one
-// already decoded is dropped. `out_of_order`: frames that came after a later
-// one; `first_sequence`: the frame the decode starts at (its sample 0 is the
-// sender's sample first_sequence * 320).
+// What the server's transcoder (server/src/media_engine.cpp) decodes of the
+// frames it got: in sequence order (its reorder window takes the start burst
+// in order), duplicates once, gaps concealed (at most 16 in a row).
+// `out_of_order`: frames that came after a later one; `first_sequence`: the
+// frame the decode starts at (its sample 0 is the sender's sample
+// first_sequence * 320).
 std::vector<float> server_decode(const encodec::EncodecModel& model, const std::vector<CodesObserver::Frame>& frames,
                                  int64_t* out_of_order, int64_t* concealed, uint32_t* first_sequence) {
   constexpr uint32_t kMaxConcealedGap = 16;
   encodec::StreamingDecoder decoder(model);
   std::vector<float> out, block;
-  bool started = false;
-  uint32_t expected = 0;
   *out_of_order = *concealed = 0;
   *first_sequence = 0;
+  // The window starts once 4 frames from its lowest are in (MediaEngine::
+  // kStartWindowFrames); a frame older than its start that comes after is late.
+  constexpr uint32_t kStartWindowFrames = 4;
+  std::map<uint32_t, const CodesObserver::Frame*> in_order;
+  uint32_t highest = 0, lowest = 0;
+  bool window_started = false;
+  for (const CodesObserver::Frame& frame : frames) {
+    if (in_order.empty()) lowest = highest = frame.sequence;
+    if (frame.sequence < highest) ++*out_of_order;
+    if (frame.sequence < lowest) {
+      if (window_started) continue;
+      lowest = frame.sequence;
+    }
+    highest = std::max(highest, frame.sequence);
+    in_order.emplace(frame.sequence, &frame);
+    window_started |= highest + 1 - lowest >= kStartWindowFrames;
+  }
   auto take = [&] {
     block.resize(static_cast<size_t>(decoder.samples_ready()));
     decoder.pop(block.data(), static_cast<int64_t>(block.size()));
     out.insert(out.end(), block.begin(), block.end());
   };
-  for (const CodesObserver::Frame& frame : frames) {
+  bool started = false;
+  uint32_t expected = 0;
+  for (const auto& [sequence, frame] : in_order) {
     if (!started) {
       started = true;
-      expected = *first_sequence = frame.sequence;
+      expected = *first_sequence = sequence;
     }
-    if (frame.sequence < expected) {
-      ++*out_of_order;
-      continue;
-    }
-    if (frame.sequence - expected > kMaxConcealedGap) expected = frame.sequence - kMaxConcealedGap;
-    while (expected < frame.sequence) {
+    if (sequence - expected > kMaxConcealedGap) expected = sequence - kMaxConcealedGap;
+    while (expected < sequence) {
       decoder.push_lost();
       ++*concealed;
       ++expected;
     }
-    decoder.push(frame.codes);
-    expected = frame.sequence + 1;
+    decoder.push(frame->codes);
+    expected = sequence + 1;
     take();
   }
   decoder.finish();
@@ -1097,7 +1111,7 @@ int main(int argc, char** argv) {
                   percentile(r.latencies_ms, 0.5) - r.client_latency_p50_ms);
     }
     if (r.server_concealed >= 0) {
-      std::printf("\n    server transcoder input: started at frame %u, %lld frames concealed, %lld dropped as out of order",
+      std::printf("\n    server transcoder input: started at frame %u, %lld frames concealed, %lld came after a later one",
                   r.server_first_sequence, static_cast<long long>(r.server_concealed),
                   static_cast<long long>(r.server_out_of_order));
     }

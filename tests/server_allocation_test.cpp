@@ -37,6 +37,7 @@ TEST(ServerAllocationTest, ForwardingAndTranscodingAllocateNothingAfterWarmUp) {
   const LiveModel* live = golden_live_model();
   server::ServerOptions options = loopback_server_options();
   options.session_timeout_ms = 30000;  // the receivers send nothing
+  options.transcode_reorder_frames = 2;  // the swapped neighbours below are taken in order
   server::Server server(live->model, live->checksum, options);
   server.start();
 

@@ -837,8 +837,12 @@ struct Client::Impl {
         end_streams_of_departed(now_us);
         if (receiving) {
           if (fast) {
+            // A bounded share per turn: decoding everything that came in one
+            // go could keep this loop from sending (and from its keep-alives)
+            // long enough for the server to time the session out.
+            constexpr int kFastFramesPerTurn = 16;
             for (auto& [id, stream] : streams) {
-              while (play_one(*stream, true)) {
+              for (int frame = 0; frame < kFastFramesPerTurn && play_one(*stream, true); ++frame) {
               }
             }
           } else if (own_playout_clock) {

@@ -31,7 +31,7 @@ static_assert((kReorderCapacityFrames & (kReorderCapacityFrames - 1)) == 0,
 // the playout delay settings are minimal and the delay statistics window is
 // small (insert() still updates it; nothing reads it).
 std::unique_ptr<net::JitterBuffer> make_reorder_window(double frame_duration_us,
-                                                       size_t max_payload_bytes) {
+                                                       size_t max_payload_bytes, int reorder_frames) {
   net::JitterBufferOptions options;
   options.frame_duration_us = frame_duration_us;
   options.min_delay_frames = 0;
@@ -39,7 +39,7 @@ std::unique_ptr<net::JitterBuffer> make_reorder_window(double frame_duration_us,
   options.capacity_frames = kReorderCapacityFrames;
   options.max_payload_bytes = max_payload_bytes;
   options.delay_window_packets = 8;
-  options.reorder_window_frames = MediaEngine::kReorderWindowFrames;
+  options.reorder_window_frames = reorder_frames;
   return std::make_unique<net::JitterBuffer>(options, net::steady_now_us);
 }
 
@@ -49,7 +49,7 @@ std::unique_ptr<net::JitterBuffer> make_reorder_window(double frame_duration_us,
 // order even when jitter swapped its first frames.
 bool reorder_window_ready(const net::JitterBuffer& window, bool stream_ended) {
   return window.started() || stream_ended ||
-         window.pending_frames() >= MediaEngine::kReorderWindowFrames;
+         window.pending_frames() >= MediaEngine::kStartWindowFrames;
 }
 
 }  // namespace
@@ -115,9 +115,11 @@ struct MediaEngine::Decoder {
   std::vector<OpusReceiver> receivers;
 };
 
-MediaEngine::MediaEngine(const EncodecModel& model, int threads, EngineCounters& counters)
+MediaEngine::MediaEngine(const EncodecModel& model, int threads, int reorder_window_frames,
+                         EngineCounters& counters)
     : model_(model),
       threads_(std::max(1, threads)),
+      reorder_window_frames_(std::max(1, reorder_window_frames)),
       hop_(model.config().hop_length()),
       counters_(counters),
       batcher_(std::make_unique<StreamBatcher>(model)),
@@ -302,7 +304,8 @@ bool MediaEngine::drain_controls() {
             break;
           }
           input->reorder = make_reorder_window(
-              1e6 * control->frame_samples / model_.sample_rate_hz(), kMaxOpusPacketBytes);
+              1e6 * control->frame_samples / model_.sample_rate_hz(), kMaxOpusPacketBytes,
+              reorder_window_frames_);
           input->pcm.resize(static_cast<size_t>(control->frame_samples));
           encoder->opus = std::move(input);
         }
@@ -318,7 +321,8 @@ bool MediaEngine::drain_controls() {
           decoder->stream = batcher_->open_stream();
           decoder->sender_stream_id = control->sender_stream_id;
           decoder->reorder = make_reorder_window(1e6 * hop_ / model_.sample_rate_hz(),
-                                                 sizeof(int32_t) * kMaxStreamCodebooks);
+                                                 sizeof(int32_t) * kMaxStreamCodebooks,
+                                                 reorder_window_frames_);
         }
         OpusReceiver receiver;
         receiver.session = control->receiver;

@@ -7,7 +7,7 @@
 // Frames from a room (code frames for the transcoder, Opus packets from an
 // Opus sender) come over UDP out of order, twice, or never: each such stream
 // goes through a small reorder window (net::JitterBuffer::next_in_order) so
-// that frames swapped within kReorderWindowFrames are decoded in order,
+// that frames swapped within the reorder window are decoded in order,
 // duplicates dropped, and a frame still missing once that many later frames
 // are in is concealed (StreamBatcher::push_lost, libopus's concealment).
 //
@@ -64,17 +64,18 @@ class MediaEngine {
   static constexpr size_t kQueueJobs = 2048;
   // The largest Opus packet of one frame (RFC 6716 3.2.1: 1275 bytes).
   static constexpr size_t kMaxOpusPacketBytes = 1275;
-  // A missing frame is concealed once this many later frames are in: a frame
-  // may arrive up to this many frames late and still be decoded in order. Each
-  // loss holds the stream back this long (53 ms of code frames), once.
-  static constexpr int kReorderWindowFrames = 4;
+  // At a stream's start its window waits for this many frames (the sender's
+  // start burst leaves at once, and jitter swaps its first frames).
+  static constexpr int kStartWindowFrames = 4;
 
   // Where an Opus sender's code frames go: the server forwards them to the
   // sender's room as it forwards a code-sending member's frames. Called on the
   // compute thread; must not block or allocate after warm-up.
   using CodeForwarder = std::function<void(uint64_t sender, const wire::Media& media)>;
 
-  MediaEngine(const EncodecModel& model, int threads, EngineCounters& counters);
+  // After the start, a missing frame is concealed once reorder_window_frames
+  // later frames are in (ServerOptions::transcode_reorder_frames).
+  MediaEngine(const EncodecModel& model, int threads, int reorder_window_frames, EngineCounters& counters);
   ~MediaEngine();
   // Before start().
   void set_code_forwarder(CodeForwarder forwarder);
@@ -145,6 +146,7 @@ class MediaEngine {
 
   EncodecModel model_;
   int threads_;
+  int reorder_window_frames_;
   int hop_;
   EngineCounters& counters_;
   CodeForwarder forward_codes_;

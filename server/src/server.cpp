@@ -73,7 +73,7 @@ struct Server::Impl {
       : model(model),
         model_checksum(std::move(checksum)),
         options(std::move(options)),
-        engine(model, this->options.compute_threads, engine_counters),
+        engine(model, this->options.compute_threads, this->options.transcode_reorder_frames, engine_counters),
         sweep_timer(io),
         random(std::random_device{}()) {
     engine.set_code_forwarder([this](uint64_t sender, const wire::Media& media) {
