@@ -223,6 +223,36 @@ TEST_F(LoopbackCallTest, LmCodedPacketsDecodeBitForBit) {
   EXPECT_EQ(heard("lm.wav"), expected("long_24k.wav"));
 }
 
+// The server cannot drop codebooks of LM-coded packets (it does not run the
+// LM), so a 3 kbps member cannot take them: the server asks the sender for raw
+// codes, and from the sender's first raw frame on the member hears exactly the
+// truncated codes' decode. Over TCP, so that nothing is lost on the way.
+TEST_F(LoopbackCallTest, LmSenderSendsRawCodesForAMemberThatCannotTakeLm) {
+  start_server();
+  const auto lm = golden_live_lm();
+  ClientOptions sender = options(Mode::kSend, "lm-mixed", "speech_24k.wav", "", /*tcp=*/true);
+  sender.lm = true;
+  sender.lm_loss_fallback_s = 60;  // raw codes to the end, however slow this machine
+  sender.wait_for_members = 2;
+  ClientOptions low = options(Mode::kListen, "lm-mixed", "", "low.wav", /*tcp=*/true);
+  low.receive_bandwidth_kbps = 3.0;
+  ClientRun run_sender(sender, lm);
+  wait_for_rooms(1);
+  ClientRun run_low(low);
+  const ClientReport sent = run_sender.get();
+  const ClientReport heard_report = run_low.get();
+  EXPECT_GE(server_->stats().raw_codes_requests, 1u);
+  // A few LM frames left before the request came back, then raw codes.
+  ASSERT_GE(sent.frames_sent_lm, 1u);
+  ASSERT_LT(sent.frames_sent_lm, sent.frames_sent);
+  ASSERT_EQ(heard_report.streams.size(), 1u);
+  const client::StreamReport& stream = heard_report.streams[0];
+  EXPECT_EQ(stream.first_sequence, sent.frames_sent_lm);
+  EXPECT_EQ(stream.jitter.played, sent.frames_sent - sent.frames_sent_lm);
+  EXPECT_EQ(stream.undecodable, 0u);
+  EXPECT_EQ(heard("low.wav"), expected("speech_24k.wav", 6.0, /*codebooks=*/4, stream.first_sequence));
+}
+
 // Loss, reordering, duplication and delay jitter between the sender and the
 // server (seeded): the receiver stays in sync, concealment covers the gaps,
 // and every frame sent is played, concealed or dropped late.

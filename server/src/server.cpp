@@ -831,6 +831,27 @@ struct Server::Impl {
     forward_media(session, media, engine_forwarding);
   }
 
+  // The server does not run the LM, so members that asked for raw codes, for
+  // fewer codebooks or for Opus cannot take an LM-coded stream: its sender is
+  // asked to send raw codes instead, with the report a receiver that lost its
+  // LM context sends (request_lm_reset), at most every 500 ms while this goes
+  // on. encodec-client then sends raw codes for a while, longer as the
+  // requests repeat (ClientOptions::lm_loss_fallback_s). Allocates (rarely).
+  void ask_for_raw_codes(Session& sender, uint32_t stream_id) {
+    constexpr int64_t kRawRequestIntervalUs = 500'000;
+    const int64_t now_us = steady_now_us();
+    int64_t last_us = sender.last_raw_request_us.load();
+    if (now_us - last_us < kRawRequestIntervalUs ||
+        !sender.last_raw_request_us.compare_exchange_strong(last_us, now_us)) {
+      return;
+    }
+    counters.raw_codes_requests.fetch_add(1);
+    wire::Envelope request;
+    request.mutable_report()->set_stream_id(stream_id);
+    request.mutable_report()->set_request_lm_reset(true);
+    send_to(sender, request);
+  }
+
   // A sender's code frame (raw or LM-coded) to the other members of its room:
   // codebooks dropped for those that asked for less, decoded for Opus members.
   void forward_media(const std::shared_ptr<Session>& session, const wire::Media& media,
@@ -861,12 +882,15 @@ struct Server::Impl {
     // Snapshot the recipients under the lock, send outside it.
     forwarding.recipients.clear();
     bool any_opus = false;
+    bool lm_unreachable = false;  // a member cannot take this LM packet
+    uint32_t sender_stream_id = 0;
     int room_codebooks = n_q;
     {
       std::lock_guard<std::mutex> lock(mutex);
       const std::shared_ptr<Room> room = session->room.lock();
       if (!room) return;
       room_codebooks = room->max_codebooks;
+      sender_stream_id = session->stream_id;
       const bool context_start = media.kind() == wire::PAYLOAD_KIND_LM_CODES &&
                                  media.lm_context_start() == media.sequence();
       for (const auto& member : room->members) {
@@ -884,6 +908,7 @@ struct Server::Impl {
           if (member->receive_kind != wire::PAYLOAD_KIND_LM_CODES ||
               (member->receive_codebooks != 0 && member->receive_codebooks != codebooks)) {
             counters.format_mismatch.fetch_add(1);
+            lm_unreachable = true;
             continue;
           }
           auto& synced = member->lm_synced;
@@ -899,6 +924,9 @@ struct Server::Impl {
           forwarding.recipients.push_back(recipient);
         }
       }
+    }
+    if (media.kind() == wire::PAYLOAD_KIND_LM_CODES && (lm_unreachable || any_opus)) {
+      ask_for_raw_codes(*session, sender_stream_id);
     }
     if (any_opus && media.kind() == wire::PAYLOAD_KIND_RAW_CODES) {
       const int decoded_codebooks = media.payload().empty() ? 0 : std::min(codebooks, room_codebooks);
@@ -1083,6 +1111,7 @@ struct Server::Impl {
     stats.rate_limited = counters.rate_limited.load();
     stats.invalid_media = counters.invalid_media.load();
     stats.format_mismatch = counters.format_mismatch.load();
+    stats.raw_codes_requests = counters.raw_codes_requests.load();
     stats.reports = counters.reports.load();
     stats.send_dropped = counters.send_dropped.load() + engine_counters.send_dropped.load();
     stats.transcoded_frames = engine_counters.transcoded_frames.load();

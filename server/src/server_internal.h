@@ -61,6 +61,8 @@ struct Session {
   double encode_bandwidth_kbps = 0.0;
   // Senders' stream ids whose LM context this member has had from a context start.
   std::vector<uint32_t> lm_synced;
+  // When this sender was last asked to send raw codes (Server: ask_for_raw_codes).
+  std::atomic<int64_t> last_raw_request_us{0};
 };
 
 struct Room {
@@ -97,7 +99,7 @@ struct Counters {
   std::atomic<uint64_t> sessions_opened{0}, sessions_timed_out{0}, packets_in{0}, packets_out{0},
       media_in{0}, media_out{0}, malformed{0}, oversized{0}, bad_protocol_version{0},
       unknown_session{0}, unknown_room{0}, rejected{0}, rate_limited{0}, invalid_media{0},
-      format_mismatch{0}, reports{0}, send_dropped{0}, compute_dropped{0};
+      format_mismatch{0}, raw_codes_requests{0}, reports{0}, send_dropped{0}, compute_dropped{0};
 };
 
 }  // namespace encodec::server

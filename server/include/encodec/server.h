@@ -76,6 +76,7 @@ struct ServerStats {
   uint64_t rate_limited = 0;
   uint64_t invalid_media = 0;       // bad payload, codebooks, or media outside a room
   uint64_t format_mismatch = 0;     // frames a member could not take (LM codes for a raw member)
+  uint64_t raw_codes_requests = 0;  // LM senders asked to send raw codes for such members
   uint64_t reports = 0;             // receiver reports
   uint64_t send_dropped = 0;        // a socket or write queue was full
   uint64_t transcoded_frames = 0;   // Opus frames produced
