@@ -25,6 +25,20 @@
 namespace encodec {
 namespace {
 
+// The counter sees allocations (a vector's buffer comes from malloc too); the
+// count starts over from 0.
+bool counter_sees_allocations() {
+  testing::allocations_counted = true;
+  bool sized = false;
+  {
+    volatile size_t size = 64;
+    std::vector<char> probe(size);
+    sized = probe.size() == 64u;
+  }
+  testing::allocations_counted = false;
+  return testing::allocation_count.exchange(0) == 1 && sized;
+}
+
 // In both precisions: bf16 products convert their inputs into a per-thread
 // scratch that must stop growing once warmed up. On one thread, and on two with
 // the batch split into two lanes (each with its own scratch, run at once); the
@@ -73,15 +87,7 @@ TEST_P(StreamingAllocationTest, PerFramePathAllocatesNothingAfterWarmUp) {
   ASSERT_EQ(batcher.encoder_lanes(), lanes_per_side);
   ASSERT_EQ(batcher.decoder_lanes(), lanes_per_side);
 
-  // The counter sees allocations (a vector's buffer comes from malloc too).
-  testing::allocations_counted = true;
-  {
-    volatile size_t size = 64;
-    std::vector<char> probe(size);
-    ASSERT_EQ(probe.size(), 64u);
-  }
-  testing::allocations_counted = false;
-  ASSERT_EQ(testing::allocation_count.exchange(0), 1) << "the malloc replacement is not in use";
+  ASSERT_TRUE(counter_sees_allocations()) << "the malloc replacement is not in use";
 
   testing::allocations_counted = true;
   for (int64_t index = 40; index < 140; ++index) one_frame(index);
@@ -139,14 +145,7 @@ TEST(LmAllocationTest, LiveLmPacketsAllocateNothingAfterWarmUp) {
   };
   for (int64_t index = 0; index < 60; ++index) one_frame(index);
 
-  testing::allocations_counted = true;
-  {
-    volatile size_t size = 64;
-    std::vector<char> probe(size);
-    ASSERT_EQ(probe.size(), 64u);
-  }
-  testing::allocations_counted = false;
-  ASSERT_EQ(testing::allocation_count.exchange(0), 1) << "the malloc replacement is not in use";
+  ASSERT_TRUE(counter_sees_allocations()) << "the malloc replacement is not in use";
 
   constexpr int kCountedFrames = 100;
   testing::allocations_counted = true;

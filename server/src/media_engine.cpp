@@ -421,6 +421,27 @@ void count_insert(net::JitterBuffer::Insert result, EngineCounters& counters) {
   if (result == net::JitterBuffer::Insert::kLate) counters.reorder_late.fetch_add(1);
 }
 
+// One frame into a stream's reorder window (a Decoder's or an OpusInput's).
+// A frame too far ahead (an outage longer than the window) first has
+// `flush_window` hand out what the window holds, then the stream goes on from it.
+template <typename WindowedStream, typename Flush>
+void insert_in_window(WindowedStream& stream, uint32_t sequence, uint64_t capture_time_us,
+                      bool end_of_stream, const uint8_t* payload, size_t size, Flush flush_window,
+                      EngineCounters& counters) {
+  net::JitterBuffer::Insert result = stream.reorder->insert(sequence, payload, size);
+  if (result == net::JitterBuffer::Insert::kTooFarAhead) {
+    flush_window();
+    stream.reorder->reset();
+    result = stream.reorder->insert(sequence, payload, size);
+  }
+  count_insert(result, counters);
+  if (result == net::JitterBuffer::Insert::kAccepted) {
+    stream.started = true;
+    stream.arrival_capture_us[sequence % kReorderCapacityFrames] = capture_time_us;
+    if (end_of_stream) stream.end_seen = true;
+  }
+}
+
 }  // namespace
 
 bool MediaEngine::handle_codes(const Job& job) {
@@ -439,20 +460,8 @@ bool MediaEngine::handle_codes(const Job& job) {
   }
   const auto* payload = reinterpret_cast<const uint8_t*>(job.codes);
   const size_t size = sizeof(int32_t) * static_cast<size_t>(job.count);
-  net::JitterBuffer::Insert result = decoder.reorder->insert(job.sequence, payload, size);
-  if (result == net::JitterBuffer::Insert::kTooFarAhead) {
-    // An outage longer than the window: what it holds is decoded, and the
-    // stream goes on from this frame.
-    decode_in_order(decoder, /*stream_ended=*/true);
-    decoder.reorder->reset();
-    result = decoder.reorder->insert(job.sequence, payload, size);
-  }
-  count_insert(result, counters_);
-  if (result == net::JitterBuffer::Insert::kAccepted) {
-    decoder.started = true;
-    decoder.arrival_capture_us[job.sequence % kReorderCapacityFrames] = job.capture_time_us;
-    if (job.end_of_stream) decoder.end_seen = true;
-  }
+  insert_in_window(decoder, job.sequence, job.capture_time_us, job.end_of_stream, payload, size,
+                   [&] { decode_in_order(decoder, /*stream_ended=*/true); }, counters_);
   decode_in_order(decoder, decoder.end_seen);
   // With the end in, the window gave out every frame up to it.
   if (decoder.end_seen) decoder.ending = true;
@@ -498,18 +507,8 @@ bool MediaEngine::handle_opus(const Job& job) {
     return true;
   }
   const size_t size = static_cast<size_t>(job.count);
-  net::JitterBuffer::Insert result = input.reorder->insert(job.sequence, job.packet(), size);
-  if (result == net::JitterBuffer::Insert::kTooFarAhead) {
-    encode_in_order(encoder, /*stream_ended=*/true);
-    input.reorder->reset();
-    result = input.reorder->insert(job.sequence, job.packet(), size);
-  }
-  count_insert(result, counters_);
-  if (result == net::JitterBuffer::Insert::kAccepted) {
-    input.started = true;
-    input.arrival_capture_us[job.sequence % kReorderCapacityFrames] = job.capture_time_us;
-    if (job.end_of_stream) input.end_seen = true;
-  }
+  insert_in_window(input, job.sequence, job.capture_time_us, job.end_of_stream, job.packet(), size,
+                   [&] { encode_in_order(encoder, /*stream_ended=*/true); }, counters_);
   encode_in_order(encoder, input.end_seen);
   if (input.end_seen) encoder.ending = true;
   return true;
