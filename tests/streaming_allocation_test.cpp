@@ -104,6 +104,49 @@ INSTANTIATE_TEST_SUITE_P(PrecisionsAndThreads, StreamingAllocationTest,
                                   (std::get<2>(info.param) ? "_combined_ticks" : "");
                          });
 
+// Streams out of step (as a server's senders are): at every tick one of three
+// streams has no frame, so it leaves its lane and rejoins at the next one (its
+// state copied out and back, the lane's LSTM state re-laid out, an emptied lane
+// kept for the next to join), on both sides.
+TEST(StreamBatcherAllocationTest, StreamsLeavingAndRejoiningTheBatchAllocateNothingAfterWarmUp) {
+  ENCODEC_REQUIRE_GOLDEN();
+  at::set_num_threads(1);
+  EncodecModel model = testing::golden_model("encodec_24khz");
+  model.set_target_bandwidth(6.0);
+  StreamBatcher batcher(model, /*min_streams_per_lane=*/1);
+  const int64_t hop = model.config().hop_length();
+  constexpr int kStreams = 3;
+  std::vector<StreamBatcher::StreamId> ids;
+  for (int i = 0; i < kStreams; ++i) ids.push_back(batcher.open_stream());
+  std::vector<float> frame_audio(hop), out(4 * hop);
+  CodeFrame frame;
+  int64_t frames_decoded = 0;
+  auto one_tick = [&](int64_t index) {
+    for (int s = 0; s < kStreams; ++s) {
+      if ((index + s) % kStreams == 0) continue;  // this one has no frame this tick
+      for (int64_t i = 0; i < hop; ++i) frame_audio[i] = 0.3f * std::sin(0.01f * (index * hop + i) + s);
+      batcher.push_audio(ids[s], frame_audio.data(), hop);
+    }
+    batcher.encode_tick();
+    for (StreamBatcher::StreamId id : ids) {
+      while (batcher.pop_codes(id, &frame)) batcher.push_codes(id, frame);
+    }
+    batcher.decode_tick();
+    for (StreamBatcher::StreamId id : ids) {
+      frames_decoded += batcher.pop_audio(id, out.data(), static_cast<int64_t>(out.size())) > 0;
+    }
+  };
+  for (int64_t index = 0; index < 60; ++index) one_tick(index);
+  ASSERT_TRUE(counter_sees_allocations()) << "the malloc replacement is not in use";
+  const int64_t decoded_before = frames_decoded;
+  testing::allocations_counted = true;
+  for (int64_t index = 60; index < 160; ++index) one_tick(index);
+  testing::allocations_counted = false;
+  EXPECT_EQ(testing::allocation_count.load(), 0) << "allocations in 100 ticks of streams out of step";
+  // The streams ran: two of three decoded a frame at each tick.
+  EXPECT_EQ(frames_decoded - decoded_before, 100 * (kStreams - 1));
+}
+
 // Live LM-coded packets (the client's --lm): a frame's bytes appended to a
 // reused string and its codes decoded into an array, a segment ended per frame,
 // a new context every 20 frames on the same encoder and decoder, on the exact

@@ -458,14 +458,29 @@ void StreamGraph::set_slots(int64_t slots) {
     if (auto* lstm = std::get_if<LstmState>(&layer)) {
       // [layers, slots, H]: re-laid out for the new slot count.
       const int64_t size = lstm->lstm->dimension(), layers = lstm->lstm->num_layers();
+      // In place, so that slots coming and going (streams leaving and
+      // rejoining a batch) allocate nothing once the vectors have held the most.
+      const int64_t old_slots = slots_;
       for (std::vector<float>* values : {&lstm->hidden, &lstm->cell}) {
-        std::vector<float> resized(static_cast<size_t>(layers * slots * size), 0.0f);
-        const int64_t kept = std::min(slots, slots_);
-        for (int64_t l = 0; l < layers; ++l) {
-          std::copy_n(values->data() + l * slots_ * size, kept * size,
-                      resized.data() + l * slots * size);
+        float* data = nullptr;
+        if (slots > old_slots) {
+          values->resize(static_cast<size_t>(layers * slots * size));
+          data = values->data();
+          // Later layers move further: from the last layer down, each block
+          // backward; the new slots start at zero.
+          for (int64_t l = layers - 1; l >= 0; --l) {
+            float* from = data + l * old_slots * size;
+            std::copy_backward(from, from + old_slots * size, data + l * slots * size + old_slots * size);
+            std::fill_n(data + (l * slots + old_slots) * size, (slots - old_slots) * size, 0.0f);
+          }
+        } else {
+          data = values->data();
+          for (int64_t l = 0; l < layers; ++l) {
+            const float* from = data + l * old_slots * size;
+            std::copy(from, from + slots * size, data + l * slots * size);
+          }
+          values->resize(static_cast<size_t>(layers * slots * size));
         }
-        values->swap(resized);
       }
     }
   }
@@ -475,13 +490,20 @@ void StreamGraph::set_slots(int64_t slots) {
 
 void StreamGraph::copy_slot(const StreamGraph& from, int64_t from_slot, int64_t to_slot) {
   for (size_t i = 0; i < layers_.size(); ++i) {
-    auto& source = const_cast<LayerState&>(from.layers_[i]);
-    std::vector<RowBuffer*> sources;
-    for_each_buffer(source, [&sources](RowBuffer& buffer) { sources.push_back(&buffer); });
-    size_t index = 0;
-    for_each_buffer(layers_[i], [&](RowBuffer& buffer) {
-      buffer.copy_slot(*sources[index++], from_slot, to_slot);
-    });
+    // The buffers of for_each_buffer, pairwise (same layer kinds: same network).
+    std::visit(
+        [&](auto& state) {
+          using State = std::decay_t<decltype(state)>;
+          const State& source = std::get<State>(from.layers_[i]);
+          state.input.copy_slot(source.input, from_slot, to_slot);
+          if constexpr (std::is_same_v<State, ResnetState>) {
+            state.skip.copy_slot(source.skip, from_slot, to_slot);
+            for (size_t c = 0; c < state.block.size(); ++c) {
+              state.block[c].input.copy_slot(source.block[c].input, from_slot, to_slot);
+            }
+          }
+        },
+        layers_[i]);
     if (auto* lstm = std::get_if<LstmState>(&layers_[i])) {
       const auto& other = std::get<LstmState>(from.layers_[i]);
       const int64_t size = lstm->lstm->dimension();
@@ -508,12 +530,23 @@ bool StreamGraph::all_started() const {
 bool StreamGraph::same_shape(const StreamGraph& other) const {
   if (layers_.size() != other.layers_.size() || output_.rows() != other.output_.rows()) return false;
   for (size_t i = 0; i < layers_.size(); ++i) {
-    std::vector<int64_t> mine, theirs;
-    for_each_buffer(const_cast<LayerState&>(layers_[i]),
-                    [&mine](RowBuffer& buffer) { mine.push_back(buffer.rows()); });
-    for_each_buffer(const_cast<LayerState&>(other.layers_[i]),
-                    [&theirs](RowBuffer& buffer) { theirs.push_back(buffer.rows()); });
-    if (mine != theirs) return false;
+    if (layers_[i].index() != other.layers_[i].index()) return false;
+    // The buffers of for_each_buffer, pairwise.
+    const bool same_rows = std::visit(
+        [&](const auto& state) {
+          using State = std::decay_t<decltype(state)>;
+          const State& theirs = std::get<State>(other.layers_[i]);
+          bool same = state.input.rows() == theirs.input.rows();
+          if constexpr (std::is_same_v<State, ResnetState>) {
+            same = same && state.skip.rows() == theirs.skip.rows() && state.block.size() == theirs.block.size();
+            for (size_t c = 0; same && c < state.block.size(); ++c) {
+              same = state.block[c].input.rows() == theirs.block[c].input.rows();
+            }
+          }
+          return same;
+        },
+        layers_[i]);
+    if (!same_rows) return false;
   }
   return all_started() && other.all_started();
 }

@@ -400,8 +400,9 @@ struct StreamBatcher::State {
       (stream(group.owners[member.slot]).*side.member).slot = member.slot;
     }
     group.owners.pop_back();
+    // An emptied lane keeps its graph (no slots): the next stream to join
+    // copies into it instead of building a graph.
     group.graph->set_slots(last);
-    if (group.owners.empty()) group.graph.reset();
     member = Membership{};
   }
 
@@ -412,7 +413,7 @@ struct StreamBatcher::State {
     const streaming::StreamGraph& own = side.own_graph(joining);
     if (!own.all_started()) return false;
     Group& group = side.lanes[lane];
-    if (!group.graph) {
+    if (!group.graph || (group.size() == 0 && !group.graph->same_shape(own))) {
       group.graph.emplace(own);
     } else {
       if (!group.graph->same_shape(own)) return false;
