@@ -11,7 +11,7 @@ PACKAGES=(
   libsndfile1-dev libsoxr-dev libcurl4-openssl-dev libssl-dev libzip-dev
   libcli11-dev nlohmann-json3-dev libspdlog-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  libboost-dev libprotobuf-dev protobuf-compiler libopus-dev portaudio19-dev
+  libboost-dev libprotobuf-dev protobuf-compiler libopus-dev portaudio19-dev prometheus-cpp-dev
 )
 
 if [[ "${ENCODEC_SKIP_APT:-0}" != 1 ]]; then

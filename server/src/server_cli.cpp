@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include "encodec/http_endpoint.h"
 #include "encodec/live_model.h"
 #include "encodec/server.h"
 #include "encodec/server_config.h"
@@ -49,11 +50,14 @@ int run_encodecd(int argc, const char* const* argv) {
       "sessions. Protocol: proto/README.md. Settings: the defaults, then --config, then these "
       "flags. SIGINT or SIGTERM ends every session with a goodbye and exits 0.",
       "encodecd"};
-  std::string udp, tcp, config_path, checkpoint, model_dir, log_level;
+  std::string udp, tcp, http, config_path, checkpoint, model_dir, log_level;
   int threads = 0, io_threads = 0;
   bool random_weights = false;
   app.add_option("--udp", udp, "Listen for UDP on ADDR:PORT (default 127.0.0.1:7700; port 0: any free one)");
   app.add_option("--tcp", tcp, "Listen for TCP on ADDR:PORT (default 127.0.0.1:7701)");
+  app.add_option("--http", http,
+                 "Serve GET /healthz and GET /metrics (Prometheus text format) over HTTP on ADDR:PORT "
+                 "(default: no HTTP, or the config's http_listen)");
   app.add_option("--config", config_path,
                  "Settings from this Protobuf text file (configs/*.textproto; unset fields keep their "
                  "defaults; errors name the line and field)");
@@ -80,6 +84,7 @@ int run_encodecd(int argc, const char* const* argv) {
                                                       : load_server_config(config_path);
     if (!udp.empty()) config.set_udp_listen(udp);
     if (!tcp.empty()) config.set_tcp_listen(tcp);
+    if (!http.empty()) config.set_http_listen(http);
     if (!checkpoint.empty()) config.set_checkpoint(checkpoint);
     if (threads > 0) config.set_compute_threads(static_cast<uint32_t>(threads));
     if (io_threads > 0) config.set_io_threads(static_cast<uint32_t>(io_threads));
@@ -99,7 +104,17 @@ int run_encodecd(int argc, const char* const* argv) {
     spdlog::info("listening on UDP {}:{} and TCP {}:{}",
                  config.udp_listen().substr(0, config.udp_listen().rfind(':')), server.udp_port(),
                  config.tcp_listen().substr(0, config.tcp_listen().rfind(':')), server.tcp_port());
+    std::unique_ptr<HttpEndpoint> http_endpoint;
+    if (!config.http_listen().empty()) {
+      HttpOptions http_options;
+      http_options.listen = config.http_listen();
+      http_endpoint = std::make_unique<HttpEndpoint>(server, http_options);
+      http_endpoint->start();
+      spdlog::info("serving HTTP (/healthz, /metrics) on {}:{}",
+                   config.http_listen().substr(0, config.http_listen().rfind(':')), http_endpoint->port());
+    }
     server.wait(/*handle_signals=*/true);
+    if (http_endpoint) http_endpoint->stop();
     spdlog::info("stopped");
     return 0;
   } catch (const std::exception& error) {

@@ -373,6 +373,7 @@ class Validator {
   void validate(const ServerConfig& config) const {
     validate_endpoint(top_, "udp_listen", config.udp_listen());
     validate_endpoint(top_, "tcp_listen", config.tcp_listen());
+    if (!config.http_listen().empty()) validate_endpoint(top_, "http_listen", config.http_listen());
     validate_path(top_, "checkpoint", config.checkpoint());
     validate_path(top_, "lm_checkpoint", config.lm_checkpoint());
     validate_threads(top_, "io_threads", config.io_threads());

@@ -1,0 +1,216 @@
+// encodecd's HTTP endpoint with real requests on 127.0.0.1 (libcurl, and raw
+// sockets for what curl will not send): /healthz against the sessions opened,
+// /metrics counters against the datagrams the test sent, the request counter
+// by status against the requests made, JSON errors naming what was wrong,
+// oversized and garbage requests, a client too slow to finish its request.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <map>
+#include <regex>
+#include <string>
+#include <thread>
+
+#include <curl/curl.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "encodec/http_endpoint.h"
+#include "encodec/server.h"
+#include "golden.h"
+#include "loopback.h"
+
+namespace encodec::testing {
+namespace {
+
+struct HttpReply {
+  long status = 0;
+  std::string content_type;
+  std::string body;
+};
+
+size_t append_body(char* data, size_t size, size_t count, void* body) {
+  static_cast<std::string*>(body)->append(data, size * count);
+  return size * count;
+}
+
+HttpReply request(uint16_t port, const std::string& path, const char* method = "GET",
+                  const std::string& body = "") {
+  HttpReply reply;
+  CURL* curl = curl_easy_init();
+  const std::string url = "http://127.0.0.1:" + std::to_string(port) + path;
+  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
+  if (!body.empty()) {
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body.data());
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
+  }
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, append_body);
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &reply.body);
+  curl_easy_setopt(curl, CURLOPT_TIMEOUT, 10L);
+  if (curl_easy_perform(curl) == CURLE_OK) {
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &reply.status);
+    char* type = nullptr;
+    curl_easy_getinfo(curl, CURLINFO_CONTENT_TYPE, &type);
+    if (type) reply.content_type = type;
+  }
+  curl_easy_cleanup(curl);
+  return reply;
+}
+
+// Sample values of the Prometheus text format: "name{labels} value" lines.
+std::map<std::string, double> parse_metrics(const std::string& text) {
+  std::map<std::string, double> samples;
+  const std::regex line(R"(^([a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})?) ([-+0-9.eE]+)$)");
+  size_t at = 0;
+  while (at < text.size()) {
+    const size_t end = std::min(text.find('\n', at), text.size());
+    const std::string row = text.substr(at, end - at);
+    std::smatch match;
+    if (!row.empty() && row[0] != '#' && std::regex_match(row, match, line)) {
+      samples[match[1]] = std::stod(match[3]);
+    }
+    at = end + 1;
+  }
+  return samples;
+}
+
+// A TCP connection to the endpoint that sends `bytes` and returns what comes back
+// until the server closes it (or 10 s pass).
+std::string raw_exchange(uint16_t port, const std::string& bytes, bool wait_for_close = true) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(port);
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+    ::close(fd);
+    return "connect failed";
+  }
+  timeval timeout{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  if (!bytes.empty()) ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+  std::string received;
+  char buffer[4096];
+  while (wait_for_close) {
+    const ssize_t count = ::recv(fd, buffer, sizeof buffer, 0);
+    if (count <= 0) break;
+    received.append(buffer, static_cast<size_t>(count));
+  }
+  ::close(fd);
+  return received;
+}
+
+class HttpEndpointTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ENCODEC_REQUIRE_GOLDEN();
+    live_ = golden_live_model();
+    server_ = std::make_unique<server::Server>(live_->model, live_->checksum, loopback_server_options());
+    server_->start();
+    server::HttpOptions options;
+    options.listen = "127.0.0.1:0";
+    options.request_timeout_ms = 300;
+    options.max_request_bytes = 4096;
+    http_ = std::make_unique<server::HttpEndpoint>(*server_, options);
+    http_->start();
+  }
+  void TearDown() override {
+    if (http_) http_->stop();
+    if (server_) server_->stop("test over");
+  }
+
+  const LiveModel* live_ = nullptr;
+  std::unique_ptr<server::Server> server_;
+  std::unique_ptr<server::HttpEndpoint> http_;
+};
+
+TEST_F(HttpEndpointTest, HealthzCountsTheOpenSessions) {
+  RawPeer first(server_->udp_port(), false), second(server_->udp_port(), false);
+  ASSERT_NE(first.hello(), 0u);
+  ASSERT_NE(second.hello(), 0u);
+  const HttpReply reply = request(http_->port(), "/healthz");
+  ASSERT_EQ(reply.status, 200);
+  EXPECT_EQ(reply.content_type, "application/json");
+  const nlohmann::json health = nlohmann::json::parse(reply.body);
+  EXPECT_EQ(health.at("status"), "ok");
+  EXPECT_EQ(health.at("sessions").get<uint64_t>(), server_->stats().sessions);
+  EXPECT_EQ(health.at("sessions").get<uint64_t>(), 2u);
+}
+
+TEST_F(HttpEndpointTest, MetricsCountWhatTheTestSent) {
+  constexpr int kMalformed = 7, kOversized = 3;
+  RawPeer peer(server_->udp_port(), false);
+  ASSERT_NE(peer.hello(), 0u);
+  for (int i = 0; i < kMalformed; ++i) peer.send_bytes(std::string("\xff\xfe not a protobuf", 18));
+  for (int i = 0; i < kOversized; ++i) peer.send_bytes(std::string(1500, 'x'));
+  // The datagrams are counted once the server has read them.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while ((server_->stats().malformed < kMalformed || server_->stats().oversized < kOversized) &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  const HttpReply reply = request(http_->port(), "/metrics");
+  ASSERT_EQ(reply.status, 200);
+  EXPECT_EQ(reply.content_type, "text/plain; version=0.0.4");
+  std::map<std::string, double> samples = parse_metrics(reply.body);
+  EXPECT_EQ(samples["encodecd_malformed_total"], kMalformed);
+  EXPECT_EQ(samples["encodecd_oversized_total"], kOversized);
+  EXPECT_EQ(samples["encodecd_sessions_opened_total"], 1);
+  EXPECT_EQ(samples["encodecd_sessions"], 1);
+  const server::ServerStats stats = server_->stats();
+  EXPECT_EQ(samples["encodecd_packets_in_total"], static_cast<double>(stats.packets_in));
+
+  // A second scrape: the counters move by what happened in between.
+  peer.send_bytes(std::string("\x01\x02", 2));
+  while (server_->stats().malformed < kMalformed + 1 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  samples = parse_metrics(request(http_->port(), "/metrics").body);
+  EXPECT_EQ(samples["encodecd_malformed_total"], kMalformed + 1);
+  EXPECT_EQ(samples["encodecd_oversized_total"], kOversized);
+}
+
+TEST_F(HttpEndpointTest, ErrorsAreJsonNamingWhatWasWrongAndCountedByStatus) {
+  const HttpReply missing = request(http_->port(), "/v1/nothing");
+  EXPECT_EQ(missing.status, 404);
+  EXPECT_EQ(missing.content_type, "application/json");
+  EXPECT_NE(nlohmann::json::parse(missing.body).at("error").get<std::string>().find("/v1/nothing"),
+            std::string::npos);
+  const HttpReply wrong_method = request(http_->port(), "/metrics", "DELETE");
+  EXPECT_EQ(wrong_method.status, 405);
+  EXPECT_NE(nlohmann::json::parse(wrong_method.body).at("error").get<std::string>().find("DELETE"),
+            std::string::npos);
+  const HttpReply too_large = request(http_->port(), "/metrics", "POST", std::string(8192, 'a'));
+  EXPECT_EQ(too_large.status, 413);
+  // Not HTTP at all: 400, then the connection ends.
+  const std::string garbage = raw_exchange(http_->port(), std::string("\x16\x03\x01 hello?\r\n\r\n", 14));
+  EXPECT_EQ(garbage.rfind("HTTP/1.1 400", 0), 0u) << garbage;
+
+  std::map<std::string, double> samples = parse_metrics(request(http_->port(), "/metrics").body);
+  EXPECT_EQ(samples["encodecd_http_requests_total{code=\"404\"}"], 1);
+  EXPECT_EQ(samples["encodecd_http_requests_total{code=\"405\"}"], 1);
+  EXPECT_EQ(samples["encodecd_http_requests_total{code=\"413\"}"], 1);
+  EXPECT_EQ(samples["encodecd_http_requests_total{code=\"400\"}"], 1);
+  // This scrape is counted once answered: the 200s before it are none.
+  EXPECT_EQ(samples.count("encodecd_http_requests_total{code=\"200\"}"), 0u);
+}
+
+TEST_F(HttpEndpointTest, AClientTooSlowToSendItsRequestIsDisconnected) {
+  // Half a request line, then nothing: the server closes the connection at its
+  // request timeout (300 ms here) without an answer; recv gives up after 10 s.
+  const auto started = std::chrono::steady_clock::now();
+  const std::string received = raw_exchange(http_->port(), "GET /metr");
+  const double waited_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  EXPECT_TRUE(received.empty()) << received;
+  EXPECT_LT(waited_s, 9.0) << "the connection was not closed";
+  // The endpoint still serves.
+  EXPECT_EQ(request(http_->port(), "/healthz").status, 200);
+}
+
+}  // namespace
+}  // namespace encodec::testing
