@@ -3,105 +3,27 @@
 // /metrics counters against the datagrams the test sent, the request counter
 // by status against the requests made, JSON errors naming what was wrong,
 // oversized and garbage requests, a client too slow to finish its request.
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <chrono>
 #include <map>
 #include <regex>
 #include <string>
 #include <thread>
 
-#include <curl/curl.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include "encodec/http_endpoint.h"
 #include "encodec/server.h"
 #include "golden.h"
+#include "http_client.h"
 #include "loopback.h"
 
 namespace encodec::testing {
 namespace {
 
-struct HttpReply {
-  long status = 0;
-  std::string content_type;
-  std::string body;
-};
-
-size_t append_body(char* data, size_t size, size_t count, void* body) {
-  static_cast<std::string*>(body)->append(data, size * count);
-  return size * count;
-}
-
 HttpReply request(uint16_t port, const std::string& path, const char* method = "GET",
                   const std::string& body = "") {
-  HttpReply reply;
-  CURL* curl = curl_easy_init();
-  const std::string url = "http://127.0.0.1:" + std::to_string(port) + path;
-  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
-  if (!body.empty()) {
-    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body.data());
-    curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
-  }
-  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, append_body);
-  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &reply.body);
-  curl_easy_setopt(curl, CURLOPT_TIMEOUT, 10L);
-  if (curl_easy_perform(curl) == CURLE_OK) {
-    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &reply.status);
-    char* type = nullptr;
-    curl_easy_getinfo(curl, CURLINFO_CONTENT_TYPE, &type);
-    if (type) reply.content_type = type;
-  }
-  curl_easy_cleanup(curl);
-  return reply;
-}
-
-// Sample values of the Prometheus text format: "name{labels} value" lines.
-std::map<std::string, double> parse_metrics(const std::string& text) {
-  std::map<std::string, double> samples;
-  const std::regex line(R"(^([a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})?) ([-+0-9.eE]+)$)");
-  size_t at = 0;
-  while (at < text.size()) {
-    const size_t end = std::min(text.find('\n', at), text.size());
-    const std::string row = text.substr(at, end - at);
-    std::smatch match;
-    if (!row.empty() && row[0] != '#' && std::regex_match(row, match, line)) {
-      samples[match[1]] = std::stod(match[3]);
-    }
-    at = end + 1;
-  }
-  return samples;
-}
-
-// A TCP connection to the endpoint that sends `bytes` and returns what comes back
-// until the server closes it (or 10 s pass).
-std::string raw_exchange(uint16_t port, const std::string& bytes, bool wait_for_close = true) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(port);
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
-    ::close(fd);
-    return "connect failed";
-  }
-  timeval timeout{10, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-  if (!bytes.empty()) ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
-  std::string received;
-  char buffer[4096];
-  while (wait_for_close) {
-    const ssize_t count = ::recv(fd, buffer, sizeof buffer, 0);
-    if (count <= 0) break;
-    received.append(buffer, static_cast<size_t>(count));
-  }
-  ::close(fd);
-  return received;
+  return http_request(port, path, method, body);
 }
 
 class HttpEndpointTest : public ::testing::Test {
@@ -184,7 +106,7 @@ TEST_F(HttpEndpointTest, ErrorsAreJsonNamingWhatWasWrongAndCountedByStatus) {
   EXPECT_EQ(wrong_method.status, 405);
   EXPECT_NE(nlohmann::json::parse(wrong_method.body).at("error").get<std::string>().find("DELETE"),
             std::string::npos);
-  const HttpReply too_large = request(http_->port(), "/metrics", "POST", std::string(8192, 'a'));
+  const HttpReply too_large = request(http_->port(), "/metrics", "GET", std::string(8192, 'a'));
   EXPECT_EQ(too_large.status, 413);
   // Not HTTP at all: 400, then the connection ends.
   const std::string garbage = raw_exchange(http_->port(), std::string("\x16\x03\x01 hello?\r\n\r\n", 14));

@@ -6,6 +6,8 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include <sndfile.h>
@@ -26,10 +28,38 @@ struct SoxrDeleter {
   void operator()(soxr* resampler) const { soxr_delete(resampler); }
 };
 
+// A file held in memory, read through libsndfile's virtual I/O.
+struct MemoryFile {
+  std::shared_ptr<const std::string> bytes;
+  sf_count_t position = 0;
+
+  static MemoryFile& of(void* user) { return *static_cast<MemoryFile*>(user); }
+  static sf_count_t length(void* user) { return static_cast<sf_count_t>(of(user).bytes->size()); }
+  static sf_count_t seek(sf_count_t offset, int whence, void* user) {
+    MemoryFile& file = of(user);
+    const sf_count_t base = whence == SEEK_SET ? 0 : whence == SEEK_CUR ? file.position : length(user);
+    const sf_count_t target = base + offset;
+    if (target < 0 || target > length(user)) return -1;
+    file.position = target;
+    return target;
+  }
+  static sf_count_t read(void* destination, sf_count_t count, void* user) {
+    MemoryFile& file = of(user);
+    const sf_count_t got = std::max<sf_count_t>(0, std::min(count, length(user) - file.position));
+    std::memcpy(destination, file.bytes->data() + file.position, static_cast<size_t>(got));
+    file.position += got;
+    return got;
+  }
+  static sf_count_t write(const void*, sf_count_t, void*) { return 0; }
+  static sf_count_t tell(void* user) { return of(user).position; }
+};
+
 }  // namespace
 
 struct AudioFileReader::State {
   std::string path;
+  std::optional<MemoryFile> memory;  // the bytes read, for a reader over memory
+  SF_VIRTUAL_IO memory_io{};
   SndfilePtr file;
   SF_INFO info{};
   int target_rate_hz = 0;
@@ -146,9 +176,27 @@ struct AudioFileReader::State {
 
 AudioFileReader::AudioFileReader(const std::string& path, int target_rate_hz, int target_channels)
     : state_(std::make_unique<State>()) {
+  state_->path = path;
+  state_->file.reset(sf_open(path.c_str(), SFM_READ, &state_->info));
+  start_conversion(target_rate_hz, target_channels);
+}
+
+AudioFileReader::AudioFileReader(std::shared_ptr<const std::string> bytes, const std::string& name,
+                                 int target_rate_hz, int target_channels)
+    : state_(std::make_unique<State>()) {
   State& s = *state_;
-  s.path = path;
-  s.file.reset(sf_open(path.c_str(), SFM_READ, &s.info));
+  s.path = name;
+  s.memory.emplace();
+  s.memory->bytes = std::move(bytes);
+  s.memory_io = {&MemoryFile::length, &MemoryFile::seek, &MemoryFile::read, &MemoryFile::write,
+                 &MemoryFile::tell};
+  s.file.reset(sf_open_virtual(&s.memory_io, SFM_READ, &s.info, &*s.memory));
+  start_conversion(target_rate_hz, target_channels);
+}
+
+void AudioFileReader::start_conversion(int target_rate_hz, int target_channels) {
+  State& s = *state_;
+  const std::string& path = s.path;
   if (!s.file) s.fail(sf_strerror(nullptr));
   if (s.info.channels < 1 || s.info.samplerate < 1) {
     s.fail(std::to_string(s.info.channels) + " channels at " + std::to_string(s.info.samplerate) +

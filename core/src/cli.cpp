@@ -23,9 +23,8 @@
 #include "encodec/audio_stream.h"
 #include "encodec/compress.h"
 #include "encodec/encodec.h"
+#include "encodec/file_coding.h"
 #include "encodec/lm.h"
-#include "encodec/pipeline.h"
-#include "encodec/stream_pipeline.h"
 #include "progress_line.h"
 #include "signal_cleanup.h"
 
@@ -241,29 +240,14 @@ EncodecModel load_model(const CliOptions& options, const std::string& model_name
   return model;
 }
 
-// The causal model with the fast kernels runs through the streaming engine:
-// the same bytes as the offline fast path, in bounded memory whatever the length.
-// Blocks of 0.4 s: the deep layers then see 30 rows per pass and read their
-// weights once for all of them (frame by frame, reading the weights dominates),
-// while the layers' row buffers stay small (about 2.3 MB per second of block
-// in the encoder: 1 s blocks cost 35 MB more peak memory for 4% more speed).
-constexpr int64_t kDefaultStreamBlock = 9600;
-
 bool use_streaming(const EncodecModel& model, const CliOptions& options) {
   return options.fast && !options.whole_file && model.config().causal && !model.config().segment_s;
 }
 
-// The reference kernels hold the whole waveform and every activation (about
-// 0.5 GB per minute of 24 kHz audio, as the Python package), and their sums
-// depend on the input length, so they cannot stream. Longer 24 kHz audio than
-// this goes through the streaming engine (fast kernels) unless --whole-file.
-constexpr double kWholeFileLimitSeconds = 300;
-
 // Switches a long 24 kHz input (or output) to the fast kernels, saying so.
 void stream_if_long(CliOptions& options, const std::string& model_name, int64_t audio_length) {
-  if (options.fast || options.whole_file || model_name != kModelName24kHz) return;
+  if (options.fast || options.whole_file || !too_long_for_whole_file(model_name, audio_length)) return;
   const double seconds = static_cast<double>(audio_length) / EncodecConfig::official_24khz().sample_rate_hz;
-  if (seconds <= kWholeFileLimitSeconds) return;
   options.fast = true;
   if (!options.quiet) {
     std::cerr << "encodec: note: " << options.input << ": " << std::fixed << std::setprecision(1)
@@ -275,8 +259,11 @@ void stream_if_long(CliOptions& options, const std::string& model_name, int64_t 
   }
 }
 
-int64_t stream_block(const CliOptions& options) {
-  return options.stream_block > 0 ? options.stream_block : kDefaultStreamBlock;
+FileCoding file_coding(const EncodecModel& model, const CliOptions& options) {
+  FileCoding coding;
+  coding.streaming = use_streaming(model, options);
+  if (options.stream_block > 0) coding.stream_block = options.stream_block;
+  return coding;
 }
 
 // Loads the LM for `codec`: from --lm-checkpoint when given, otherwise the
@@ -308,24 +295,6 @@ void warn_if_clipping(float peak, const CliOptions& options) {
   }
 }
 
-// Passes decoded audio on and reports how much is done.
-class ProgressAudioSink : public AudioSink {
- public:
-  ProgressAudioSink(AudioSink& out, AudioProgress& progress, int sample_rate_hz)
-      : out_(out), progress_(progress), sample_rate_hz_(sample_rate_hz) {}
-  void write(const torch::Tensor& samples) override {
-    out_.write(samples);
-    frames_ += samples.size(1);
-    progress_.update(static_cast<double>(frames_) / sample_rate_hz_);
-  }
-
- private:
-  AudioSink& out_;
-  AudioProgress& progress_;
-  int sample_rate_hz_;
-  int64_t frames_ = 0;
-};
-
 // Decodes the chunks of `in` (its header already read) into a WAV file at
 // `path`, chunk by chunk.
 void decode_to_wav(std::istream& in, const EcdcHeader& header, const EncodecModel& model,
@@ -336,13 +305,9 @@ void decode_to_wav(std::istream& in, const EcdcHeader& header, const EncodecMode
   AudioProgress progress("Decompressing",
                          static_cast<double>(header.audio_length) / model.sample_rate_hz(),
                          !options.quiet);
-  ProgressAudioSink sink(writer, progress, model.sample_rate_hz());
-  const std::unique_ptr<AudioDecoder> decoder =
-      use_streaming(model, options)
-          ? make_streaming_decoder(model, header.audio_length, sink, stream_block(options))
-          : make_chunk_decoder(model, header.audio_length, sink);
-  read_ecdc_chunks(in, header, model.config(), lm, *decoder);
-  decoder->finish();
+  FileCoding coding = file_coding(model, options);
+  coding.progress = [&](double seconds) { progress.update(seconds); };
+  decode_ecdc_file(in, header, model, lm, writer, coding);
   progress.finish();
   warn_if_clipping(writer.peak(), options);
   writer.commit();
@@ -351,20 +316,12 @@ void decode_to_wav(std::istream& in, const EcdcHeader& header, const EncodecMode
 // Encodes everything `reader` yields into the .ecdc stream `out`, chunk by chunk.
 void encode_to_ecdc(AudioFileReader& reader, const EncodecModel& model, const EcdcHeader& header,
                     const LmModel* lm, std::ostream& out, const CliOptions& options) {
-  EcdcStreamWriter writer(out, header, model.config().bits_per_codebook(), lm);
-  // The reference kernels encode a 24 kHz input whole (their sums depend on the
-  // input length, so no streaming gives their bytes); the fast ones stream.
-  const std::unique_ptr<AudioEncoder> encoder =
-      use_streaming(model, options) ? make_streaming_encoder(model, stream_block(options))
-                                    : make_chunk_encoder(model);
-  const double rate_hz = model.sample_rate_hz();
-  AudioProgress progress("Compressing", static_cast<double>(reader.length()) / rate_hz,
+  AudioProgress progress("Compressing",
+                         static_cast<double>(reader.length()) / model.sample_rate_hz(),
                          !options.quiet);
-  while (const std::optional<torch::Tensor> block = reader.read()) {
-    encoder->push_audio(*block, writer);
-    progress.update(static_cast<double>(reader.frames_read()) / rate_hz);
-  }
-  encoder->finish(writer);
+  FileCoding coding = file_coding(model, options);
+  coding.progress = [&](double seconds) { progress.update(seconds); };
+  encode_audio_file(reader, model, header, lm, out, coding);
   progress.finish();
 }
 

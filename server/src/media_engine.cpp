@@ -190,6 +190,11 @@ void MediaEngine::remove_session(uint64_t session) {
   controls_.push_back(std::move(control));
 }
 
+void MediaEngine::enqueue(Job* job) {
+  counters_.queued_jobs.fetch_add(1, std::memory_order_relaxed);
+  jobs_.push(job);
+}
+
 MediaEngine::Job* MediaEngine::take_free_job() {
   Job* job = nullptr;
   if (!free_jobs_.pop(job)) {
@@ -216,7 +221,7 @@ bool MediaEngine::submit_pcm(uint64_t session, const uint8_t* pcm16le, size_t sa
       const auto value = static_cast<int16_t>(static_cast<uint16_t>(sample[0] | (sample[1] << 8)));
       job->samples[i] = static_cast<float>(value) / 32768.0f;
     }
-    jobs_.push(job);
+    enqueue(job);
     done += count;
   } while (done < samples);
   wake_.notify_one();
@@ -236,7 +241,7 @@ bool MediaEngine::submit_codes(uint64_t sender, uint32_t sequence, uint64_t capt
   job->end_of_stream = end_of_stream;
   job->count = num_codebooks;
   std::copy_n(codes, num_codebooks, job->codes);
-  jobs_.push(job);
+  enqueue(job);
   wake_.notify_one();
   return true;
 }
@@ -253,7 +258,7 @@ bool MediaEngine::submit_opus(uint64_t sender, uint32_t sequence, uint64_t captu
   job->end_of_stream = end_of_stream;
   job->count = static_cast<int>(size);
   if (size > 0) std::memcpy(job->packet(), packet, size);
-  jobs_.push(job);
+  enqueue(job);
   wake_.notify_one();
   return true;
 }
@@ -380,6 +385,7 @@ bool MediaEngine::drain_jobs() {
   bool any = false;
   Job* job = nullptr;
   while (jobs_.pop(job)) {
+    counters_.queued_jobs.fetch_sub(1, std::memory_order_relaxed);
     any = true;
     // A stream opened just before its first job may still be a control: take
     // the controls and try once more (no lock taken while the streams are known).
@@ -558,6 +564,7 @@ void MediaEngine::tick() {
   // tick leaves its lane and rejoins later, which copies its state (and
   // allocates), so a lone encoder stream (an Opus sender) must not be ticked on
   // the code frames that drive the decoders, nor the decoders on its audio.
+  const auto start = std::chrono::steady_clock::now();
   bool encoding = false, decoding = false;
   for (const auto& [session, encoder] : encoders_) encoding |= encoder->pending_samples >= hop_;
   for (const auto& [session, decoder] : decoders_) decoding |= decoder->pending_frames > 0;
@@ -577,6 +584,7 @@ void MediaEngine::tick() {
     if (decoder->pending_frames > 0) --decoder->pending_frames;
     collect_audio(*decoder);
   }
+  counters_.tick_time.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
 }
 
 void MediaEngine::collect_codes(Encoder& encoder, bool last) {

@@ -18,7 +18,9 @@
 // and every per-stream buffer; it sends its results itself (Peer::send never blocks).
 #pragma once
 
+#include <array>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -33,13 +35,28 @@
 #include "encodec/net/jitter_buffer.h"
 #include "encodec/net/opus_codec.h"
 #include "encodec/net/wire.h"
+#include "encodec/server.h"
 #include "encodec/streaming.h"
 #include "peer.h"
 
 namespace encodec::server {
 
+// A histogram of durations, lock-free (counts per bucket of kComputeTickBucketSeconds).
+struct DurationHistogram {
+  std::array<std::atomic<uint64_t>, kComputeTickBuckets + 1> counts{};  // the last: beyond them all
+  std::atomic<uint64_t> total_ns{0};
+  void observe(double seconds) {
+    size_t bucket = 0;
+    while (bucket < kComputeTickBuckets && seconds > kComputeTickBucketSeconds[bucket]) ++bucket;
+    counts[bucket].fetch_add(1, std::memory_order_relaxed);
+    total_ns.fetch_add(static_cast<uint64_t>(seconds * 1e9), std::memory_order_relaxed);
+  }
+};
+
 struct EngineCounters {
   std::atomic<uint64_t> ticks{0};
+  DurationHistogram tick_time;             // each tick's compute (batcher pass and results)
+  std::atomic<int64_t> queued_jobs{0};     // submitted, not yet taken by the compute thread
   std::atomic<uint64_t> encoded_frames{0};
   std::atomic<uint64_t> transcoded_frames{0};
   std::atomic<uint64_t> dropped_jobs{0};
@@ -124,6 +141,7 @@ class MediaEngine {
   struct Decoder;
 
   Job* take_free_job();
+  void enqueue(Job* job);
   void run();
   bool drain_controls();
   bool drain_jobs();

@@ -1117,6 +1117,11 @@ struct Server::Impl {
     stats.transcoded_frames = engine_counters.transcoded_frames.load();
     stats.encoded_frames = engine_counters.encoded_frames.load();
     stats.compute_ticks = engine_counters.ticks.load();
+    for (size_t i = 0; i < stats.compute_tick_counts.size(); ++i) {
+      stats.compute_tick_counts[i] = engine_counters.tick_time.counts[i].load();
+    }
+    stats.compute_tick_seconds = static_cast<double>(engine_counters.tick_time.total_ns.load()) * 1e-9;
+    stats.compute_queue_depth = static_cast<uint64_t>(std::max<int64_t>(0, engine_counters.queued_jobs.load()));
     stats.compute_dropped = counters.compute_dropped.load() + engine_counters.dropped_jobs.load();
     stats.reorder_duplicates = engine_counters.reorder_duplicates.load();
     stats.reorder_late = engine_counters.reorder_late.load();

@@ -39,6 +39,31 @@ ServerOptions to_options(const config::ServerConfig& config) {
   return options;
 }
 
+HttpOptions to_http_options(const config::ServerConfig& config, const std::string& model_dir,
+                            bool random_weights) {
+  const config::ServerConfig::Http& http = config.http();
+  HttpOptions options;
+  options.listen = config.http_listen();
+  options.request_timeout_ms = static_cast<int>(http.request_timeout_ms());
+  options.max_upload_bytes = static_cast<size_t>(http.max_upload_mib()) << 20;
+  options.max_audio_seconds = http.max_audio_seconds();
+  options.sync_limit_seconds = http.sync_limit_seconds();
+  options.transcode_workers = static_cast<int>(http.workers());
+  options.transcode_threads = static_cast<int>(http.threads());
+  options.queue_capacity = http.queue_capacity();
+  options.job_ttl_seconds = static_cast<int>(http.job_ttl_seconds());
+  options.max_connections = static_cast<int>(http.max_connections());
+  options.requests_per_second = http.requests_per_second();
+  options.request_burst = http.request_burst();
+  options.models.checkpoint_24khz = config.checkpoint();
+  options.models.lm_checkpoint_24khz = config.lm_checkpoint();
+  options.models.checkpoint_48khz = http.checkpoint_48khz();
+  options.models.lm_checkpoint_48khz = http.lm_checkpoint_48khz();
+  options.models.model_dir = model_dir;
+  options.models.random_weights = random_weights;
+  return options;
+}
+
 }  // namespace
 
 int run_encodecd(int argc, const char* const* argv) {
@@ -56,8 +81,10 @@ int run_encodecd(int argc, const char* const* argv) {
   app.add_option("--udp", udp, "Listen for UDP on ADDR:PORT (default 127.0.0.1:7700; port 0: any free one)");
   app.add_option("--tcp", tcp, "Listen for TCP on ADDR:PORT (default 127.0.0.1:7701)");
   app.add_option("--http", http,
-                 "Serve GET /healthz and GET /metrics (Prometheus text format) over HTTP on ADDR:PORT "
-                 "(default: no HTTP, or the config's http_listen)");
+                 "Serve HTTP on ADDR:PORT: GET /healthz, GET /metrics (Prometheus text format), "
+                 "POST /v1/encode (audio in, .ecdc out; ?bandwidth=6&model=24khz|48khz&lm=0|1), "
+                 "POST /v1/decode (.ecdc in, WAV out; ?rescale=0|1), GET/DELETE /v1/jobs/ID for long "
+                 "inputs (default: no HTTP, or the config's http_listen; limits in its http block)");
   app.add_option("--config", config_path,
                  "Settings from this Protobuf text file (configs/*.textproto; unset fields keep their "
                  "defaults; errors name the line and field)");
@@ -106,11 +133,9 @@ int run_encodecd(int argc, const char* const* argv) {
                  config.tcp_listen().substr(0, config.tcp_listen().rfind(':')), server.tcp_port());
     std::unique_ptr<HttpEndpoint> http_endpoint;
     if (!config.http_listen().empty()) {
-      HttpOptions http_options;
-      http_options.listen = config.http_listen();
-      http_endpoint = std::make_unique<HttpEndpoint>(server, http_options);
+      http_endpoint = std::make_unique<HttpEndpoint>(server, to_http_options(config, model_dir, random_weights));
       http_endpoint->start();
-      spdlog::info("serving HTTP (/healthz, /metrics) on {}:{}",
+      spdlog::info("serving HTTP (/healthz, /metrics, /v1/encode, /v1/decode, /v1/jobs) on {}:{}",
                    config.http_listen().substr(0, config.http_listen().rfind(':')), http_endpoint->port());
     }
     server.wait(/*handle_signals=*/true);

@@ -41,6 +41,20 @@ constexpr uint32_t kDefaultMaxMembersPerRoom = 16;
 constexpr uint32_t kDefaultPacketsPerSecond = 400;
 constexpr uint32_t kDefaultBurstPackets = 400;
 
+constexpr uint32_t kDefaultHttpWorkers = 1;
+constexpr uint32_t kDefaultHttpThreads = 1;
+constexpr uint32_t kDefaultHttpQueueCapacity = 8;
+constexpr uint32_t kDefaultMaxUploadMib = 64;
+constexpr uint32_t kDefaultMaxAudioSeconds = 3600;
+constexpr uint32_t kDefaultSyncLimitSeconds = 30;
+constexpr uint32_t kDefaultJobTtlSeconds = 600;
+constexpr uint32_t kDefaultHttpRequestTimeoutMs = 10000;
+constexpr uint32_t kDefaultHttpMaxConnections = 256;
+constexpr uint32_t kDefaultHttpRequestsPerSecond = 20;
+constexpr uint32_t kDefaultHttpRequestBurst = 40;
+// An upload is held in memory while its job waits; beyond this it should not be one request.
+constexpr uint32_t kMaxUploadMib = 4096;
+
 // More threads than this is a typo rather than a machine's core count.
 constexpr uint32_t kMaxThreads = 64;
 constexpr size_t kMaxRoomNameChars = 64;
@@ -416,6 +430,7 @@ class Validator {
     for (int i = 0; i < config.rooms_size(); ++i) {
       validate_room(top_.nested("rooms", i), config.rooms(i), i, &room_by_name);
     }
+    validate_http(top_.nested("http", -1), config.http());
   }
 
  private:
@@ -483,6 +498,27 @@ class Validator {
       }
     }
     if (!is_valid_utf8(name)) fail(top_, "server_name", quoted(name) + " is not UTF-8");
+  }
+
+  void validate_http(const Scope& scope, const config::ServerConfig::Http& http) const {
+    validate_path(scope, "checkpoint_48khz", http.checkpoint_48khz());
+    validate_path(scope, "lm_checkpoint_48khz", http.lm_checkpoint_48khz());
+    validate_threads(scope, "workers", http.workers());
+    validate_threads(scope, "threads", http.threads());
+    validate_positive(scope, "queue_capacity", http.queue_capacity());
+    validate_positive(scope, "max_upload_mib", http.max_upload_mib());
+    if (http.max_upload_mib() > kMaxUploadMib) {
+      fail(scope, "max_upload_mib",
+           std::to_string(http.max_upload_mib()) + " is over " + std::to_string(kMaxUploadMib) +
+               " (uploads are held in memory)");
+    }
+    validate_positive(scope, "max_audio_seconds", http.max_audio_seconds());
+    validate_positive(scope, "sync_limit_seconds", http.sync_limit_seconds());
+    validate_positive(scope, "job_ttl_seconds", http.job_ttl_seconds());
+    validate_positive(scope, "request_timeout_ms", http.request_timeout_ms());
+    validate_positive(scope, "max_connections", http.max_connections());
+    validate_positive(scope, "requests_per_second", http.requests_per_second());
+    validate_positive(scope, "request_burst", http.request_burst());
   }
 
   void validate_room(const Scope& scope, const config::ServerConfig::Room& room, int index,
@@ -603,6 +639,19 @@ void fill_server_config_defaults(ServerConfig* config) {
     rate_limit->set_packets_per_second(kDefaultPacketsPerSecond);
   }
   if (rate_limit->burst() == 0) rate_limit->set_burst(kDefaultBurstPackets);
+  ServerConfig::Http* http = config->mutable_http();
+  const auto fill = [](uint32_t value, uint32_t fallback) { return value == 0 ? fallback : value; };
+  http->set_workers(fill(http->workers(), kDefaultHttpWorkers));
+  http->set_threads(fill(http->threads(), kDefaultHttpThreads));
+  http->set_queue_capacity(fill(http->queue_capacity(), kDefaultHttpQueueCapacity));
+  http->set_max_upload_mib(fill(http->max_upload_mib(), kDefaultMaxUploadMib));
+  http->set_max_audio_seconds(fill(http->max_audio_seconds(), kDefaultMaxAudioSeconds));
+  http->set_sync_limit_seconds(fill(http->sync_limit_seconds(), kDefaultSyncLimitSeconds));
+  http->set_job_ttl_seconds(fill(http->job_ttl_seconds(), kDefaultJobTtlSeconds));
+  http->set_request_timeout_ms(fill(http->request_timeout_ms(), kDefaultHttpRequestTimeoutMs));
+  http->set_max_connections(fill(http->max_connections(), kDefaultHttpMaxConnections));
+  http->set_requests_per_second(fill(http->requests_per_second(), kDefaultHttpRequestsPerSecond));
+  http->set_request_burst(fill(http->request_burst(), kDefaultHttpRequestBurst));
   // Rooms have no defaults to fill: max_bandwidth_kbps 0 already means no limit.
 }
 

@@ -15,7 +15,24 @@ std::string cached_official(const std::string& file_name, const std::string& mod
   return std::filesystem::exists(path) ? path : std::string();
 }
 
+std::string folder_looked_in(const std::string& model_dir) {
+  return model_dir.empty() ? default_hub_cache_dir() : model_dir;
+}
+
 }  // namespace
+
+std::string cached_official_checkpoint(const std::string& file_name, const std::string& model_dir) {
+  const std::string path = cached_official(file_name, model_dir);
+  if (path.empty()) {
+    throw LiveModelError(std::string("the official ") + file_name + " is not in " +
+                         folder_looked_in(model_dir) + " (run `encodec` once to download it there)");
+  }
+  // The name carries the checksum prefix: a corrupt cached file is refused.
+  ModelStoreOptions store;
+  store.model_dir = std::filesystem::path(path).parent_path().string();
+  store.show_progress = false;
+  return ModelStore(store).resolve(file_name);
+}
 
 LiveModel load_live_model(const LiveModelOptions& options) {
   if (options.random_weights) {
@@ -24,18 +41,11 @@ LiveModel load_live_model(const LiveModelOptions& options) {
   }
   std::string path = options.checkpoint;
   if (path.empty()) {
-    path = cached_official(kCheckpoint24kHz, options.model_dir);
-    if (path.empty()) {
-      throw LiveModelError(
-          std::string("no model: the official ") + kCheckpoint24kHz + " is not in " +
-          (options.model_dir.empty() ? default_hub_cache_dir() : options.model_dir) +
-          " (run `encodec` once to download it there), so pass --checkpoint FILE");
+    try {
+      path = cached_official_checkpoint(kCheckpoint24kHz, options.model_dir);
+    } catch (const LiveModelError& error) {
+      throw LiveModelError(std::string("no model: ") + error.what() + ", so pass --checkpoint FILE");
     }
-    // The name carries the checksum prefix: a corrupt cached file is refused.
-    ModelStoreOptions store;
-    store.model_dir = std::filesystem::path(path).parent_path().string();
-    store.show_progress = false;
-    path = ModelStore(store).resolve(kCheckpoint24kHz);
   }
   EncodecModel model = [&] {
     try {
@@ -55,8 +65,7 @@ std::shared_ptr<const LmModel> load_live_lm(const std::string& checkpoint,
     path = cached_official(kLmCheckpoint24kHz, model_dir);
     if (path.empty()) {
       throw LiveModelError(std::string("no LM: the official ") + kLmCheckpoint24kHz + " is not in " +
-                           (model_dir.empty() ? default_hub_cache_dir() : model_dir) +
-                           ", so pass --lm-checkpoint FILE");
+                           folder_looked_in(model_dir) + ", so pass --lm-checkpoint FILE");
     }
   }
   try {

@@ -31,6 +31,10 @@ class AudioFileReader {
   // Opens `path` (anything libsndfile reads) for conversion to `target_channels`
   // at `target_rate_hz`, as convert_audio does. Throws AudioError naming the file.
   AudioFileReader(const std::string& path, int target_rate_hz, int target_channels);
+  // The same over a file's bytes in memory (an upload); `name` stands for the
+  // file in error messages. The same samples as from a file with these bytes.
+  AudioFileReader(std::shared_ptr<const std::string> bytes, const std::string& name,
+                  int target_rate_hz, int target_channels);
   ~AudioFileReader();
   AudioFileReader(AudioFileReader&&) noexcept;
   AudioFileReader& operator=(AudioFileReader&&) noexcept;
@@ -49,6 +53,8 @@ class AudioFileReader {
   std::optional<torch::Tensor> read(int64_t max_frames = 65536);
 
  private:
+  void start_conversion(int target_rate_hz, int target_channels);
+
   struct State;
   std::unique_ptr<State> state_;
 };

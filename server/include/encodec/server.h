@@ -18,6 +18,8 @@
 // Thread safety: start, stop, stats and the accessors may be called from any thread.
 #pragma once
 
+#include <array>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -57,6 +59,12 @@ struct ServerOptions {
   std::vector<RoomSpec> rooms;                // exist from the start
 };
 
+// Upper bounds of the compute-tick time histogram's buckets, seconds (a frame
+// lasts 13.3 ms: a tick must end well within it).
+inline constexpr size_t kComputeTickBuckets = 10;
+inline constexpr std::array<double, kComputeTickBuckets> kComputeTickBucketSeconds = {
+    0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.0133, 0.0267, 0.05, 0.1};
+
 // Counters since start (a snapshot).
 struct ServerStats {
   uint64_t sessions = 0;            // open now
@@ -82,6 +90,11 @@ struct ServerStats {
   uint64_t transcoded_frames = 0;   // Opus frames produced
   uint64_t encoded_frames = 0;      // code frames produced for ROLE_ENCODE sessions
   uint64_t compute_ticks = 0;
+  // Ticks by compute time: counts per bucket of kComputeTickBucketSeconds (not
+  // cumulative), the last beyond them all; and their total time.
+  std::array<uint64_t, kComputeTickBuckets + 1> compute_tick_counts{};
+  double compute_tick_seconds = 0.0;
+  uint64_t compute_queue_depth = 0;  // work waiting for the compute thread now
   uint64_t compute_dropped = 0;     // work refused because the compute queue was full
   // The compute thread's reorder windows (code frames before the Opus
   // transcode, Opus senders' packets): frames dropped as duplicates, and as

@@ -37,6 +37,11 @@ struct LiveModel {
   std::string source;          // for logs: the file, or "random weights"
 };
 
+// The path of the official checkpoint `file_name` (kCheckpoint48kHz, ...) if it
+// is already in `model_dir` (default: the torch hub cache) with its checksum
+// right; never downloads. Otherwise LiveModelError naming the folder.
+std::string cached_official_checkpoint(const std::string& file_name, const std::string& model_dir);
+
 // The codec from options.checkpoint, else the official encodec_24khz checkpoint
 // if it is already in the model directory or the torch hub cache (a server does
 // not download at start), else LiveModelError naming both and --checkpoint.
