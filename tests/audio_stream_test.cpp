@@ -125,6 +125,46 @@ TEST(AudioFileReader, LengthIsKnownBeforeReadingForOddRatesAndCounts) {
   }
 }
 
+// Over a file's bytes in memory (an HTTP upload): bit for bit the file's
+// samples, for WAV and FLAC (whose decoder seeks), and errors name the given name.
+TEST(AudioFileReader, BytesInMemoryGiveTheFilesSamples) {
+  const std::string dir = make_temp_dir("audio_stream_memory");
+  for (const char* extension : {".wav", ".flac"}) {
+    SCOPED_TRACE(extension);
+    const std::string path = dir + "/in" + extension;
+    const torch::Tensor audio = test_audio(2, 50001, 44100);
+    if (std::string(extension) == ".wav") {
+      testing::write_pcm16(path, audio, 44100);
+    } else {
+      // libsndfile picks the format from the extension.
+      SF_INFO info{};
+      info.samplerate = 44100;
+      info.channels = 2;
+      info.format = SF_FORMAT_FLAC | SF_FORMAT_PCM_16;
+      SNDFILE* file = sf_open(path.c_str(), SFM_WRITE, &info);
+      ASSERT_NE(file, nullptr) << sf_strerror(nullptr);
+      const torch::Tensor interleaved = audio.t().contiguous();
+      sf_writef_float(file, interleaved.data_ptr<float>(), 50001);
+      sf_close(file);
+    }
+    auto bytes = std::make_shared<const std::string>(testing::read_file_bytes(path));
+    AudioFileReader from_file(path, 24000, 1);
+    AudioFileReader from_memory(bytes, "the upload", 24000, 1);
+    EXPECT_EQ(from_memory.input_frames(), 50001);
+    EXPECT_EQ(from_memory.length(), from_file.length());
+    const torch::Tensor expected = read_all(from_file, 4096);
+    const torch::Tensor actual = read_all(from_memory, 4096);
+    ASSERT_EQ(actual.sizes(), expected.sizes());
+    EXPECT_TRUE(torch::equal(actual, expected));
+  }
+  try {
+    AudioFileReader reader(std::make_shared<const std::string>("not audio"), "the upload", 24000, 1);
+    ADD_FAILURE() << "no error";
+  } catch (const AudioError& error) {
+    EXPECT_NE(std::string(error.what()).find("'the upload'"), std::string::npos) << error.what();
+  }
+}
+
 TEST(AudioFileReader, EmptyFileYieldsNothing) {
   const std::string dir = make_temp_dir("audio_stream_empty");
   testing::write_pcm16(dir + "/empty.wav", torch::zeros({1, 0}), 44100);

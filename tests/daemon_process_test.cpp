@@ -17,7 +17,11 @@
 
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
+#include "encodec/cli.h"
 #include "golden.h"
+#include "http_client.h"
 #include "loopback.h"
 
 namespace encodec::testing {
@@ -82,10 +86,11 @@ class DaemonProcessTest : public ::testing::Test {
     checkpoint_ = golden_path("encodec_24khz-random.th");
     daemon_ = std::make_unique<Process>(
         std::vector<std::string>{ENCODEC_DAEMON_PATH, "--udp", "127.0.0.1:0", "--tcp", "127.0.0.1:0",
-                                 "--checkpoint", checkpoint_},
+                                 "--http", "127.0.0.1:0", "--checkpoint", checkpoint_},
         dir_ + "/encodecd.log");
     // The daemon logs the ports it bound.
-    const std::regex listening("listening on UDP [0-9.]+:([0-9]+) and TCP [0-9.]+:([0-9]+)");
+    const std::regex listening(
+        "listening on UDP [0-9.]+:([0-9]+) and TCP [0-9.]+:([0-9]+)[^]*serving HTTP [^\\n]* on [0-9.]+:([0-9]+)");
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
     std::smatch match;
     std::string log;
@@ -97,6 +102,7 @@ class DaemonProcessTest : public ::testing::Test {
     ASSERT_FALSE(match.empty()) << "encodecd did not start:\n" << log;
     udp_port_ = static_cast<uint16_t>(std::stoi(match[1]));
     tcp_port_ = static_cast<uint16_t>(std::stoi(match[2]));
+    http_port_ = static_cast<uint16_t>(std::stoi(match[3]));
   }
 
   std::vector<std::string> client(const std::vector<std::string>& arguments) const {
@@ -108,8 +114,33 @@ class DaemonProcessTest : public ::testing::Test {
 
   std::string dir_, checkpoint_;
   std::unique_ptr<Process> daemon_;
-  uint16_t udp_port_ = 0, tcp_port_ = 0;
+  uint16_t udp_port_ = 0, tcp_port_ = 0, http_port_ = 0;
 };
+
+// The daemon's HTTP side: POST /v1/encode gives the `encodec` command's bytes
+// (the daemon's --checkpoint serves the 24 kHz model), /healthz and /metrics
+// count a session opened meanwhile; SIGTERM still exits 0.
+TEST_F(DaemonProcessTest, HttpEncodeGivesTheCommandsBytes) {
+  const std::string input = golden_path("inputs/speech_24k.wav");
+  const std::string out = dir_ + "/cli.ecdc";
+  const std::vector<const char*> argv = {"encodec", "-q", "--threads", "1", "-b", "3", "--checkpoint",
+                                         checkpoint_.c_str(), input.c_str(), out.c_str()};
+  ASSERT_EQ(run_encodec_cli(static_cast<int>(argv.size()), argv.data()), 0);
+  const HttpReply encoded = http_request(http_port_, "/v1/encode?bandwidth=3", "POST", read_file_bytes(input));
+  ASSERT_EQ(encoded.status, 200) << encoded.body.substr(0, 300);
+  EXPECT_EQ(encoded.body, read_file_bytes(out));
+
+  RawPeer peer(udp_port_, /*tcp=*/false);
+  ASSERT_NE(peer.hello(), 0u);
+  EXPECT_EQ(nlohmann::json::parse(http_request(http_port_, "/healthz").body).at("sessions"), 1);
+  const auto metrics = parse_metrics(http_request(http_port_, "/metrics").body);
+  EXPECT_EQ(metrics.at("encodecd_sessions_opened_total"), 1);
+  EXPECT_EQ(metrics.at("encodecd_transcode_jobs_total{code=\"200\",kind=\"encode\"}"), 1);
+  daemon_->signal(SIGTERM);
+  const auto status = daemon_->wait(std::chrono::seconds(10));
+  ASSERT_TRUE(status) << "encodecd still running after SIGTERM";
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << daemon_->log();
+}
 
 TEST_F(DaemonProcessTest, CallBetweenClientProcessesThenSigtermSaysGoodbyeAndExitsZero) {
   Process a(client({"--input", golden_path("inputs/speech_24k.wav"), "--output", dir_ + "/a.wav",

@@ -181,6 +181,18 @@ TEST_F(ServerConfigTest, DefaultsAreFilledIn) {
   EXPECT_EQ(config.rate_limit().packets_per_second(), 400u);
   EXPECT_EQ(config.rate_limit().burst(), 400u);
   EXPECT_EQ(config.rooms_size(), 0);
+  EXPECT_EQ(config.http_listen(), "");
+  EXPECT_EQ(config.http().workers(), 1u);
+  EXPECT_EQ(config.http().threads(), 1u);
+  EXPECT_EQ(config.http().queue_capacity(), 8u);
+  EXPECT_EQ(config.http().max_upload_mib(), 64u);
+  EXPECT_EQ(config.http().max_audio_seconds(), 3600u);
+  EXPECT_EQ(config.http().sync_limit_seconds(), 30u);
+  EXPECT_EQ(config.http().job_ttl_seconds(), 600u);
+  EXPECT_EQ(config.http().request_timeout_ms(), 10000u);
+  EXPECT_EQ(config.http().max_connections(), 256u);
+  EXPECT_EQ(config.http().requests_per_second(), 20u);
+  EXPECT_EQ(config.http().request_burst(), 40u);
   EXPECT_NO_THROW(validate_server_config(config, "defaults"));
 
   // An empty file is the defaults.
@@ -356,6 +368,13 @@ TEST_F(ServerConfigTest, BadValuesNameTheFieldPathValueAndLine) {
       {"bandwidth not a number",
        "rooms { name: \"a\" kind: ROOM_KIND_CALL\n  max_bandwidth_kbps: nan }\n",
        "max_bandwidth_kbps", {"rooms[0].max_bandwidth_kbps: nan "}},
+      {"transcoding workers", "http {\n  queue_capacity: 2\n  workers: 65\n}\n", "workers",
+       {"http.workers: 65 is out of range", "1 to 64"}},
+      {"transcoding threads", "http { threads: 100 }\n", "threads", {"http.threads: 100"}},
+      {"uploads over the limit", "http {\n  max_upload_mib: 5000\n}\n", "max_upload_mib",
+       {"http.max_upload_mib: 5000 is over 4096"}},
+      {"NUL in the 48 kHz path", "http { checkpoint_48khz: \"a\\000b\" }\n", "checkpoint_48khz",
+       {"http.checkpoint_48khz:", "NUL"}},
   };
   for (const BadValue& bad : cases) {
     SCOPED_TRACE(bad.name);
@@ -431,13 +450,25 @@ TEST_F(ServerConfigTest, GoodConfigWithEveryFieldLoads) {
                                                             "ROOM_KIND_BROADCAST "
                                                             "max_bandwidth_kbps: 1.5 }\n"
                                                             "rooms [{ name: \"b\" kind: 1 "
-                                                            "max_bandwidth_kbps: 24 }]\n"));
+                                                            "max_bandwidth_kbps: 24 }]\n"
+                                                            "http_listen: \"127.0.0.1:8080\"\n"
+                                                            "http { checkpoint_48khz: \"m/48.th\" "
+                                                            "lm_checkpoint_48khz: \"m/lm48.th\" workers: 2 "
+                                                            "threads: 3 queue_capacity: 4 max_upload_mib: 4096 "
+                                                            "max_audio_seconds: 60 sync_limit_seconds: 5 "
+                                                            "job_ttl_seconds: 7 request_timeout_ms: 8 "
+                                                            "max_connections: 9 requests_per_second: 10 "
+                                                            "request_burst: 11 }\n"));
   EXPECT_EQ(config.udp_listen(), "[::]:7700");
   EXPECT_EQ(config.io_threads(), 64u);
   EXPECT_EQ(config.server_name(), "caf\xc3\xa9");
   ASSERT_EQ(config.rooms_size(), 2);
   EXPECT_EQ(config.rooms(1).kind(), config::ROOM_KIND_CALL);
   EXPECT_EQ(config.rooms(0).max_bandwidth_kbps(), 1.5);
+  EXPECT_EQ(config.http().checkpoint_48khz(), "m/48.th");
+  EXPECT_EQ(config.http().workers(), 2u);
+  EXPECT_EQ(config.http().max_upload_mib(), 4096u);
+  EXPECT_EQ(config.http().request_burst(), 11u);
 }
 
 TEST(ParseEndpointTest, ReadsIpv4AndBracketedIpv6) {
