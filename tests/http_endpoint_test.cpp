@@ -96,6 +96,36 @@ TEST_F(HttpEndpointTest, MetricsCountWhatTheTestSent) {
   EXPECT_EQ(samples["encodecd_oversized_total"], kOversized);
 }
 
+// Receiver reports are cumulative: the lost/late/duplicate counters sum what
+// each report adds, per member and stream.
+TEST_F(HttpEndpointTest, MetricsSumWhatReceiversReported) {
+  RawPeer first(server_->udp_port(), false), second(server_->udp_port(), false);
+  ASSERT_NE(first.hello(), 0u);
+  ASSERT_NE(second.hello(), 0u);
+  const auto report = [](uint32_t stream, uint64_t lost, uint64_t late, uint64_t duplicates) {
+    wire::Envelope envelope;
+    envelope.mutable_report()->set_stream_id(stream);
+    envelope.mutable_report()->set_lost(lost);
+    envelope.mutable_report()->set_late(late);
+    envelope.mutable_report()->set_duplicates(duplicates);
+    return envelope;
+  };
+  first.send(report(1, 3, 0, 1));
+  first.send(report(1, 10, 2, 1));  // +7 lost, +2 late
+  first.send(report(2, 4, 0, 0));   // another stream
+  second.send(report(1, 5, 1, 2));  // another member
+  second.send(report(1, 1, 1, 2));  // went down (a restarted receiver): adds nothing
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (server_->stats().reports < 5 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  const std::map<std::string, double> samples = parse_metrics(request(http_->port(), "/metrics").body);
+  EXPECT_EQ(samples.at("encodecd_reports_total"), 5);
+  EXPECT_EQ(samples.at("encodecd_reported_lost_total"), 10 + 4 + 5);
+  EXPECT_EQ(samples.at("encodecd_reported_late_total"), 2 + 1);
+  EXPECT_EQ(samples.at("encodecd_reported_duplicates_total"), 1 + 2);
+}
+
 TEST_F(HttpEndpointTest, ErrorsAreJsonNamingWhatWasWrongAndCountedByStatus) {
   const HttpReply missing = request(http_->port(), "/v1/nothing");
   EXPECT_EQ(missing.status, 404);

@@ -974,6 +974,7 @@ struct Server::Impl {
 
   void handle_report(const std::shared_ptr<Session>& session, const wire::ReceiverReport& report) {
     counters.reports.fetch_add(1);
+    count_reported(*session, report);
     if (!report.request_lm_reset()) return;
     std::shared_ptr<Session> sender;
     {
@@ -991,6 +992,24 @@ struct Server::Impl {
     wire::Envelope relay;
     *relay.mutable_report() = report;
     send_to(*sender, relay);
+  }
+
+  // A member hears at most a room's members; a report naming more streams is not counted.
+  static constexpr size_t kMaxReportedStreams = 256;
+
+  // Receiver reports are cumulative per stream: the counters take what each
+  // adds to the last (a report that goes down, a restarted receiver, adds nothing).
+  void count_reported(Session& session, const wire::ReceiverReport& report) {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (session.reported.size() >= kMaxReportedStreams && !session.reported.count(report.stream_id())) return;
+    Session::ReportedTotals& last = session.reported[report.stream_id()];
+    const auto add = [](std::atomic<uint64_t>& counter, uint64_t& previous, uint64_t now) {
+      if (now > previous) counter.fetch_add(now - previous);
+      previous = now;
+    };
+    add(counters.reported_lost, last.lost, report.lost());
+    add(counters.reported_late, last.late, report.late());
+    add(counters.reported_duplicates, last.duplicates, report.duplicates());
   }
 
   // --- ending --------------------------------------------------------------
@@ -1113,6 +1132,9 @@ struct Server::Impl {
     stats.format_mismatch = counters.format_mismatch.load();
     stats.raw_codes_requests = counters.raw_codes_requests.load();
     stats.reports = counters.reports.load();
+    stats.reported_lost = counters.reported_lost.load();
+    stats.reported_late = counters.reported_late.load();
+    stats.reported_duplicates = counters.reported_duplicates.load();
     stats.send_dropped = counters.send_dropped.load() + engine_counters.send_dropped.load();
     stats.transcoded_frames = engine_counters.transcoded_frames.load();
     stats.encoded_frames = engine_counters.encoded_frames.load();

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <boost/asio/ip/udp.hpp>
@@ -63,6 +64,12 @@ struct Session {
   std::vector<uint32_t> lm_synced;
   // When this sender was last asked to send raw codes (Server: ask_for_raw_codes).
   std::atomic<int64_t> last_raw_request_us{0};
+  // What this member's receiver reports last said of each stream (they are
+  // cumulative): the server's counters add what each new report adds.
+  struct ReportedTotals {
+    uint64_t lost = 0, late = 0, duplicates = 0;
+  };
+  std::unordered_map<uint32_t, ReportedTotals> reported;
 };
 
 struct Room {
@@ -99,7 +106,8 @@ struct Counters {
   std::atomic<uint64_t> sessions_opened{0}, sessions_timed_out{0}, packets_in{0}, packets_out{0},
       media_in{0}, media_out{0}, malformed{0}, oversized{0}, bad_protocol_version{0},
       unknown_session{0}, unknown_room{0}, rejected{0}, rate_limited{0}, invalid_media{0},
-      format_mismatch{0}, raw_codes_requests{0}, reports{0}, send_dropped{0}, compute_dropped{0};
+      format_mismatch{0}, raw_codes_requests{0}, reports{0}, send_dropped{0}, compute_dropped{0},
+      reported_lost{0}, reported_late{0}, reported_duplicates{0};
 };
 
 }  // namespace encodec::server

@@ -86,6 +86,11 @@ struct ServerStats {
   uint64_t format_mismatch = 0;     // frames a member could not take (LM codes for a raw member)
   uint64_t raw_codes_requests = 0;  // LM senders asked to send raw codes for such members
   uint64_t reports = 0;             // receiver reports
+  // What the receivers reported of the streams they hear (sums over members
+  // and streams of each report's increase): frames lost (concealed), late, duplicated.
+  uint64_t reported_lost = 0;
+  uint64_t reported_late = 0;
+  uint64_t reported_duplicates = 0;
   uint64_t send_dropped = 0;        // a socket or write queue was full
   uint64_t transcoded_frames = 0;   // Opus frames produced
   uint64_t encoded_frames = 0;      // code frames produced for ROLE_ENCODE sessions
