@@ -36,6 +36,10 @@ ServerOptions to_options(const config::ServerConfig& config) {
     spec.max_bandwidth_kbps = room.max_bandwidth_kbps();
     options.rooms.push_back(spec);
   }
+  options.auth_token = config.auth().token();
+  for (const auto& room_key : config.auth().room_keys()) {
+    options.room_keys.push_back({room_key.room(), room_key.key()});
+  }
   return options;
 }
 
