@@ -66,11 +66,13 @@ class LoopbackCallTest : public ::testing::Test {
     ASSERT_GE(server_->stats().rooms, rooms);
   }
 
-  // Two members join a room, each waits for the other, each sends its file.
-  void expect_two_party_call(bool tcp) {
+  // Two members join a room, each waits for the other, each sends its file
+  // (signed with `token` when there is one).
+  void expect_two_party_call(bool tcp, const std::string& token = "") {
     ClientOptions a = options(Mode::kCall, "call", "speech_24k.wav", "a_heard.wav", tcp);
     ClientOptions b = options(Mode::kCall, "call", "long_24k.wav", "b_heard.wav", tcp);
     a.wait_for_members = b.wait_for_members = 2;
+    a.token = b.token = token;
     ClientRun run_a(a), run_b(b);
     const ClientReport report_a = run_a.get(), report_b = run_b.get();
     ASSERT_EQ(report_a.streams.size(), 1u);
@@ -81,6 +83,7 @@ class LoopbackCallTest : public ::testing::Test {
     EXPECT_EQ(report_a.streams[0].jitter.concealed, 0u);
     EXPECT_EQ(report_a.streams[0].jitter.played, report_b.frames_sent);
     EXPECT_EQ(report_b.streams[0].jitter.played, report_a.frames_sent);
+    EXPECT_EQ(report_a.unauthenticated + report_a.replayed + report_b.unauthenticated + report_b.replayed, 0u);
     EXPECT_EQ(heard("a_heard.wav"), expected("long_24k.wav"));
     EXPECT_EQ(heard("b_heard.wav"), expected("speech_24k.wav"));
   }
@@ -101,6 +104,20 @@ TEST_F(LoopbackCallTest, TwoPartyCallOverUdpEachHearsTheOtherBitForBit) {
 TEST_F(LoopbackCallTest, TwoPartyCallOverTcpEachHearsTheOtherBitForBit) {
   start_server();
   expect_two_party_call(/*tcp=*/true);
+}
+
+// With access control, members holding the token have the same call, bit for
+// bit, over either transport: every message signed and verified both ways.
+TEST_F(LoopbackCallTest, TwoPartyCallSignedWithTheTokenIsBitForBitOverUdpAndTcp) {
+  server::ServerOptions server_options = loopback_server_options();
+  server_options.auth_token = "token-of-the-loopback-call-test";
+  start_server(server_options);
+  expect_two_party_call(/*tcp=*/false, server_options.auth_token);
+  expect_two_party_call(/*tcp=*/true, server_options.auth_token);
+  const server::ServerStats stats = server_->stats();
+  EXPECT_EQ(stats.sessions_opened, 4u);
+  EXPECT_EQ(stats.unauthenticated + stats.replayed + stats.unknown_session, 0u);
+  EXPECT_EQ(stats.invalid_media + stats.malformed + stats.rate_limited, 0u);
 }
 
 // One sender, two listeners from the start and one that joins a second in: all

@@ -3,7 +3,8 @@
 // transcode on the compute thread behind its reorder window, and a member that
 // sends Opus (decoded, encoded, its codes forwarded from the compute thread),
 // counted over every malloc of the process (support/count_allocations.h)
-// while the senders stream frames through it, some swapped and some twice.
+// while the senders stream frames through it, some swapped and some twice;
+// with access control too (every datagram verified, replay-checked and signed).
 #include <sys/socket.h>
 
 #include <chrono>
@@ -32,10 +33,15 @@ int drain(int fd) {
   return count;
 }
 
-TEST(ServerAllocationTest, ForwardingAndTranscodingAllocateNothingAfterWarmUp) {
+class ServerAllocationTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(ServerAllocationTest, ForwardingAndTranscodingAllocateNothingAfterWarmUp) {
   ENCODEC_REQUIRE_GOLDEN();
   const LiveModel* live = golden_live_model();
+  const bool signed_messages = GetParam();
+  constexpr char kToken[] = "the-allocation-test-token";
   server::ServerOptions options = loopback_server_options();
+  if (signed_messages) options.auth_token = kToken;
   options.session_timeout_ms = 30000;  // the receivers send nothing
   options.transcode_reorder_frames = 2;  // the swapped neighbours below are taken in order
   server::Server server(live->model, live->checksum, options);
@@ -43,6 +49,12 @@ TEST(ServerAllocationTest, ForwardingAndTranscodingAllocateNothingAfterWarmUp) {
 
   RawPeer sender(server.udp_port(), false), as_sent(server.udp_port(), false),
       fewer_codebooks(server.udp_port(), false), opus(server.udp_port(), false);
+  RawPeer opus_sender(server.udp_port(), false), hears_codes(server.udp_port(), false);
+  if (signed_messages) {
+    for (RawPeer* peer : {&sender, &as_sent, &fewer_codebooks, &opus, &opus_sender, &hears_codes}) {
+      peer->use_key(kToken);
+    }
+  }
   const auto joined = [](const wire::Envelope& e) { return e.has_joined(); };
   ASSERT_NE(sender.hello(), 0u);
   wire::Envelope join;
@@ -61,7 +73,6 @@ TEST(ServerAllocationTest, ForwardingAndTranscodingAllocateNothingAfterWarmUp) {
     ASSERT_TRUE(peer->receive_until(joined, milliseconds(2000)));
   }
   // A second room: a peer without the model sends Opus, a member hears codes.
-  RawPeer opus_sender(server.udp_port(), false), hears_codes(server.udp_port(), false);
   ASSERT_NE(opus_sender.hello(net::kProtocolVersion, /*with_model=*/false), 0u);
   ASSERT_NE(hears_codes.hello(), 0u);
   wire::Envelope opus_join;
@@ -94,7 +105,7 @@ TEST(ServerAllocationTest, ForwardingAndTranscodingAllocateNothingAfterWarmUp) {
     media->set_kind(wire::PAYLOAD_KIND_RAW_CODES);
     media->set_num_codebooks(8);
     media->set_payload(payload, net::pack_raw_codes(codes, 8, 10, payload));
-    datagrams.push_back(envelope.SerializeAsString());
+    datagrams.push_back(sender.serialize(envelope));
   }
   // Disorder for the reorder windows: every 50th frame swapped with the next
   // (below, every 70th datagram is sent twice).
@@ -120,7 +131,7 @@ TEST(ServerAllocationTest, ForwardingAndTranscodingAllocateNothingAfterWarmUp) {
     media->set_sequence(static_cast<uint32_t>(sequence));
     media->set_kind(wire::PAYLOAD_KIND_OPUS);
     media->set_payload(packet, bytes);
-    opus_datagrams.push_back(envelope.SerializeAsString());
+    opus_datagrams.push_back(opus_sender.serialize(envelope));
   }
   for (size_t i = 30; i + 1 < opus_datagrams.size(); i += 40) std::swap(opus_datagrams[i], opus_datagrams[i + 1]);
   int received[4] = {0, 0, 0, 0};
@@ -170,9 +181,14 @@ TEST(ServerAllocationTest, ForwardingAndTranscodingAllocateNothingAfterWarmUp) {
   EXPECT_GE(received[3] - codes_from_opus_before, (opus_sent - opus_sent_before) * 3 / 2 - 10);
   const server::ServerStats stats = server.stats();
   EXPECT_EQ(stats.send_dropped + stats.compute_dropped, 0u);
-  EXPECT_GT(stats.reorder_duplicates, 0u);
+  // Datagrams sent twice: signed, the replay window drops the copies first.
+  EXPECT_GT(signed_messages ? stats.replayed : stats.reorder_duplicates, 0u);
+  EXPECT_EQ(stats.unauthenticated, 0u);
   EXPECT_EQ(stats.reorder_late + stats.transcode_concealed + stats.opus_in_concealed, 0u);
 }
+
+INSTANTIATE_TEST_SUITE_P(Unsigned, ServerAllocationTest, ::testing::Values(false));
+INSTANTIATE_TEST_SUITE_P(Signed, ServerAllocationTest, ::testing::Values(true));
 
 }  // namespace
 }  // namespace encodec::testing

@@ -471,6 +471,68 @@ TEST_F(ServerConfigTest, GoodConfigWithEveryFieldLoads) {
   EXPECT_EQ(config.http().request_burst(), 11u);
 }
 
+// Access control: secrets of 16 bytes or more, all different, room keys for
+// listed rooms, one each. No error shows a secret.
+TEST_F(ServerConfigTest, BadAuthValuesNameTheFieldAndNeverTheSecret) {
+  const std::string rooms =
+      "rooms { name: \"lobby\" kind: ROOM_KIND_CALL }\n"
+      "rooms { name: \"radio\" kind: ROOM_KIND_BROADCAST }\n";
+  const std::string key = "key-of-sixteen-b";  // 16 bytes: the shortest allowed
+  const std::vector<BadValue> cases = {
+      {"short token", "auth {\n  token: \"s3cr3t-15-bytes\"\n}\n", "token:",
+       {"auth.token: 15 bytes (expected at least 16"}},
+      {"room key of an unlisted room",
+       rooms + "auth {\n  room_keys {\n    room: \"other\"\n    key: \"" + key + "\"\n  }\n}\n",
+       "room: \"other\"",
+       {"auth.room_keys[0].room: \"other\" is not one of the rooms listed in rooms"}},
+      {"room key without a room", rooms + "auth {\n  room_keys { key: \"" + key + "\" }\n}\n",
+       "room_keys {", {"auth.room_keys[0].room: empty"}},
+      {"two keys for one room",
+       rooms + "auth {\n  room_keys { room: \"lobby\" key: \"" + key + "\" }\n" +
+           "  room_keys {\n    key: \"another-key-of-lobby\"\n    room: \"lobby\"\n  }\n}\n",
+       "room: \"lobby\"\n",
+       {"auth.room_keys[1].room: \"lobby\" already has a key in auth.room_keys[0]"}},
+      {"short room key", rooms + "auth {\n  room_keys {\n    room: \"radio\"\n    key: \"tiny-key\"\n  }\n}\n",
+       "key: \"tiny", {"auth.room_keys[0].key: 8 bytes (expected at least 16"}},
+      {"room key equal to the token",
+       rooms + "auth {\n  token: \"" + key + "\"\n  room_keys { room: \"radio\"\n    key: \"" + key +
+           "\" }\n}\n",
+       "key: \"key", {"auth.room_keys[0].key: the same secret as auth.token"}},
+      {"two rooms sharing a key",
+       rooms + "auth {\n  room_keys { room: \"radio\" key: \"" + key + "\" }\n" +
+           "  room_keys { room: \"lobby\"\n    key: \"" + key + "\" }\n}\n",
+       "key: \"" + key + "\" }\n}",
+       {"auth.room_keys[1].key: the same secret as auth.room_keys[0].key"}},
+  };
+  for (const BadValue& bad : cases) {
+    SCOPED_TRACE(bad.name);
+    expect_error_at(bad.text, bad.needle, bad.parts);
+    const std::string message = load_error(bad.text);
+    for (const std::string secret : {"s3cr3t-15-bytes", "tiny-key", key.c_str(), "another-key-of-lobby"}) {
+      EXPECT_EQ(message.find(secret), std::string::npos) << message << "\nshows the secret " << secret;
+    }
+  }
+}
+
+TEST_F(ServerConfigTest, AuthWithATokenAndRoomKeysLoads) {
+  const ServerConfig config = load_server_config(dir_.write(
+      "auth.textproto",
+      "rooms { name: \"lobby\" kind: ROOM_KIND_CALL }\n"
+      "rooms { name: \"radio\" kind: ROOM_KIND_BROADCAST }\n"
+      "auth {\n  token: \"the-shared-token-0123\"\n"
+      "  room_keys { room: \"radio\" key: \"the-key-of-radio-0123\" }\n}\n"));
+  EXPECT_EQ(config.auth().token(), "the-shared-token-0123");
+  ASSERT_EQ(config.auth().room_keys_size(), 1);
+  EXPECT_EQ(config.auth().room_keys(0).room(), "radio");
+  EXPECT_EQ(config.auth().room_keys(0).key(), "the-key-of-radio-0123");
+  // Room keys alone (no shared token) are a configuration too; no auth at all is the default.
+  EXPECT_NO_THROW(load_server_config(dir_.write(
+      "keys.textproto",
+      "rooms { name: \"radio\" kind: ROOM_KIND_BROADCAST }\n"
+      "auth { room_keys { room: \"radio\" key: \"the-key-of-radio-0123\" } }\n")));
+  EXPECT_FALSE(default_server_config().has_auth());
+}
+
 TEST(ParseEndpointTest, ReadsIpv4AndBracketedIpv6) {
   Endpoint endpoint = parse_endpoint("127.0.0.1:7700", "--udp");
   EXPECT_EQ(endpoint.address, "127.0.0.1");

@@ -47,33 +47,8 @@ class ServerRobustnessTest : public ::testing::Test {
     return predicate(server_->stats());
   }
 
-  client::ClientOptions call_member(const std::string& input, const std::string& output) const {
-    client::ClientOptions options;
-    options.server = "127.0.0.1:" + std::to_string(server_->udp_port());
-    options.mode = client::Mode::kCall;
-    options.room = "call";
-    options.input = golden_path("inputs/" + input);
-    options.output = dir_ + "/" + output;
-    options.as_fast_as_possible = true;
-    options.wait_for_members = 2;
-    return options;
-  }
-
-  // A two-party call that must come out bit for bit, whatever else happens.
   void expect_clean_call(const std::function<void()>& meanwhile, int members = 2) {
-    client::ClientOptions a = call_member("speech_24k.wav", "a.wav");
-    client::ClientOptions b = call_member("chirp_odd_24k.wav", "b.wav");
-    a.wait_for_members = b.wait_for_members = members;
-    ClientRun run_a(a), run_b(b);
-    meanwhile();
-    run_a.get();
-    run_b.get();
-    const auto decoded = [&](const std::string& name) {
-      return as_written(decode_codes(live_->model, encode_file(live_->model, golden_path("inputs/" + name), 6.0)),
-                        dir_);
-    };
-    EXPECT_EQ(read_wav(dir_ + "/a.wav"), decoded("chirp_odd_24k.wav"));
-    EXPECT_EQ(read_wav(dir_ + "/b.wav"), decoded("speech_24k.wav"));
+    testing::expect_clean_call(server_->udp_port(), dir_, meanwhile, members);
   }
 
   const LiveModel* live_ = nullptr;

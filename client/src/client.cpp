@@ -10,6 +10,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <thread>
 
 #include <boost/asio/io_context.hpp>
@@ -19,6 +20,7 @@
 #include "encodec/client_audio.h"
 #include "encodec/ecdc.h"
 #include "encodec/lm.h"
+#include "encodec/net/auth.h"
 #include "encodec/net/codes_payload.h"
 #include "encodec/net/opus_codec.h"
 #include "encodec/net/tcp_connection.h"
@@ -179,7 +181,19 @@ struct Client::Impl {
         options(std::move(client_options)),
         hop(model.config().hop_length()),
         sample_rate_hz(model.sample_rate_hz()),
-        bits(model.config().bits_per_codebook()) {}
+        bits(model.config().bits_per_codebook()) {
+    if (!options.token.empty()) {
+      if (options.token.size() < net::kMinSecretBytes) {
+        throw ClientError("the token is " + std::to_string(options.token.size()) +
+                          " bytes: encodecd's secrets are at least " +
+                          std::to_string(net::kMinSecretBytes));
+      }
+      key = std::make_shared<const net::MessageKey>(options.token);
+      signer = std::make_unique<net::MessageSigner>(key, net::Direction::kClientToServer);
+      std::random_device random;
+      for (int i = 0; i < 16; ++i) hello_nonce.push_back(static_cast<char>(random()));
+    }
+  }
 
   EncodecModel model;
   std::string checksum;
@@ -210,6 +224,15 @@ struct Client::Impl {
   std::atomic<bool> stop_requested{false};
   std::vector<std::string> warnings;
 
+  // With a token (options.token): the key, what signs this side's messages,
+  // the Hello's nonce (the Welcome echoes it), and under `mutex` the window of
+  // the server's counters and what was dropped.
+  std::shared_ptr<const net::MessageKey> key;
+  std::unique_ptr<net::MessageSigner> signer;
+  std::string hello_nonce;
+  net::ReplayWindow received;
+  uint64_t unauthenticated = 0, replayed = 0;
+
   uint64_t session_id = 0;
   int64_t last_sent_us = 0;
   uint64_t frames_sent = 0, frames_sent_lm = 0, payload_bytes_sent = 0;
@@ -224,8 +247,8 @@ struct Client::Impl {
     if (options.tcp) {
       try {
         net::TcpConnection::Callbacks callbacks;
-        callbacks.on_message = [this](net::TcpConnection&, const wire::Envelope& envelope) {
-          on_message(envelope);
+        callbacks.on_message = [this](net::TcpConnection& connection, const wire::Envelope& envelope) {
+          on_message(envelope, connection.current_message());
         };
         callbacks.on_closed = [this](net::TcpConnection&, const std::string& reason) {
           std::lock_guard<std::mutex> lock(mutex);
@@ -254,8 +277,10 @@ struct Client::Impl {
                                                                size_t bytes) {
       if (error == asio::error::operation_aborted) return;
       if (!error) {
-        if (net::parse_datagram(udp_buffer.data(), bytes, &udp_received) == net::ParseError::kNone) {
-          on_message(udp_received);
+        const net::SignedMessage message = net::split_signed(udp_buffer.data(), bytes);
+        if (net::parse_datagram(message.envelope_bytes, message.envelope_size, &udp_received) ==
+            net::ParseError::kNone) {
+          on_message(udp_received, message);
         }
       } else if (error == asio::error::connection_refused) {
         // ICMP port unreachable: nobody listens there (yet). Hello is retried.
@@ -274,10 +299,10 @@ struct Client::Impl {
              tcp->queued_messages() > net::TcpConnection::kWriteQueueMessages / 2) {
         std::this_thread::sleep_for(std::chrono::microseconds(200));
       }
-      sent = tcp->send(envelope);
+      sent = tcp->send(envelope, signer.get());
     } else {
       uint8_t datagram[net::kMaxDatagramBytes];
-      const size_t size = net::serialize_datagram(envelope, datagram, sizeof datagram);
+      const size_t size = net::serialize_datagram(envelope, datagram, sizeof datagram, signer.get());
       sent = size > 0 && ::send(udp_socket->native_handle(), datagram, size, MSG_DONTWAIT) ==
                              static_cast<ssize_t>(size);
     }
@@ -285,9 +310,33 @@ struct Client::Impl {
     return sent;
   }
 
-  void on_message(const wire::Envelope& envelope) {
+  // Under `mutex`, with a token: whether a message from the server is
+  // authentic and new (else counted and dropped). Until the Welcome, the
+  // session is the Welcome's own, and it must echo this client's Hello nonce
+  // (an old Welcome replayed does not); an Error is taken unsigned then: a
+  // server that could not authenticate the Hello cannot sign its refusal.
+  bool authentic(const wire::Envelope& envelope, const net::SignedMessage& message) {
+    if (!welcome && envelope.has_error()) return true;
+    const bool expected = welcome || (envelope.has_welcome() &&
+                                      envelope.welcome().hello_nonce() == hello_nonce &&
+                                      envelope.welcome().session_id() == envelope.session_id());
+    const uint64_t session = welcome ? welcome->session_id() : envelope.session_id();
+    if (!expected || !key->verify(net::Direction::kServerToClient, session, message)) {
+      ++unauthenticated;
+      return false;
+    }
+    if (!received.check(message.counter)) {
+      ++replayed;
+      return false;
+    }
+    received.accept(message.counter);
+    return true;
+  }
+
+  void on_message(const wire::Envelope& envelope, const net::SignedMessage& message) {
     const int64_t now_us = steady_now_us();
     std::lock_guard<std::mutex> lock(mutex);
+    if (key && !authentic(envelope, message)) return;
     switch (envelope.body_case()) {
       case wire::Envelope::kWelcome:
         if (!welcome) welcome = envelope.welcome();  // retransmitted Hellos get the same one
@@ -404,7 +453,8 @@ struct Client::Impl {
     std::unique_lock<std::mutex> lock(mutex);
     while (!ready()) {
       if (fatal_error) {
-        throw ClientError("the server refused " + what + ": " + fatal_error->text());
+        throw ClientError("the server refused " + what + ": " + fatal_error->text() +
+                          (fatal_error->code() == wire::ERROR_UNAUTHENTICATED && !welcome ? auth_hint() : ""));
       }
       if (!goodbye.empty()) throw ClientError("the server ended the session: " + goodbye);
       if (stop_requested.load()) throw ClientError("stopped");
@@ -424,6 +474,14 @@ struct Client::Impl {
     }
   }
 
+  // What to check when the server refused the Hello as not authentic (a
+  // refused Join names the room its key grants instead).
+  std::string auth_hint() const {
+    if (!key) return " (the server requires a token: --token, --token-file or ENCODEC_TOKEN)";
+    return " (is the token the server's, or this room's key, and this machine's clock within 30 s "
+           "of the server's?)";
+  }
+
   void handshake() {
     wire::Envelope hello;
     wire::Hello* body = hello.mutable_hello();
@@ -437,9 +495,17 @@ struct Client::Impl {
     body->add_payload_kinds(wire::PAYLOAD_KIND_RAW_CODES);
     if (lm) body->add_payload_kinds(wire::PAYLOAD_KIND_LM_CODES);
     body->add_payload_kinds(wire::PAYLOAD_KIND_OPUS);
+    if (key) {
+      body->set_auth_time_unix_ms(static_cast<uint64_t>(
+          std::chrono::duration_cast<std::chrono::milliseconds>(
+              std::chrono::system_clock::now().time_since_epoch())
+              .count()));
+      body->set_auth_nonce(hello_nonce);
+    }
     send(hello);
     await([this] { return welcome.has_value(); }, [&] { send(hello); }, "Hello");
     session_id = welcome->session_id();
+    if (signer) signer->set_session(session_id);
 
     wire::Envelope join;
     wire::Join* request = join.mutable_join();
@@ -1052,6 +1118,8 @@ struct Client::Impl {
     report.rtt_ms = rtt_ms;
     report.seconds = elapsed_us / 1e6;
     report.goodbye = goodbye;
+    report.unauthenticated = unauthenticated;
+    report.replayed = replayed;
     for (auto& [id, stream] : streams) {
       StreamReport entry;
       entry.stream_id = id;

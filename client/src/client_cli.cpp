@@ -2,7 +2,10 @@
 
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <iostream>
+#include <sstream>
 
 #include <ATen/Parallel.h>
 #include <CLI/CLI.hpp>
@@ -56,9 +59,34 @@ void print_summary(const ClientReport& report, const ClientOptions& options, std
                   stream.ended ? "" : " (did not end)");
     out << line;
   }
+  if (report.unauthenticated + report.replayed > 0) {
+    std::snprintf(line, sizeof line, "  dropped from the server: %llu not authentic, %llu replayed\n",
+                  static_cast<unsigned long long>(report.unauthenticated),
+                  static_cast<unsigned long long>(report.replayed));
+    out << line;
+  }
   if (!report.goodbye.empty() && report.goodbye != "goodbye") {
     out << "  the server ended the session: " << report.goodbye << "\n";
   }
+}
+
+// The secret from --token, else --token-file (one trailing newline dropped),
+// else $ENCODEC_TOKEN; "" when none. Throws ClientError naming the source.
+std::string read_token(const std::string& token, const std::string& token_file) {
+  if (!token.empty()) return token;
+  if (!token_file.empty()) {
+    std::ifstream file(token_file, std::ios::binary);
+    std::ostringstream text;
+    text << file.rdbuf();
+    if (!file) throw ClientError("--token-file: cannot read '" + token_file + "'");
+    std::string secret = text.str();
+    if (!secret.empty() && secret.back() == '\n') secret.pop_back();
+    if (!secret.empty() && secret.back() == '\r') secret.pop_back();
+    if (secret.empty()) throw ClientError("--token-file: '" + token_file + "' is empty");
+    return secret;
+  }
+  const char* from_environment = std::getenv("ENCODEC_TOKEN");
+  return from_environment != nullptr ? from_environment : "";
 }
 
 }  // namespace
@@ -67,7 +95,9 @@ int run_client_cli(int argc, const char* const* argv) {
   CLI::App app{
       "encodec-client: live calls and broadcasts through encodecd with the EnCodec codec. "
       "Audio is encoded and decoded here, frame by frame (13.3 ms); the server forwards the "
-      "codes. Without an audio device, use --input FILE --output FILE.",
+      "codes. Without an audio device, use --input FILE --output FILE. A server with access "
+      "control needs its token or the room's key: --token, --token-file, or the environment "
+      "variable ENCODEC_TOKEN (used when neither flag is given).",
       "encodec-client"};
   ClientOptions options;
   std::string server, checkpoint, lm_checkpoint, model_dir;
@@ -112,6 +142,15 @@ int run_client_cli(int argc, const char* const* argv) {
                  "Start sending only once the room has this many members, this client included")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--name", options.name, "This client's name in the room (default encodec-client)");
+  std::string token, token_file;
+  CLI::Option* token_option = app.add_option(
+      "--token", token,
+      "The server's shared token or this room's key (16 bytes or more; its config's auth): every "
+      "message is signed with it and the server's are checked. Visible to other users in the "
+      "process list: prefer --token-file or ENCODEC_TOKEN");
+  app.add_option("--token-file", token_file,
+                 "Read the token from this file (one trailing newline dropped)")
+      ->excludes(token_option);
   app.add_option("--threads", threads, "Compute threads (default 1)")->check(CLI::Range(1, 64));
   app.add_flag("-q,--quiet", quiet, "No live statistics line and no summary");
 
@@ -135,6 +174,7 @@ int run_client_cli(int argc, const char* const* argv) {
   options.log = &std::cerr;
 
   try {
+    options.token = read_token(token, token_file);
     at::set_num_threads(threads);
     LiveModelOptions model_options;
     model_options.checkpoint = checkpoint;

@@ -66,7 +66,7 @@ void TcpConnection::on_read(const boost::system::error_code& error, size_t bytes
   do_read();
 }
 
-bool TcpConnection::send(const wire::Envelope& envelope) {
+bool TcpConnection::send(const wire::Envelope& envelope, const MessageSigner* signer) {
   if (!open_.load()) return false;
   bool start_writing = false;
   {
@@ -77,7 +77,8 @@ bool TcpConnection::send(const wire::Envelope& envelope) {
     }
     std::string& slot = write_ring_[(write_head_ + write_count_) % write_ring_.size()];
     slot.clear();
-    if (!append_tcp_frame(envelope, &slot)) {
+    // Signed under the lock, so that counters go out in the order they were given.
+    if (!append_tcp_frame(envelope, &slot, signer)) {
       dropped_sends_.fetch_add(1);
       return false;
     }

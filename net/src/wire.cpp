@@ -62,24 +62,30 @@ ParseError parse_datagram(const void* data, size_t size, wire::Envelope* envelop
   return parse_bounded(data, size, kMaxDatagramBytes, envelope);
 }
 
-size_t serialize_datagram(const wire::Envelope& envelope, uint8_t* buffer, size_t capacity) {
+size_t serialize_datagram(const wire::Envelope& envelope, uint8_t* buffer, size_t capacity,
+                          const MessageSigner* signer) {
   const size_t size = envelope.ByteSizeLong();
-  if (size > capacity || size > kMaxDatagramBytes) return 0;
+  const size_t total = size + (signer != nullptr ? kAuthTrailerBytes : 0);
+  if (total > capacity || total > kMaxDatagramBytes) return 0;
   if (!envelope.SerializeToArray(buffer, static_cast<int>(size))) return 0;
-  return size;
+  if (signer != nullptr) signer->sign(buffer, size);
+  return total;
 }
 
-bool append_tcp_frame(const wire::Envelope& envelope, std::string* out) {
-  const size_t size = envelope.ByteSizeLong();
+bool append_tcp_frame(const wire::Envelope& envelope, std::string* out,
+                      const MessageSigner* signer) {
+  const size_t envelope_size = envelope.ByteSizeLong();
+  const size_t size = envelope_size + (signer != nullptr ? kAuthTrailerBytes : 0);
   if (size > kMaxTcpMessageBytes) return false;
   const size_t start = out->size();
   out->resize(start + kTcpLengthPrefixBytes + size);
   auto* bytes = reinterpret_cast<uint8_t*>(out->data() + start);
   for (size_t i = 0; i < kTcpLengthPrefixBytes; ++i) bytes[i] = static_cast<uint8_t>(size >> (8 * i));
-  if (!envelope.SerializeToArray(bytes + kTcpLengthPrefixBytes, static_cast<int>(size))) {
+  if (!envelope.SerializeToArray(bytes + kTcpLengthPrefixBytes, static_cast<int>(envelope_size))) {
     out->resize(start);
     return false;
   }
+  if (signer != nullptr) signer->sign(bytes + kTcpLengthPrefixBytes, envelope_size);
   return true;
 }
 
@@ -113,8 +119,9 @@ TcpFrameReader::Result TcpFrameReader::next(wire::Envelope* envelope) {
     return kError;
   }
   if (available < kTcpLengthPrefixBytes + length) return kNeedMore;
-  const ParseError parsed =
-      parse_bounded(prefix + kTcpLengthPrefixBytes, length, max_message_bytes_, envelope);
+  last_message_ = split_signed(prefix + kTcpLengthPrefixBytes, length);
+  const ParseError parsed = parse_bounded(last_message_.envelope_bytes, last_message_.envelope_size,
+                                          max_message_bytes_, envelope);
   read_offset_ += kTcpLengthPrefixBytes + length;
   if (parsed != ParseError::kNone) {
     error_ = std::string("message of ") + std::to_string(length) + " bytes: " + describe(parsed);

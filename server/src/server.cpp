@@ -107,6 +107,11 @@ struct Server::Impl {
   std::map<std::string, std::shared_ptr<Room>> rooms;
   std::mt19937_64 random;
 
+  // Access control (empty: none): the configured secrets by key id, immutable
+  // once built, and the Hellos seen lately.
+  std::unordered_map<uint32_t, std::shared_ptr<const GrantedKey>> keys;
+  SeenHellos seen_hellos;
+
   // Rate limits of UDP sources (TCP sessions keep theirs), under rate_mutex.
   std::mutex rate_mutex;
   std::map<udp::endpoint, TokenBucket> udp_buckets;
@@ -171,6 +176,32 @@ struct Server::Impl {
     }
   }
 
+  // Throws std::invalid_argument naming the secret at fault.
+  void build_keys() {
+    const auto add = [this](const std::string& secret, const std::string& room, const std::string& what) {
+      if (secret.size() < net::kMinSecretBytes) {
+        throw std::invalid_argument(what + ": " + std::to_string(secret.size()) +
+                                    " bytes (at least " + std::to_string(net::kMinSecretBytes) + ")");
+      }
+      auto granted = std::make_shared<GrantedKey>();
+      granted->key = std::make_shared<const net::MessageKey>(secret);
+      granted->room = room;
+      // Equal ids are equal secrets (4 bytes of SHA-256 apart from that: 1 in 4 billion).
+      if (!keys.emplace(granted->key->id(), std::move(granted)).second) {
+        throw std::invalid_argument(what + ": the same secret as another key (each key must differ)");
+      }
+    };
+    if (!options.auth_token.empty()) add(options.auth_token, "", "auth_token");
+    for (size_t i = 0; i < options.room_keys.size(); ++i) {
+      const RoomKeySpec& room_key = options.room_keys[i];
+      const std::string what = "room_keys[" + std::to_string(i) + "] (room '" + room_key.room + "')";
+      const bool listed = std::any_of(options.rooms.begin(), options.rooms.end(),
+                                      [&](const RoomSpec& room) { return room.name == room_key.room; });
+      if (!listed) throw std::invalid_argument(what + ": not one of the rooms listed in options.rooms");
+      add(room_key.key, room_key.room, what);
+    }
+  }
+
   void start() {
     for (auto& lane : udp_lanes) receive_datagram(*lane);
     if (acceptor) accept();
@@ -220,10 +251,12 @@ struct Server::Impl {
       return;
     }
     wire::Envelope* envelope = &lane.received;
+    const net::SignedMessage message = net::split_signed(lane.buffer.data(), bytes);
     // A datagram that filled the buffer may have been cut: too large either way.
     const net::ParseError parsed =
-        bytes >= lane.buffer.size() ? net::ParseError::kTooLarge
-                                    : net::parse_datagram(lane.buffer.data(), bytes, envelope);
+        bytes >= lane.buffer.size()
+            ? net::ParseError::kTooLarge
+            : net::parse_datagram(message.envelope_bytes, message.envelope_size, envelope);
     if (parsed != net::ParseError::kNone) {
       (parsed == net::ParseError::kTooLarge ? counters.oversized : counters.malformed).fetch_add(1);
       return;  // no reply to a bad datagram: the server must not be a reflector
@@ -231,7 +264,7 @@ struct Server::Impl {
     Origin origin;
     origin.udp_from = lane.from;
     origin.udp_fd = lane.socket.native_handle();
-    handle(*envelope, origin, lane.forwarding, now_us);
+    handle(*envelope, message, origin, lane.forwarding, now_us);
   }
 
   // --- TCP -----------------------------------------------------------------
@@ -268,7 +301,7 @@ struct Server::Impl {
       Origin origin;
       origin.tcp = std::static_pointer_cast<net::TcpConnection>(connection.shared_from_this());
       origin.tcp_session = &state->session;
-      handle(envelope, origin, state->forwarding, now_us);
+      handle(envelope, connection.current_message(), origin, state->forwarding, now_us);
     };
     callbacks.on_closed = [this, state](net::TcpConnection&, const std::string& reason) {
       if (reason.find("over the limit") != std::string::npos) counters.oversized.fetch_add(1);
@@ -313,24 +346,62 @@ struct Server::Impl {
     if (fatal && origin.is_tcp()) origin.tcp->close_after_writes();
   }
 
+  // The session the message names (UDP: by its session_id, from any address;
+  // TCP: the connection's), or null.
   std::shared_ptr<Session> find_session(const wire::Envelope& envelope, const Origin& origin) {
     if (origin.is_tcp()) return *origin.tcp_session;
     std::lock_guard<std::mutex> lock(mutex);
     auto found = sessions.find(envelope.session_id());
-    if (found == sessions.end() || found->second->over_tcp ||
-        found->second->udp_peer != origin.udp_from) {
-      return nullptr;
-    }
-    return found->second;
+    return found == sessions.end() || found->second->over_tcp ? nullptr : found->second;
   }
 
-  void handle(const wire::Envelope& envelope, const Origin& origin, Forwarding& forwarding,
-              int64_t now_us) {
+  static bool from_session_address(const Session& session, const Origin& origin) {
+    return origin.is_tcp() || session.udp_peer == origin.udp_from;
+  }
+
+  bool auth_required() const { return !keys.empty(); }
+
+  // With authentication, whether a message after Hello is authentic and new
+  // (else counted and dropped: no answer). Without a session the tag is checked
+  // with the key its id names, so that only key holders are told "say Hello".
+  // The replay window is checked before the address (a captured datagram sent
+  // again from anywhere counts as replayed) and updated only for a message
+  // from the session's address, so that a copy raced ahead from elsewhere
+  // cannot shadow the real one.
+  bool authentic(Session* session, const wire::Envelope& envelope,
+                 const net::SignedMessage& message, const Origin& origin) {
+    const net::MessageKey* key = nullptr;
+    if (session != nullptr) {
+      key = session->key->key.get();
+    } else {
+      auto found = keys.find(message.key_id);
+      if (found != keys.end()) key = found->second->key.get();
+    }
+    const uint64_t session_id =
+        origin.is_tcp() ? (session != nullptr ? session->id : 0) : envelope.session_id();
+    if (key == nullptr || !key->verify(net::Direction::kClientToServer, session_id, message)) {
+      counters.unauthenticated.fetch_add(1);
+      return false;
+    }
+    if (session == nullptr) return true;
+    std::lock_guard<std::mutex> lock(session->replay_mutex);
+    if (!session->received.check(message.counter)) {
+      counters.replayed.fetch_add(1);
+      return false;
+    }
+    if (from_session_address(*session, origin)) session->received.accept(message.counter);
+    return true;
+  }
+
+  void handle(const wire::Envelope& envelope, const net::SignedMessage& message,
+              const Origin& origin, Forwarding& forwarding, int64_t now_us) {
     if (envelope.body_case() == wire::Envelope::kHello) {
-      handle_hello(envelope.hello(), origin, now_us);
+      handle_hello(envelope.hello(), message, origin, now_us);
       return;
     }
     std::shared_ptr<Session> session = find_session(envelope, origin);
+    if (auth_required() && !authentic(session.get(), envelope, message, origin)) return;
+    if (session && !from_session_address(*session, origin)) session.reset();
     if (!session) {
       counters.unknown_session.fetch_add(1);
       // Only an answer to a message that looks like ours; a client after a
@@ -379,7 +450,74 @@ struct Server::Impl {
     }
   }
 
-  void handle_hello(const wire::Hello& hello, const Origin& origin, int64_t now_us) {
+  enum class HelloCheck { kNew, kRetransmitted, kRefused };
+
+  // With authentication: a Hello must be signed with a configured key (for
+  // session 0), carry a 16-byte nonce and a time within 30 s of the server's
+  // clock, and have a nonce not seen in the last 60 s; or be a retransmission
+  // (the nonce of a session from the same UDP address that has sent nothing
+  // since: the Welcome was lost). An unauthentic Hello gets one Error that
+  // says only "authentication failed"; a replayed one nothing.
+  HelloCheck check_hello(const wire::Hello& hello, const net::SignedMessage& message,
+                         const Origin& origin, int64_t now_us,
+                         std::shared_ptr<const GrantedKey>* granted) {
+    constexpr size_t kNonceBytes = 16;
+    auto found = keys.find(message.key_id);
+    if (found == keys.end() ||
+        !found->second->key->verify(net::Direction::kClientToServer, 0, message) ||
+        hello.auth_nonce().size() != kNonceBytes) {
+      counters.unauthenticated.fetch_add(1);
+      reply_error(origin, nullptr, wire::ERROR_UNAUTHENTICATED, "authentication failed", true);
+      return HelloCheck::kRefused;
+    }
+    const int64_t wall_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                std::chrono::system_clock::now().time_since_epoch())
+                                .count();
+    const int64_t skew_ms = wall_ms - static_cast<int64_t>(hello.auth_time_unix_ms());
+    if (skew_ms > SeenHellos::kMaxClockSkewMs || skew_ms < -SeenHellos::kMaxClockSkewMs) {
+      counters.replayed.fetch_add(1);
+      reply_error(origin, nullptr, wire::ERROR_UNAUTHENTICATED,
+                  "authentication failed: Hello.auth_time_unix_ms is " + std::to_string(skew_ms / 1000) +
+                      " s from the server's clock (at most 30 s)",
+                  true);
+      return HelloCheck::kRefused;
+    }
+    switch (seen_hellos.remember(hello.auth_nonce(), now_us)) {
+      case SeenHellos::Seen::kNew:
+        *granted = found->second;
+        return HelloCheck::kNew;
+      case SeenHellos::Seen::kFull:
+        counters.rejected.fetch_add(1);
+        reply_error(origin, nullptr, wire::ERROR_SERVER_FULL,
+                    "too many Hellos in the last minute: try again later", true);
+        return HelloCheck::kRefused;
+      case SeenHellos::Seen::kBefore: break;
+    }
+    std::shared_ptr<Session> opened;
+    if (const uint64_t id = seen_hellos.session_of(hello.auth_nonce()); id != 0) {
+      std::lock_guard<std::mutex> lock(mutex);
+      auto session = sessions.find(id);
+      if (session != sessions.end()) opened = session->second;
+    }
+    if (opened && !origin.is_tcp() && !opened->over_tcp && opened->udp_peer == origin.udp_from &&
+        !opened->confirmed.load()) {
+      std::lock_guard<std::mutex> lock(opened->replay_mutex);
+      if (opened->received.check(message.counter)) {
+        opened->received.accept(message.counter);
+        return HelloCheck::kRetransmitted;
+      }
+    }
+    counters.replayed.fetch_add(1);
+    return HelloCheck::kRefused;
+  }
+
+  void handle_hello(const wire::Hello& hello, const net::SignedMessage& message,
+                    const Origin& origin, int64_t now_us) {
+    std::shared_ptr<const GrantedKey> granted;
+    if (auth_required() &&
+        check_hello(hello, message, origin, now_us, &granted) == HelloCheck::kRefused) {
+      return;
+    }
     if (hello.protocol_version() != net::kProtocolVersion) {
       counters.bad_protocol_version.fetch_add(1);
       reply_error(origin, nullptr, wire::ERROR_PROTOCOL_VERSION,
@@ -422,6 +560,11 @@ struct Server::Impl {
     session->name = hello.client_name().substr(0, 64);
     session->has_model = has_model;
     session->last_heard_us.store(now_us);
+    if (granted) {
+      session->key = granted;
+      session->hello_nonce = hello.auth_nonce();
+      session->received.accept(message.counter);
+    }
     std::shared_ptr<Session> replaced;
     {
       std::lock_guard<std::mutex> lock(mutex);
@@ -443,6 +586,7 @@ struct Server::Impl {
             if (found != sessions.end()) replaced = found->second;
           }
         }
+        if (granted) session->peer->sign_with(granted->key, session->id);
       }
     }
     if (!session->peer) {
@@ -463,6 +607,7 @@ struct Server::Impl {
       if (!session->over_tcp) udp_sessions[session->udp_peer] = session->id;
     }
     if (origin.is_tcp()) *origin.tcp_session = session;
+    if (granted) seen_hellos.set_session(session->hello_nonce, session->id);
     counters.sessions_opened.fetch_add(1);
     send_welcome(*session);
     spdlog::info("session {:016x} opened: '{}' over {} from {}", session->id, session->name,
@@ -479,6 +624,7 @@ struct Server::Impl {
     welcome->set_server_name(options.server_name);
     welcome->set_keep_alive_interval_ms(static_cast<uint32_t>(options.keep_alive_interval_ms));
     welcome->set_session_timeout_ms(static_cast<uint32_t>(options.session_timeout_ms));
+    welcome->set_hello_nonce(session.hello_nonce);
     send_to(session, reply);
   }
 
@@ -558,6 +704,7 @@ struct Server::Impl {
              "Join.receive.opus_frame_ms: " + std::to_string(opus_frame_ms) + " (10 or 20)");
       return;
     }
+    if (!key_grants(*session, join)) return;
     if (join.role() == wire::ROLE_ENCODE) {
       handle_encode_join(session, format);
       return;
@@ -629,6 +776,25 @@ struct Server::Impl {
     for (const auto& other : others) send_to(*other, update);
     spdlog::info("session {:016x} joined room '{}' as {} (stream {})", session->id, join.room(),
                  wire::Role_Name(join.role()), session->stream_id);
+  }
+
+  // With authentication: a room key grants its room only (and no ROLE_ENCODE,
+  // which is no room's); the session already holds the key, so the Error may say so.
+  bool key_grants(Session& session, const wire::Join& join) {
+    if (!session.key || session.key->room.empty()) return true;
+    if (join.role() == wire::ROLE_ENCODE) {
+      reject(session, wire::ERROR_UNAUTHENTICATED,
+             "Join.role: ROLE_ENCODE needs the shared token (this key grants room '" +
+                 session.key->room + "' only)",
+             &counters.unauthenticated);
+      return false;
+    }
+    if (join.room() == session.key->room) return true;
+    reject(session, wire::ERROR_UNAUTHENTICATED,
+           "Join.room: this key grants room '" + session.key->room + "' only, not '" +
+               join.room().substr(0, 64) + "'",
+           &counters.unauthenticated);
+    return false;
   }
 
   // A Join for the room and role the session already has is a retransmission
@@ -1128,6 +1294,8 @@ struct Server::Impl {
     stats.unknown_room = counters.unknown_room.load();
     stats.rejected = counters.rejected.load();
     stats.rate_limited = counters.rate_limited.load();
+    stats.unauthenticated = counters.unauthenticated.load();
+    stats.replayed = counters.replayed.load();
     stats.invalid_media = counters.invalid_media.load();
     stats.format_mismatch = counters.format_mismatch.load();
     stats.raw_codes_requests = counters.raw_codes_requests.load();
@@ -1169,6 +1337,7 @@ Server::Server(const EncodecModel& model, std::string model_checksum, ServerOpti
     throw std::invalid_argument("encodecd serves the causal 24 kHz model, not " + model.name());
   }
   impl_ = std::make_unique<Impl>(model, std::move(model_checksum), std::move(options));
+  impl_->build_keys();
   impl_->bind();
 }
 

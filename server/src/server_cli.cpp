@@ -36,6 +36,10 @@ ServerOptions to_options(const config::ServerConfig& config) {
     spec.max_bandwidth_kbps = room.max_bandwidth_kbps();
     options.rooms.push_back(spec);
   }
+  options.auth_token = config.auth().token();
+  for (const auto& room_key : config.auth().room_keys()) {
+    options.room_keys.push_back({room_key.room(), room_key.key()});
+  }
   return options;
 }
 
@@ -55,6 +59,8 @@ HttpOptions to_http_options(const config::ServerConfig& config, const std::strin
   options.max_connections = static_cast<int>(http.max_connections());
   options.requests_per_second = http.requests_per_second();
   options.request_burst = http.request_burst();
+  // The shared token guards the HTTP side too (room keys grant rooms, not transcoding).
+  options.auth_token = config.auth().token();
   options.models.checkpoint_24khz = config.checkpoint();
   options.models.lm_checkpoint_24khz = config.lm_checkpoint();
   options.models.checkpoint_48khz = http.checkpoint_48khz();

@@ -1,5 +1,7 @@
 #include "encodec/server_config.h"
 
+#include "encodec/net/auth.h"
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -431,6 +433,7 @@ class Validator {
       validate_room(top_.nested("rooms", i), config.rooms(i), i, &room_by_name);
     }
     validate_http(top_.nested("http", -1), config.http());
+    validate_auth(top_.nested("auth", -1), config.auth(), room_by_name);
   }
 
  private:
@@ -566,6 +569,47 @@ class Validator {
       fail(scope, "max_bandwidth_kbps",
            format_double(bandwidth_kbps) +
                " is not allowed (expected 0 for no limit, or 1.5, 3, 6, 12 or 24)");
+    }
+  }
+
+  // Errors never show a secret, only its length or which other field it repeats.
+  void validate_secret(const Scope& scope, const char* field_name, const std::string& secret) const {
+    if (secret.size() < net::kMinSecretBytes) {
+      fail(scope, field_name,
+           std::to_string(secret.size()) + " bytes (expected at least " +
+               std::to_string(net::kMinSecretBytes) + ": a short secret can be guessed)");
+    }
+  }
+
+  void validate_auth(const Scope& scope, const ServerConfig::AuthConfig& auth,
+                     const std::map<std::string, int>& room_by_name) const {
+    if (!auth.token().empty()) validate_secret(scope, "token", auth.token());
+    std::map<std::string, std::string> field_by_secret;
+    if (!auth.token().empty()) field_by_secret.emplace(auth.token(), "auth.token");
+    std::map<std::string, int> key_by_room;
+    for (int i = 0; i < auth.room_keys_size(); ++i) {
+      const Scope key_scope = scope.nested("room_keys", i);
+      const ServerConfig::AuthConfig::RoomKey& room_key = auth.room_keys(i);
+      if (room_key.room().empty()) {
+        fail(key_scope, "room", "empty (expected one of the rooms listed in rooms)");
+      }
+      if (room_by_name.count(room_key.room()) == 0) {
+        fail(key_scope, "room",
+             quoted(room_key.room()) + " is not one of the rooms listed in rooms (a key grants a "
+             "room configured here)");
+      }
+      const auto [previous, inserted] = key_by_room.emplace(room_key.room(), i);
+      if (!inserted) {
+        fail(key_scope, "room",
+             quoted(room_key.room()) + " already has a key in auth.room_keys[" +
+                 std::to_string(previous->second) + "] (expected one key per room)");
+      }
+      validate_secret(key_scope, "key", room_key.key());
+      const std::string field = "auth.room_keys[" + std::to_string(i) + "].key";
+      const auto [same, new_secret] = field_by_secret.emplace(room_key.key(), field);
+      if (!new_secret) {
+        fail(key_scope, "key", "the same secret as " + same->second + " (expected every key to differ)");
+      }
     }
   }
 

@@ -4,13 +4,16 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include <boost/asio/ip/udp.hpp>
 
+#include "encodec/net/auth.h"
 #include "encodec/net/wire.h"
 #include "encodec/server.h"
 #include "encodec/streaming.h"
@@ -41,6 +44,35 @@ class TokenBucket {
 
 struct Room;
 
+// A secret of the configuration and what it grants.
+struct GrantedKey {
+  std::shared_ptr<const net::MessageKey> key;
+  std::string room;  // "" (the shared token): every room
+};
+
+// The nonces of the Hellos accepted in the last kMemoryUs, so that a captured
+// Hello cannot open a session again. A Hello is accepted only within
+// kMaxClockSkewMs of the server's clock, so remembering it twice that long
+// covers every moment at which it could come back.
+class SeenHellos {
+ public:
+  static constexpr int64_t kMaxClockSkewMs = 30'000;
+  static constexpr int64_t kMemoryUs = 2 * kMaxClockSkewMs * 1000;
+  // Bounded: each needs a Hello signed with a configured key.
+  static constexpr size_t kMaxRemembered = 1 << 16;
+  enum class Seen { kNew, kBefore, kFull };
+  // Remembers the nonce (kNew) unless it was seen before; kFull: too many to remember.
+  Seen remember(const std::string& nonce, int64_t now_us);
+  // Which session the Hello with this nonce opened (0: none yet).
+  void set_session(const std::string& nonce, uint64_t session_id);
+  uint64_t session_of(const std::string& nonce);
+
+ private:
+  std::mutex mutex_;
+  std::unordered_map<std::string, uint64_t> session_by_nonce_;
+  std::deque<std::pair<int64_t, std::string>> by_age_;  // (seen at, nonce), oldest first
+};
+
 struct Session {
   uint64_t id = 0;
   bool over_tcp = false;
@@ -50,6 +82,12 @@ struct Session {
   bool has_model = false;
   std::atomic<int64_t> last_heard_us{0};
   std::atomic<bool> confirmed{false};  // sent something after its Hello
+  // With authentication: the key its Hello was signed with (null: none), the
+  // Hello's nonce (echoed in Welcome), the window of the client's counters.
+  std::shared_ptr<const GrantedKey> key;
+  std::string hello_nonce;
+  std::mutex replay_mutex;
+  net::ReplayWindow received;  // under replay_mutex
 
   // Under the server's mutex.
   std::weak_ptr<Room> room;
@@ -107,7 +145,8 @@ struct Counters {
       media_in{0}, media_out{0}, malformed{0}, oversized{0}, bad_protocol_version{0},
       unknown_session{0}, unknown_room{0}, rejected{0}, rate_limited{0}, invalid_media{0},
       format_mismatch{0}, raw_codes_requests{0}, reports{0}, send_dropped{0}, compute_dropped{0},
-      reported_lost{0}, reported_late{0}, reported_duplicates{0};
+      reported_lost{0}, reported_late{0}, reported_duplicates{0},
+      unauthenticated{0}, replayed{0};
 };
 
 }  // namespace encodec::server

@@ -3,11 +3,13 @@
 #include <poll.h>
 
 #include <filesystem>
+#include <random>
 #include <stdexcept>
 #include <thread>
 
 #include <boost/asio/write.hpp>
 
+#include <gtest/gtest.h>
 #include <sndfile.h>
 
 #include "encodec/audio_stream.h"
@@ -102,6 +104,34 @@ std::vector<float> as_written(const std::vector<float>& samples, const std::stri
   return result;
 }
 
+void expect_clean_call(uint16_t udp_port, const std::string& dir,
+                       const std::function<void()>& meanwhile, int members,
+                       const std::string& token) {
+  const LiveModel& live = *golden_live_model();
+  const auto member = [&](const std::string& input, const std::string& output) {
+    client::ClientOptions options;
+    options.server = "127.0.0.1:" + std::to_string(udp_port);
+    options.mode = client::Mode::kCall;
+    options.room = "call";
+    options.input = golden_path("inputs/" + input);
+    options.output = dir + "/" + output;
+    options.as_fast_as_possible = true;
+    options.wait_for_members = members;
+    options.token = token;
+    return options;
+  };
+  ClientRun run_a(member("speech_24k.wav", "a.wav")), run_b(member("chirp_odd_24k.wav", "b.wav"));
+  meanwhile();
+  run_a.get();
+  run_b.get();
+  const auto decoded = [&](const std::string& name) {
+    return as_written(decode_codes(live.model, encode_file(live.model, golden_path("inputs/" + name), 6.0)),
+                      dir);
+  };
+  EXPECT_EQ(read_wav(dir + "/a.wav"), decoded("chirp_odd_24k.wav"));
+  EXPECT_EQ(read_wav(dir + "/b.wav"), decoded("speech_24k.wav"));
+}
+
 // --- RawPeer -----------------------------------------------------------------
 
 RawPeer::RawPeer(uint16_t port, bool tcp) {
@@ -117,15 +147,33 @@ RawPeer::RawPeer(uint16_t port, bool tcp) {
 
 RawPeer::~RawPeer() = default;
 
-void RawPeer::send(wire::Envelope envelope) {
+void RawPeer::use_key(const std::string& secret) {
+  signer_ = std::make_unique<net::MessageSigner>(std::make_shared<const net::MessageKey>(secret),
+                                                 net::Direction::kClientToServer);
+  signer_->set_session(session_id_);
+}
+
+void RawPeer::set_session(uint64_t session_id) {
+  session_id_ = session_id;
+  if (signer_) signer_->set_session(session_id);
+}
+
+std::string RawPeer::serialize(wire::Envelope envelope) {
   if (envelope.session_id() == 0) envelope.set_session_id(session_id_);
+  std::string bytes;
   if (tcp_) {
-    std::string framed;
-    net::append_tcp_frame(envelope, &framed);
-    send_bytes(framed);
+    net::append_tcp_frame(envelope, &bytes, signer_.get());
   } else {
-    send_bytes(envelope.SerializeAsString());
+    bytes.resize(net::kMaxDatagramBytes);
+    bytes.resize(net::serialize_datagram(envelope, reinterpret_cast<uint8_t*>(bytes.data()),
+                                         bytes.size(), signer_.get()));
   }
+  return bytes;
+}
+
+void RawPeer::send(wire::Envelope envelope) {
+  last_sent_ = serialize(std::move(envelope));
+  send_bytes(last_sent_);
 }
 
 void RawPeer::send_bytes(const std::string& bytes) {
@@ -144,7 +192,12 @@ std::optional<wire::Envelope> RawPeer::receive(std::chrono::milliseconds timeout
     if (tcp_) {
       wire::Envelope envelope;
       const auto result = reader_.next(&envelope);
-      if (result == net::TcpFrameReader::kMessage) return envelope;
+      if (result == net::TcpFrameReader::kMessage) {
+        const net::SignedMessage& message = reader_.last_message();
+        last_received_.assign(reinterpret_cast<const char*>(message.envelope_bytes),
+                              message.envelope_size + (message.has_trailer ? net::kAuthTrailerBytes : 0));
+        return envelope;
+      }
       if (result == net::TcpFrameReader::kError) return std::nullopt;
     }
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -166,7 +219,12 @@ std::optional<wire::Envelope> RawPeer::receive(std::chrono::milliseconds timeout
       bytes = udp_->receive(asio::buffer(buffer), 0, error);
       if (error) continue;  // e.g. ICMP unreachable from an earlier send
       wire::Envelope envelope;
-      if (net::parse_datagram(buffer, bytes, &envelope) == net::ParseError::kNone) return envelope;
+      const net::SignedMessage message = net::split_signed(buffer, bytes);
+      if (net::parse_datagram(message.envelope_bytes, message.envelope_size, &envelope) ==
+          net::ParseError::kNone) {
+        last_received_.assign(reinterpret_cast<const char*>(buffer), bytes);
+        return envelope;
+      }
     }
   }
 }
@@ -194,12 +252,22 @@ uint64_t RawPeer::hello(uint32_t protocol_version, bool with_model) {
     hello->mutable_model()->set_name(live->model.name());
     hello->mutable_model()->set_checksum(live->checksum);
   }
+  if (signer_) {
+    hello->set_auth_time_unix_ms(static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(
+            std::chrono::system_clock::now().time_since_epoch())
+            .count()));
+    std::random_device random;
+    std::string nonce(16, '\0');
+    for (char& byte : nonce) byte = static_cast<char>(random());
+    hello->set_auth_nonce(nonce);
+  }
   send(envelope);
   const auto reply = receive_until(
       [](const wire::Envelope& e) { return e.has_welcome() || e.has_error(); },
       std::chrono::milliseconds(2000));
   if (!reply || !reply->has_welcome()) return 0;
-  session_id_ = reply->welcome().session_id();
+  set_session(reply->welcome().session_id());
   return session_id_;
 }
 

@@ -19,6 +19,7 @@
 
 #include "encodec/client.h"
 #include "encodec/live_model.h"
+#include "encodec/net/auth.h"
 #include "encodec/net/wire.h"
 #include "encodec/server.h"
 #include "encodec/streaming.h"
@@ -44,11 +45,25 @@ std::vector<float> read_wav(const std::string& path);
 // `samples` through the client's own file sink and back: the int16 a client writes.
 std::vector<float> as_written(const std::vector<float>& samples, const std::string& dir);
 
+// A two-party call through the server at 127.0.0.1:udp_port (room "call", as
+// fast as possible, each member waiting for `members`, signed with `token`
+// when there is one) that must come out bit for bit; `meanwhile` runs while it
+// goes on. Files go to `dir`.
+void expect_clean_call(uint16_t udp_port, const std::string& dir,
+                       const std::function<void()>& meanwhile, int members = 2,
+                       const std::string& token = "");
+
 // A protocol peer over UDP or TCP that sends and receives single envelopes.
 class RawPeer {
  public:
   RawPeer(uint16_t port, bool tcp);
   ~RawPeer();
+  // From now on every message sent is signed with this secret (a Hello gets a
+  // fresh nonce and the current time).
+  void use_key(const std::string& secret);
+  // The bytes send() sends for `envelope` (its session id set when 0; signed
+  // with the key, if any; framed on TCP): for tests that replay or tamper.
+  std::string serialize(wire::Envelope envelope);
   void send(wire::Envelope envelope);
   void send_bytes(const std::string& bytes);  // UDP: one datagram; TCP: raw stream bytes
   // The next envelope within the timeout (nullopt: none, or the connection closed).
@@ -60,6 +75,12 @@ class RawPeer {
   // the model, the Hello is a peer's that cannot run it (Opus only).
   uint64_t hello(uint32_t protocol_version = net::kProtocolVersion, bool with_model = true);
   uint64_t session_id() const { return session_id_; }
+  // The session later messages name (and are signed for); hello() sets it.
+  void set_session(uint64_t session_id);
+  // The bytes of the last envelope received, with its authenticator trailer (if any).
+  const std::string& last_received() const { return last_received_; }
+  // The bytes send() sent last.
+  const std::string& last_sent() const { return last_sent_; }
   bool tcp_closed() const { return closed_; }
   int native_handle() { return tcp_ ? tcp_->native_handle() : udp_->native_handle(); }
 
@@ -68,6 +89,8 @@ class RawPeer {
   std::unique_ptr<boost::asio::ip::udp::socket> udp_;
   std::unique_ptr<boost::asio::ip::tcp::socket> tcp_;
   net::TcpFrameReader reader_;
+  std::unique_ptr<net::MessageSigner> signer_;
+  std::string last_received_, last_sent_;
   uint64_t session_id_ = 0;
   bool closed_ = false;
 };

@@ -61,6 +61,10 @@ struct ClientOptions {
   double duration_s = 0.0;         // 0: until the input ends (listen: until the sender ends)
   bool as_fast_as_possible = false;  // (each remote stream may then run up to 4096 frames ahead)
   std::string name = "encodec-client";
+  // The server's shared token or the room's key (16 bytes or more): every
+  // message is signed with it, and the server's are verified (proto/README.md,
+  // "Authentication"). "": none (a server that requires one refuses the Hello).
+  std::string token;
   bool live_stats = false;         // a statistics line every second on stderr
   std::ostream* log = nullptr;     // the summary and warnings (nullptr: none)
   int connect_timeout_ms = 3000;
@@ -102,6 +106,9 @@ struct ClientReport {
   double seconds = 0.0;
   std::vector<StreamReport> streams;
   std::string goodbye;            // the server's reason, if it ended the session
+  // With a token: the server's messages dropped as not authentic, and as seen before.
+  uint64_t unauthenticated = 0;
+  uint64_t replayed = 0;
 };
 
 // Failures the user can act on (server unreachable, refused, no device...).

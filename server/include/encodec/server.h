@@ -36,6 +36,12 @@ struct RoomSpec {
   double max_bandwidth_kbps = 0.0;  // 0: no limit
 };
 
+// A secret that grants one room (proto/README.md, "Authentication").
+struct RoomKeySpec {
+  std::string room;  // one of ServerOptions::rooms
+  std::string key;   // net::kMinSecretBytes or more
+};
+
 struct ServerOptions {
   std::string udp_listen = "127.0.0.1:7700";  // "" = no UDP
   std::string tcp_listen = "127.0.0.1:7701";  // "" = no TCP
@@ -57,6 +63,11 @@ struct ServerOptions {
   // frame overtaken on the way is then concealed, and dropped as late).
   int transcode_reorder_frames = 1;
   std::vector<RoomSpec> rooms;                // exist from the start
+  // Access control: with a token or room keys, every message in both
+  // directions must carry a valid authenticator (HMAC-SHA256 and a replay
+  // counter); the rest is dropped and counted. Both empty: no authentication.
+  std::string auth_token;                     // grants every room
+  std::vector<RoomKeySpec> room_keys;         // each grants its room only
 };
 
 // Upper bounds of the compute-tick time histogram's buckets, seconds (a frame
@@ -82,6 +93,12 @@ struct ServerStats {
   uint64_t unknown_room = 0;
   uint64_t rejected = 0;            // other refused requests (Error sent)
   uint64_t rate_limited = 0;
+  // With authentication: messages without a valid authenticator (none, unknown
+  // key, bad tag, another session's key) or whose key does not grant the room
+  // asked for; and authentic ones seen before (a counter already in or below the
+  // replay window, a Hello's nonce seen before or its time over 30 s off).
+  uint64_t unauthenticated = 0;
+  uint64_t replayed = 0;
   uint64_t invalid_media = 0;       // bad payload, codebooks, or media outside a room
   uint64_t format_mismatch = 0;     // frames a member could not take (LM codes for a raw member)
   uint64_t raw_codes_requests = 0;  // LM senders asked to send raw codes for such members
@@ -117,9 +134,10 @@ class Server {
  public:
   // `model`: the causal 24 kHz model the clients run (fast kernels are used);
   // `model_checksum`: what Hello.model.checksum must equal. Throws
-  // std::invalid_argument for bad options, ConfigError (server_config.h) for a
-  // listening address that does not parse, and std::runtime_error naming the
-  // address when a socket cannot be bound.
+  // std::invalid_argument for bad options (auth secrets too short or repeated,
+  // a room key for a room not in options.rooms), ConfigError (server_config.h)
+  // for a listening address that does not parse, and std::runtime_error naming
+  // the address when a socket cannot be bound.
   Server(const EncodecModel& model, std::string model_checksum, ServerOptions options);
   ~Server();
   Server(const Server&) = delete;

@@ -32,7 +32,8 @@ namespace encodec::net {
 class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
  public:
   struct Callbacks {
-    // A complete message; `envelope` is valid until the callback returns (it is reused).
+    // A complete message; `envelope` is valid until the callback returns (it is
+    // reused), as is current_message() (its bytes and authenticator).
     std::function<void(TcpConnection&, const wire::Envelope& envelope)> on_message;
     // The connection ended: peer closed, error, framing error (text says which) or close().
     std::function<void(TcpConnection&, const std::string& reason)> on_closed;
@@ -46,14 +47,16 @@ class TcpConnection : public std::enable_shared_from_this<TcpConnection> {
   ~TcpConnection();
 
   void start();
-  // Queues the message; false when the queue is full, the message is too large
-  // or the connection is closed.
-  bool send(const wire::Envelope& envelope);
+  // Queues the message, signed by `signer` when there is one (auth.h); false
+  // when the queue is full, the message is too large or the connection is closed.
+  bool send(const wire::Envelope& envelope, const MessageSigner* signer = nullptr);
   // Writes what is queued (up to a short grace period), then closes.
   void close_after_writes();
   void close();
   bool is_open() const { return open_.load(); }
   const boost::asio::ip::tcp::endpoint& remote_endpoint() const { return remote_; }
+  // In on_message: the message's bytes and authenticator trailer.
+  const SignedMessage& current_message() const { return reader_.last_message(); }
   uint64_t dropped_sends() const { return dropped_sends_.load(); }
   // Messages queued and not yet written (a sender that must not drop waits on it).
   size_t queued_messages();

@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "encodec/net/auth.h"
 #include "encodec_net.pb.h"
 
 namespace encodec::net {
@@ -43,15 +44,20 @@ enum class ParseError {
 };
 const char* describe(ParseError error);
 
-// Parses one datagram (kTooLarge over kMaxDatagramBytes).
+// Parses one datagram (kTooLarge over kMaxDatagramBytes). An authenticated
+// datagram is parsed without its trailer: split_signed (auth.h) first.
 ParseError parse_datagram(const void* data, size_t size, wire::Envelope* envelope);
-// Serializes into buffer; returns the bytes written, or 0 when the message does not
-// fit in min(capacity, kMaxDatagramBytes).
-size_t serialize_datagram(const wire::Envelope& envelope, uint8_t* buffer, size_t capacity);
+// Serializes into buffer, followed by the signer's authenticator trailer when
+// there is a signer (auth.h); returns the bytes written, or 0 when the message
+// does not fit in min(capacity, kMaxDatagramBytes).
+size_t serialize_datagram(const wire::Envelope& envelope, uint8_t* buffer, size_t capacity,
+                          const MessageSigner* signer = nullptr);
 
-// Appends the length prefix and the message to `out`. Returns false (and leaves
-// `out` unchanged) when the message is over kMaxTcpMessageBytes.
-bool append_tcp_frame(const wire::Envelope& envelope, std::string* out);
+// Appends the length prefix and the message (signed when there is a signer) to
+// `out`. Returns false (and leaves `out` unchanged) when the message is over
+// kMaxTcpMessageBytes.
+bool append_tcp_frame(const wire::Envelope& envelope, std::string* out,
+                      const MessageSigner* signer = nullptr);
 
 // Reassembles length-prefixed messages from a TCP byte stream.
 class TcpFrameReader {
@@ -60,7 +66,10 @@ class TcpFrameReader {
   explicit TcpFrameReader(size_t max_message_bytes = kMaxTcpMessageBytes);
   void append(const void* data, size_t size);
   // kError is final: the stream cannot be resynchronized (error() says why).
+  // An authenticated message is parsed without its trailer (split_signed).
   Result next(wire::Envelope* envelope);
+  // The message next() returned last, split from its trailer: valid until the next append.
+  const SignedMessage& last_message() const { return last_message_; }
   const std::string& error() const { return error_; }
   size_t buffered_bytes() const { return buffer_.size() - read_offset_; }
 
@@ -68,6 +77,7 @@ class TcpFrameReader {
   size_t max_message_bytes_;
   std::vector<uint8_t> buffer_;
   size_t read_offset_ = 0;
+  SignedMessage last_message_;
   std::string error_;
 };
 
