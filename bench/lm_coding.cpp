@@ -5,7 +5,10 @@
 // frame (p50 / p99), on one thread. The codes are drawn from the LM's own
 // predictions, as a trained LM's would be.
 //
-//   build/bench/lm_coding [--seconds 10] [--repeats 3] [--kernels fast,reference]
+//   build/bench/lm_coding [--seconds 10] [--repeats 3] [--kernels fast,det,det-avx2,det-portable,reference]
+//
+// "det" is the deterministic coder (LmKernels::kDeterministic) on the CPU's
+// best tier, "det-avx2" / "det-portable" on a lower one (as ENCODEC_CPU would).
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
@@ -18,6 +21,7 @@
 
 #include "encodec/lm.h"
 #include "bench_common.h"
+#include "fast/cpu_tier.h"
 #include "lm/lm_stepper.h"
 
 namespace {
@@ -111,9 +115,11 @@ int main(int argc, char** argv) {
   CLI::App app{"LM entropy coding speed (real-time factors and per-frame latency)"};
   app.add_option("--seconds", seconds, "Audio length per run")->capture_default_str();
   app.add_option("--repeats", repeats, "Runs per measurement (best is reported)")->capture_default_str();
-  app.add_option("--kernels", kernel_names, "Kernel sets: fast, reference (the Python package's operations)")
+  app.add_option("--kernels", kernel_names,
+                 "Kernel sets: fast, det (deterministic, best tier), det-avx512, det-avx2, det-portable, "
+                 "reference (the Python package's operations)")
       ->delimiter(',')
-      ->check(CLI::IsMember({"reference", "fast"}));
+      ->check(CLI::IsMember({"reference", "fast", "det", "det-avx512", "det-avx2", "det-portable"}));
   CLI11_PARSE(app, argc, argv);
 
   torch::set_num_threads(1);
@@ -129,15 +135,22 @@ int main(int argc, char** argv) {
               lm.config().past_context, setup, lm.kernels() == encodec::LmKernels::kFast ? "" : "; fast kernels unavailable: ",
               lm.fast_kernels_unavailable_reason().c_str());
   std::printf("%.0f s of audio (%lld frames), best of %d\n", seconds, static_cast<long long>(frames), repeats);
-  std::printf("%-10s %5s %4s %11s %11s %8s  %-21s %-21s\n", "kernels", "kbps", "K", "encode RTF",
+  std::printf("%-12s %5s %4s %11s %11s %8s  %-21s %-21s\n", "kernels", "kbps", "K", "encode RTF",
               "decode RTF", "kbit/s", "encode ms/frame p50/p99", "decode ms/frame p50/p99");
   for (const std::string& kernel_name : kernel_names) {
-    lm.set_kernels(kernel_name == "fast" ? encodec::LmKernels::kFast : encodec::LmKernels::kReference);
+    if (kernel_name.rfind("det", 0) == 0) {
+      const auto tier = kernel_name == "det" ? encodec::fast::best_cpu_tier()
+                                             : encodec::fast::parse_cpu_tier(kernel_name.substr(4));
+      encodec::fast::set_cpu_tier(tier);
+      lm.set_kernels(encodec::LmKernels::kDeterministic);
+    } else {
+      lm.set_kernels(kernel_name == "fast" ? encodec::LmKernels::kFast : encodec::LmKernels::kReference);
+    }
     for (const double kbps : {1.5, 6.0, 24.0}) {
       const int num_codebooks = codec.num_codebooks(kbps);
       const auto codes = sample_codes(lm, num_codebooks, frames);
       const Result r = measure(lm, codes, num_codebooks, repeats);
-      std::printf("%-10s %5.1f %4d %10.1fx %10.1fx %8.2f  %9.3f / %-9.3f %9.3f / %-9.3f\n",
+      std::printf("%-12s %5.1f %4d %10.1fx %10.1fx %8.2f  %9.3f / %-9.3f %9.3f / %-9.3f\n",
                   kernel_name.c_str(), kbps, num_codebooks, seconds / r.encode_seconds,
                   seconds / r.decode_seconds, 8.0 * r.bytes / seconds / 1000,
                   percentile(r.encode_frame_ms, 0.5), percentile(r.encode_frame_ms, 0.99),

@@ -15,7 +15,8 @@
 //   decoder.feed(bytes);
 //   while (auto frame = decoder.next_frame()) use(*frame);
 //
-// Exactness: the probabilities are those of the reference run with LibTorch 1.13
+// Exactness (kernels other than kDeterministic, which is exact to itself on
+// every CPU instead): the probabilities are those of the reference run with LibTorch 1.13
 // and OpenBLAS 0.3.21 on one thread, bit for bit, so the bytes are those of the
 // Python package (whose quantized CDF floors each probability to a multiple of
 // 1e-8: a one-ulp difference can change the bytes, and a decoder whose
@@ -70,11 +71,18 @@ struct LmConfig {
   static LmConfig infer_from_state_dict(const EncodecConfig& codec, const StateDict& state);
 };
 
-// How the LM's probabilities are computed; both give identical results.
+// How the LM's probabilities are computed. kAuto, kFast and kReference give
+// identical results, the Python package's (on the BLAS kernels it ran with);
+// kDeterministic gives other ones, the same on every CPU.
 enum class LmKernels {
   kAuto,       // exact fast kernels when the load-time self-check passes, else kReference
   kFast,       // exact fast kernels (throws at set_kernels if the self-check fails)
   kReference,  // the reference's LibTorch operations, as the Python package runs them
+  // The project's own fixed-order kernels ("det1"): the same probabilities, so
+  // the same bytes, on AVX-512, AVX2 and plain x86-64 CPUs (ENCODEC_CPU forces
+  // the tier) and any thread count, but not the Python package's. What the
+  // network protocol codes with; .ecdc files coded with it say "lmk": "det1".
+  kDeterministic,
 };
 
 class LmModel {
@@ -98,7 +106,10 @@ class LmModel {
   const LmConfig& config() const;
   // kAuto resolves to kFast or kReference. Throws std::runtime_error when kFast
   // is asked for but the self-check failed (the message says which kernel differs).
+  // kDeterministic packs its weights on first use (once per set of weights).
   void set_kernels(LmKernels kernels);
+  // A copy (sharing the weights) with `kernels` set.
+  LmModel with_kernels(LmKernels kernels) const;
   LmKernels kernels() const { return kernels_; }
   // Why the exact kernels are not used ("" when they pass the self-check).
   const std::string& fast_kernels_unavailable_reason() const;

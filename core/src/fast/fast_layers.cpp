@@ -116,13 +116,7 @@ __attribute__((target("avx2,fma"))) void span_avx2(const float* source, float* t
 
 }  // namespace elu
 
-VectorIsa best_vector_isa() {
-  static const VectorIsa isa = __builtin_cpu_supports("avx512f") ? VectorIsa::kAvx512
-                               : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
-                                   ? VectorIsa::kAvx2
-                                   : VectorIsa::kPortable;
-  return isa;
-}
+VectorIsa best_vector_isa() { return cpu_tier(); }
 
 void copy_elu(const float* source, float* target, int64_t count, VectorIsa isa) {
   switch (isa) {

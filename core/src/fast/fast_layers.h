@@ -18,6 +18,7 @@
 
 #include <torch/torch.h>
 
+#include "fast/cpu_tier.h"
 #include "fast/ordered_matrix.h"
 #include "modules/conv.h"
 #include "modules/lstm.h"
@@ -130,9 +131,8 @@ torch::Tensor reflect_pad_time_major(const torch::Tensor& x, int64_t left, int64
 void copy_elu(const float* source, float* target, int64_t count);
 void elu_in_place(float* values, int64_t count);
 
-// The vector instructions copy_elu runs on: the best the CPU has, or (tests)
-// any below it; `source` may be `target`.
-enum class VectorIsa { kPortable, kAvx2, kAvx512 };
+// The vector instructions copy_elu runs on: cpu_tier() (the best the CPU has,
+// or ENCODEC_CPU's), or (tests) any below it; `source` may be `target`.
 VectorIsa best_vector_isa();
 void copy_elu(const float* source, float* target, int64_t count, VectorIsa isa);
 

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "fast/cpu_tier.h"
 #include "fast/narrow_rows.h"
 #include "fast/tile_schedule.h"
 
@@ -14,9 +15,13 @@ namespace {
 
 constexpr int64_t kPanel = PackedMatrix::kPanelWidth;
 
+// cpu_tier(): the best the CPU has, or the one ENCODEC_CPU forces.
 OrderedGemmIsa best_isa() {
-  if (__builtin_cpu_supports("avx512f")) return OrderedGemmIsa::kAvx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return OrderedGemmIsa::kAvx2;
+  switch (cpu_tier()) {
+    case VectorIsa::kAvx512: return OrderedGemmIsa::kAvx512;
+    case VectorIsa::kAvx2: return OrderedGemmIsa::kAvx2;
+    case VectorIsa::kPortable: break;
+  }
   return OrderedGemmIsa::kScalar;
 }
 

@@ -49,8 +49,9 @@ struct OrderedGemmOptions {
 void ordered_gemm(const float* const* rows, int64_t row_count, const PackedMatrix& b,
                   float* const* out_rows, const OrderedGemmOptions& options = {});
 
-// The instruction set the kernel runs on: the best the CPU has. Every one computes
-// the same chains, so the results are the same bits on any of them (tested).
+// The instruction set the kernel runs on: cpu_tier() (the best the CPU has, or
+// ENCODEC_CPU's). Every one computes the same chains, so the results are the
+// same bits on any of them (tested).
 enum class OrderedGemmIsa { kAvx512, kAvx2, kScalar };
 OrderedGemmIsa ordered_gemm_isa();
 // For tests: use `isa` from now on (not while products run on other threads).

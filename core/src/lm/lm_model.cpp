@@ -4,6 +4,7 @@
 #include <stdexcept>
 
 #include "encodec/compress.h"
+#include "lm/det_lm.h"
 #include "lm/fast_lm.h"
 #include "lm/lm_stepper.h"
 #include "lm/lm_weights.h"
@@ -150,11 +151,18 @@ void LmModel::set_kernels(LmKernels kernels) {
     kernels_ = weights_->fast ? LmKernels::kFast : LmKernels::kReference;
     return;
   }
+  if (kernels == LmKernels::kDeterministic) lm::det_weights(*weights_);
   if (kernels == LmKernels::kFast && !weights_->fast) {
     throw std::runtime_error("the exact fast LM kernels are not available on this machine: " +
                              weights_->fast_unavailable_reason);
   }
   kernels_ = kernels;
+}
+
+LmModel LmModel::with_kernels(LmKernels kernels) const {
+  LmModel copy = *this;
+  copy.set_kernels(kernels);
+  return copy;
 }
 
 LmModel LmModel::from_state_dict(const LmConfig& config, const StateDict& state,
@@ -221,6 +229,9 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> LmModel::tensor_shapes
 std::unique_ptr<LmStepper> make_lm_stepper(const LmModel& model, int num_codebooks) {
   if (model.kernels() == LmKernels::kFast) {
     return lm::make_fast_lm_stepper(model.shared_weights(), num_codebooks);
+  }
+  if (model.kernels() == LmKernels::kDeterministic) {
+    return lm::make_det_lm_stepper(model.shared_weights(), num_codebooks);
   }
   return make_reference_lm_stepper(model.shared_weights(), num_codebooks);
 }

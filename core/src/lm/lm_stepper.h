@@ -24,7 +24,7 @@ class LmStepper {
 
 using SharedLmWeights = std::shared_ptr<const LmModel::Weights>;
 
-// The stepper of model.kernels() (kFast or kReference).
+// The stepper of model.kernels() (kFast, kReference or kDeterministic).
 std::unique_ptr<LmStepper> make_lm_stepper(const LmModel& model, int num_codebooks);
 // The reference's LibTorch operations.
 std::unique_ptr<LmStepper> make_reference_lm_stepper(SharedLmWeights weights, int num_codebooks);

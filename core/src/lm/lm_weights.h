@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -12,6 +13,7 @@ namespace encodec {
 
 namespace lm {
 struct FastWeights;  // fast_lm.h: the exact kernels' layouts
+struct DetWeights;   // det_lm.h: the deterministic kernels' layouts
 }
 
 struct LmLayerWeights {
@@ -34,6 +36,9 @@ struct LmModel::Weights {
   // Present when the exact kernels passed the self-check.
   std::shared_ptr<const lm::FastWeights> fast;
   std::string fast_unavailable_reason;
+  // The deterministic kernels' layouts, made on first use (lm::det_weights).
+  mutable std::once_flag det_once;
+  mutable std::shared_ptr<const lm::DetWeights> det;
 
   Weights();
   ~Weights();
