@@ -34,15 +34,18 @@
 // too.
 //
 // Opus: the server decodes what reached it (concealing gaps, dropping frames
-// that come after a later one) and encodes that with libopus, so under loss or
+// that come too late) and encodes that with libopus, so under loss or
 // reordering (the sender's start burst of 7 frames is reordered by any jitter)
 // its audio is not the sender's clean decode, and Opus at 6 kbps keeps nothing
 // of the buzz's waveform that would survive the difference. So for the Opus
-// configurations a protocol peer (CodesObserver) also joins the room for raw
-// codes and records the frames in the order the server handled them; the bench
-// replays the server's decode of them and its libopus encode, and aligns with
-// that (which includes Opus's lookahead: libopus output sample n is input
-// sample n - 156).
+// configurations two protocol peers (RoomObserver) join the room beside the
+// listener, directly (no relay): one for Opus as the listener asked, which gets
+// the very packets the listener gets (the server encodes the same decode for
+// every Opus member from the same sample on), and one for raw codes. The bench
+// aligns with the decode of the first one's packets; the Opus packets' capture
+// times, matched with the code frames', tell which sender frame the server's
+// decode started at (transcode_first_sequence). The Opus rows include Opus's
+// lookahead (156 samples at 24 kHz).
 //
 // Configurations (each at every loss rate): EnCodec raw codes at 6 kbps,
 // EnCodec LM-coded at 6 kbps, and libopus at 6 kbps with 20 ms and 10 ms frames
@@ -83,7 +86,6 @@
 #include "encodec/client_audio.h"
 #include "encodec/live_model.h"
 #include "encodec/lm.h"
-#include "encodec/net/codes_payload.h"
 #include "encodec/net/impairment.h"
 #include "encodec/net/opus_codec.h"
 #include "encodec/net/wire.h"
@@ -242,25 +244,6 @@ std::vector<float> encodec_round_trip(const encodec::EncodecModel& model, const 
   return out;
 }
 
-// The server's transcode: libopus frames from the decode's first sample on.
-std::vector<float> opus_round_trip(const std::vector<float>& in, int frame_ms) {
-  const int frame = kRateHz * frame_ms / 1000;
-  std::string error;
-  encodec::net::OpusFrameOptions options;
-  options.frame_samples = frame;
-  options.bitrate_bps = kOpusBitrateBps;
-  auto encoder = encodec::net::OpusFrameEncoder::create(options, &error);
-  auto decoder = encodec::net::OpusFrameDecoder::create(kRateHz, frame, &error);
-  if (!encoder || !decoder) throw std::runtime_error("libopus: " + error);
-  std::vector<float> out(in.size(), 0.0f);
-  uint8_t packet[1500];
-  for (size_t at = 0; at + frame <= in.size(); at += frame) {
-    const size_t bytes = encoder->encode(in.data() + at, packet, sizeof packet);
-    if (bytes == 0 || !decoder->decode(packet, bytes, out.data() + at)) decoder->conceal(out.data() + at);
-  }
-  return out;
-}
-
 int opus_lookahead_samples() {
   int error = 0;
   OpusEncoder* encoder = opus_encoder_create(kRateHz, 1, OPUS_APPLICATION_VOIP, &error);
@@ -278,24 +261,25 @@ std::vector<float> frame_residual(const std::vector<float>& x) {
   return d;
 }
 
-// --- what the server's transcoder decoded -------------------------------------
+// --- what the server sent the room ---------------------------------------------
 
-// A protocol peer in the room that takes raw codes and records every frame in
-// the order the server forwarded it, which is the order the server handled it
-// (each datagram is forwarded and handed to the transcoder in one handler, on
-// the server's one I/O thread). The Opus configurations build their local
-// reference from this: the server decodes what reached it, concealing gaps
-// and dropping frames that come after a later one (as its media engine does),
-// so under loss or reordering its decode is not the sender's clean decode.
-class CodesObserver {
+// A protocol peer in the room, joined for raw codes or for Opus, that records
+// what the server sends it: the code frames' sequences and capture times, or
+// the Opus packets.
+class RoomObserver {
  public:
   struct Frame {
     uint32_t sequence = 0;
-    encodec::CodeFrame codes;
+    uint64_t capture_time_us = 0;
+  };
+  struct OpusPacket {
+    uint32_t sequence = 0;
+    uint64_t capture_time_us = 0;
+    std::string payload;
   };
 
-  CodesObserver(uint16_t port, const encodec::LiveModel& live, const std::string& room)
-      : bits_(live.model.config().bits_per_codebook()) {
+  // opus_frame_ms > 0: joins for Opus (as the listener does) and records the packets.
+  RoomObserver(uint16_t port, const encodec::LiveModel& live, const std::string& room, int opus_frame_ms = 0) {
     fd_ = ::socket(AF_INET, SOCK_DGRAM, 0);
     if (fd_ < 0) throw std::runtime_error("observer: no socket");
     const int buffer_bytes = 1 << 20;
@@ -326,15 +310,22 @@ class CodesObserver {
     encodec::wire::Envelope join;
     join.mutable_join()->set_room(room);
     join.mutable_join()->set_role(encodec::wire::ROLE_LISTEN);
-    join.mutable_join()->mutable_receive()->set_kind(encodec::wire::PAYLOAD_KIND_RAW_CODES);
+    if (opus_frame_ms > 0) {
+      join.mutable_join()->mutable_receive()->set_kind(encodec::wire::PAYLOAD_KIND_OPUS);
+      join.mutable_join()->mutable_receive()->set_opus_frame_ms(static_cast<uint32_t>(opus_frame_ms));
+      join.mutable_join()->mutable_receive()->set_opus_bitrate_bps(kOpusBitrateBps);
+    } else {
+      join.mutable_join()->mutable_receive()->set_kind(encodec::wire::PAYLOAD_KIND_RAW_CODES);
+    }
     if (!request(join, encodec::wire::Envelope::kJoined, &reply)) {
       ::close(fd_);
       throw std::runtime_error("observer: could not join room " + room);
     }
     frames_.reserve(1 << 16);
+    packets_.reserve(1 << 16);
     thread_ = std::thread([this] { record(); });
   }
-  ~CodesObserver() {
+  ~RoomObserver() {
     stop();
     ::close(fd_);
   }
@@ -348,6 +339,7 @@ class CodesObserver {
     send(bye);
   }
   const std::vector<Frame>& frames() const { return frames_; }
+  const std::vector<OpusPacket>& packets() const { return packets_; }
 
  private:
   void send(encodec::wire::Envelope& envelope) {
@@ -386,15 +378,12 @@ class CodesObserver {
     while (!stop_.load()) {
       if (receive(&envelope, 50) && envelope.body_case() == encodec::wire::Envelope::kMedia) {
         const encodec::wire::Media& media = envelope.media();
-        Frame frame;
-        frame.sequence = media.sequence();
-        frame.codes.num_codebooks = static_cast<int>(media.num_codebooks());
-        if (media.kind() == encodec::wire::PAYLOAD_KIND_RAW_CODES && !media.payload().empty() &&
-            frame.codes.num_codebooks >= 1 && frame.codes.num_codebooks <= encodec::kMaxStreamCodebooks &&
-            encodec::net::unpack_raw_codes(reinterpret_cast<const uint8_t*>(media.payload().data()),
-                                           media.payload().size(), frame.codes.num_codebooks, bits_,
-                                           frame.codes.codes.data())) {
-          frames_.push_back(frame);
+        if (media.payload().empty()) {
+          // an end mark
+        } else if (media.kind() == encodec::wire::PAYLOAD_KIND_OPUS) {
+          packets_.push_back({media.sequence(), media.capture_time_us(), media.payload()});
+        } else if (media.kind() == encodec::wire::PAYLOAD_KIND_RAW_CODES) {
+          frames_.push_back({media.sequence(), media.capture_time_us()});
         }
       }
       if (std::chrono::steady_clock::now() - last_sent > std::chrono::milliseconds(500)) {
@@ -406,69 +395,61 @@ class CodesObserver {
     }
   }
 
-  int bits_;
   int fd_ = -1;
   uint64_t session_id_ = 0;
   std::thread thread_;
   std::atomic<bool> stop_{false};
   std::vector<Frame> frames_;
+  std::vector<OpusPacket> packets_;
 };
 
-// What the server's transcoder (server/src/media_engine.cpp) decodes of the
-// frames it got: in sequence order (its reorder window takes the start burst
-// in order), duplicates once, gaps concealed (at most 16 in a row).
-// `out_of_order`: frames that came after a later one; `first_sequence`: the
-// frame the decode starts at (its sample 0 is the sender's sample
-// first_sequence * 320).
-std::vector<float> server_decode(const encodec::EncodecModel& model, const std::vector<CodesObserver::Frame>& frames,
-                                 int64_t* out_of_order, int64_t* concealed, uint32_t* first_sequence) {
-  constexpr uint32_t kMaxConcealedGap = 16;
-  encodec::StreamingDecoder decoder(model);
-  std::vector<float> out, block;
-  *out_of_order = *concealed = 0;
-  *first_sequence = 0;
-  // The window starts once 4 frames from its lowest are in (MediaEngine::
-  // kStartWindowFrames); a frame older than its start that comes after is late.
-  constexpr uint32_t kStartWindowFrames = 4;
-  std::map<uint32_t, const CodesObserver::Frame*> in_order;
-  uint32_t highest = 0, lowest = 0;
-  bool window_started = false;
-  for (const CodesObserver::Frame& frame : frames) {
-    if (in_order.empty()) lowest = highest = frame.sequence;
-    if (frame.sequence < highest) ++*out_of_order;
-    if (frame.sequence < lowest) {
-      if (window_started) continue;
-      lowest = frame.sequence;
+// The Opus packets a receiver got, decoded in sequence order (a missing one concealed).
+std::vector<float> decode_opus_packets(const std::vector<RoomObserver::OpusPacket>& received, int frame_ms) {
+  const int frame = kRateHz * frame_ms / 1000;
+  std::string error;
+  auto decoder = encodec::net::OpusFrameDecoder::create(kRateHz, frame, &error);
+  if (!decoder) throw std::runtime_error("libopus: " + error);
+  std::map<uint32_t, const std::string*> in_order;
+  for (const auto& packet : received) in_order.emplace(packet.sequence, &packet.payload);
+  std::vector<float> out;
+  if (in_order.empty()) return out;
+  uint32_t expected = in_order.begin()->first;
+  for (const auto& [sequence, payload] : in_order) {
+    for (; expected < sequence; ++expected) {
+      out.resize(out.size() + frame);
+      decoder->conceal(out.data() + out.size() - frame);
     }
-    highest = std::max(highest, frame.sequence);
-    in_order.emplace(frame.sequence, &frame);
-    window_started |= highest + 1 - lowest >= kStartWindowFrames;
-  }
-  auto take = [&] {
-    block.resize(static_cast<size_t>(decoder.samples_ready()));
-    decoder.pop(block.data(), static_cast<int64_t>(block.size()));
-    out.insert(out.end(), block.begin(), block.end());
-  };
-  bool started = false;
-  uint32_t expected = 0;
-  for (const auto& [sequence, frame] : in_order) {
-    if (!started) {
-      started = true;
-      expected = *first_sequence = sequence;
-    }
-    if (sequence - expected > kMaxConcealedGap) expected = sequence - kMaxConcealedGap;
-    while (expected < sequence) {
-      decoder.push_lost();
-      ++*concealed;
-      ++expected;
-    }
-    decoder.push(frame->codes);
+    out.resize(out.size() + frame);
+    float* at = out.data() + out.size() - frame;
+    if (!decoder->decode(reinterpret_cast<const uint8_t*>(payload->data()), payload->size(), at)) decoder->conceal(at);
     expected = sequence + 1;
-    take();
   }
-  decoder.finish();
-  take();
   return out;
+}
+
+// The sender's frame at the Opus stream's first sample. The server's transcoder
+// decodes the sender's frames from the first one its reorder window takes (the
+// start burst reordered by jitter may begin it at frame 1 or 2), and stamps
+// each Opus packet with the capture time of the decoded frame that completed
+// it: packet p (frames of F samples) ends in decoded frame ((p + 1) F - 1) / 320,
+// which is the sender's frame with that capture time. -1: no packet matched.
+int64_t transcode_first_sequence(const std::vector<RoomObserver::Frame>& frames,
+                                 const std::vector<RoomObserver::OpusPacket>& packets, int frame_samples) {
+  std::map<uint64_t, uint32_t> sequence_of;  // capture time -> the sender's frame
+  for (const auto& frame : frames) sequence_of.emplace(frame.capture_time_us, frame.sequence);
+  std::map<int64_t, int> votes;
+  for (const auto& packet : packets) {
+    const auto found = sequence_of.find(packet.capture_time_us);
+    if (packet.capture_time_us == 0 || found == sequence_of.end()) continue;
+    const int64_t decoded_frame = ((int64_t{packet.sequence} + 1) * frame_samples - 1) / kHop;
+    ++votes[int64_t{found->second} - decoded_frame];
+  }
+  if (votes.empty()) return -1;
+  // The packets before any concealment in the transcoder agree; a concealed
+  // frame shifts the later ones.
+  return std::max_element(votes.begin(), votes.end(),
+                          [](const auto& a, const auto& b) { return a.second < b.second; })
+      ->first;
 }
 
 // --- preflight: is the ClickDetector usable with this model? -------------------
@@ -560,7 +541,7 @@ struct RunResult {
   double payload_kbps = 0;
   int64_t samples_out = 0;       // the listener's stream samples written to the sink
   int64_t samples_decoded = 0;   // its slots played or concealed, in samples
-  int64_t server_out_of_order = -1;  // Opus: frames the transcoder dropped for coming after a later one
+  int64_t server_late = -1;          // Opus: frames the transcoder dropped for coming too late
   int64_t server_concealed = -1;     // Opus: frames it concealed
   uint32_t server_first_sequence = 0;  // Opus: the frame its stream started at
   std::string error;
@@ -692,6 +673,7 @@ RunResult run_one(const Setup& setup, const Config& config, double loss_percent,
   // The previous run's sessions and room are gone first (a listener needs its
   // sender's room to exist, which we tell by the room count).
   wait_until([&] { return setup.server->stats().sessions == 0 && setup.server->stats().rooms == 0; }, 8.0);
+  const encodec::server::ServerStats stats_before = setup.server->stats();
 
   encodec::net::ImpairmentOptions impairment;
   impairment.loss = loss_percent / 100.0;
@@ -726,7 +708,7 @@ RunResult run_one(const Setup& setup, const Config& config, double loss_percent,
   sender.room = room;
   sender.bandwidth_kbps = kBandwidthKbps;
   sender.lm = config.lm;
-  sender.wait_for_members = config.opus_frame_ms > 0 ? 3 : 2;  // Opus: and the observer
+  sender.wait_for_members = config.opus_frame_ms > 0 ? 4 : 2;  // Opus: and the two observers
   sender.wait_for_members_timeout_s = 10;
   sender.connect_timeout_ms = 5000;
   sender.name = "e2e-sender";
@@ -753,12 +735,15 @@ RunResult run_one(const Setup& setup, const Config& config, double loss_percent,
 
   const auto lm = config.lm ? setup.lm : nullptr;
   encodec::client::ClientReport sent_report, heard_report;
-  std::unique_ptr<CodesObserver> observer;  // Opus: what the server's transcoder got
+  std::unique_ptr<RoomObserver> observer;  // Opus: the code frames the server forwarded
+  std::unique_ptr<RoomObserver> opus_observer;  // Opus: what it sent an Opus member
   try {
     ClientThread sender_thread(*setup.live, lm, sender, setup.threads);
     wait_until([&] { return setup.server->stats().rooms >= 1 || sender_thread.done(); }, 8.0);
     if (config.opus_frame_ms > 0) {
-      observer = std::make_unique<CodesObserver>(setup.server->udp_port(), *setup.live, room);
+      observer = std::make_unique<RoomObserver>(setup.server->udp_port(), *setup.live, room);
+      opus_observer =
+          std::make_unique<RoomObserver>(setup.server->udp_port(), *setup.live, room, config.opus_frame_ms);
     }
     ClientThread listener_thread(*setup.live, lm, listener, setup.threads);
     sent_report = sender_thread.get(setup.seconds + 30.0);
@@ -794,13 +779,19 @@ RunResult run_one(const Setup& setup, const Config& config, double loss_percent,
   int64_t reference_base = 0;  // the sender's sample at the reference's sample 0
   if (observer) {
     observer->stop();
-    uint32_t first_sequence = 0;
-    opus_reference = frame_residual(
-        opus_round_trip(server_decode(setup.live->model, observer->frames(), &result.server_out_of_order,
-                                      &result.server_concealed, &first_sequence),
-                        config.opus_frame_ms));
-    reference_base = static_cast<int64_t>(first_sequence) * kHop;
-    result.server_first_sequence = first_sequence;
+    opus_observer->stop();
+    const int frame_samples = kRateHz * config.opus_frame_ms / 1000;
+    opus_reference = frame_residual(decode_opus_packets(opus_observer->packets(), config.opus_frame_ms));
+    const int64_t first_sequence = transcode_first_sequence(observer->frames(), opus_observer->packets(), frame_samples);
+    if (first_sequence < 0) {
+      result.error = "the Opus packets' capture times match none of the sender's frames";
+      return result;
+    }
+    reference_base = first_sequence * kHop;
+    result.server_first_sequence = static_cast<uint32_t>(first_sequence);
+    const encodec::server::ServerStats stats = setup.server->stats();
+    result.server_concealed = static_cast<int64_t>(stats.transcode_concealed - stats_before.transcode_concealed);
+    result.server_late = static_cast<int64_t>(stats.reorder_late - stats_before.reorder_late);
   }
   const std::vector<float>& reference = observer ? opus_reference : setup.reference_encodec;
   const std::vector<float> heard_residual = frame_residual(heard.audio);
@@ -1111,9 +1102,9 @@ int main(int argc, char** argv) {
                   percentile(r.latencies_ms, 0.5) - r.client_latency_p50_ms);
     }
     if (r.server_concealed >= 0) {
-      std::printf("\n    server transcoder input: started at frame %u, %lld frames concealed, %lld came after a later one",
+      std::printf("\n    server transcoder input: started at frame %u, %lld frames concealed, %lld dropped as too late",
                   r.server_first_sequence, static_cast<long long>(r.server_concealed),
-                  static_cast<long long>(r.server_out_of_order));
+                  static_cast<long long>(r.server_late));
     }
     if (per_click) {
       std::printf("\n    per click (stream time s: ms):");

@@ -172,16 +172,33 @@ struct PlayoutClock {
 
 // How long a sender waits after its end of stream before its Goodbye.
 constexpr int kSenderDrainMs = 150;
+// A client without the model sends and receives Opus at the live model's rate
+// (the causal 24 kHz model; the Welcome's model says the server's).
+constexpr int kOpusOnlyRateHz = 24000;
 
 struct Client::Impl {
-  Impl(const LiveModel& live, std::shared_ptr<const LmModel> lm_model, ClientOptions client_options)
-      : model(live.model),
-        checksum(live.checksum),
+  // `live` null: a peer without the model (Opus both ways).
+  Impl(const LiveModel* live, std::shared_ptr<const LmModel> lm_model, ClientOptions client_options)
+      : model(live ? std::optional<EncodecModel>(live->model) : std::nullopt),
+        checksum(live ? live->checksum : std::string()),
         lm(std::move(lm_model)),
         options(std::move(client_options)),
-        hop(model.config().hop_length()),
-        sample_rate_hz(model.sample_rate_hz()),
-        bits(model.config().bits_per_codebook()) {
+        sample_rate_hz(model ? model->sample_rate_hz() : kOpusOnlyRateHz),
+        // Sending Opus, a capture block is one Opus frame; else one model frame.
+        hop(options.send_opus || !model ? sample_rate_hz * options.opus_frame_ms / 1000
+                                        : model->config().hop_length()),
+        bits(model ? model->config().bits_per_codebook() : 0) {
+    if (options.send_opus && !options.receive_opus) {
+      throw ClientError("sending Opus needs receiving Opus too (ClientOptions::receive_opus; the server "
+                        "takes Opus only from members it sends Opus to)");
+    }
+    if (!model) {
+      if (!options.receive_opus) throw ClientError("a client without the model receives only Opus (--opus)");
+      if (options.mode != Mode::kListen && !options.send_opus) {
+        throw ClientError("a client without the model sends only Opus (--send-opus)");
+      }
+      if (options.lm) throw ClientError("--lm needs the model");
+    }
     if (!options.token.empty()) {
       if (options.token.size() < net::kMinSecretBytes) {
         throw ClientError("the token is " + std::to_string(options.token.size()) +
@@ -195,12 +212,12 @@ struct Client::Impl {
     }
   }
 
-  EncodecModel model;
+  std::optional<EncodecModel> model;  // unset: Opus both ways, nothing to decode or encode
   std::string checksum;
   std::shared_ptr<const LmModel> lm;
   ClientOptions options;
-  const int hop;
   const int sample_rate_hz;
+  const int hop;  // samples per capture block and per frame sent
   const int bits;
 
   asio::io_context io;
@@ -408,7 +425,7 @@ struct Client::Impl {
           options.receive_opus ? sample_rate_hz * options.opus_frame_ms / 1000 : hop;
       jitter.frame_duration_us = 1e6 * frame_samples / sample_rate_hz;
       stream = std::make_unique<RemoteStream>(stream_id, jitter);
-      stream->decoder = std::make_unique<StreamingDecoder>(model);
+      if (!options.receive_opus) stream->decoder = std::make_unique<StreamingDecoder>(*model);
       stream->audio.reserve(static_cast<size_t>(sample_rate_hz) * 4);
       stream->latencies_ms.reserve(1 << 14);
     }
@@ -487,13 +504,15 @@ struct Client::Impl {
     wire::Hello* body = hello.mutable_hello();
     body->set_protocol_version(net::kProtocolVersion);
     body->set_client_name(options.name);
-    wire::ModelInfo* info = body->mutable_model();
-    info->set_name(model.name());
-    info->set_checksum(checksum);
-    info->set_sample_rate_hz(static_cast<uint32_t>(sample_rate_hz));
-    info->set_frame_samples(static_cast<uint32_t>(hop));
-    body->add_payload_kinds(wire::PAYLOAD_KIND_RAW_CODES);
-    if (lm) body->add_payload_kinds(wire::PAYLOAD_KIND_LM_CODES);
+    if (model) {  // without one the Hello's model stays empty: Opus only
+      wire::ModelInfo* info = body->mutable_model();
+      info->set_name(model->name());
+      info->set_checksum(checksum);
+      info->set_sample_rate_hz(static_cast<uint32_t>(sample_rate_hz));
+      info->set_frame_samples(static_cast<uint32_t>(model->config().hop_length()));
+      body->add_payload_kinds(wire::PAYLOAD_KIND_RAW_CODES);
+      if (lm) body->add_payload_kinds(wire::PAYLOAD_KIND_LM_CODES);
+    }
     body->add_payload_kinds(wire::PAYLOAD_KIND_OPUS);
     if (key) {
       body->set_auth_time_unix_ms(static_cast<uint64_t>(
@@ -505,6 +524,11 @@ struct Client::Impl {
     send(hello);
     await([this] { return welcome.has_value(); }, [&] { send(hello); }, "Hello");
     session_id = welcome->session_id();
+    if (!model && welcome->model().sample_rate_hz() != static_cast<uint32_t>(sample_rate_hz)) {
+      throw ClientError("the server's model runs at " + std::to_string(welcome->model().sample_rate_hz()) +
+                        " Hz; a client without the model sends and receives Opus at " +
+                        std::to_string(sample_rate_hz) + " Hz");
+    }
     if (signer) signer->set_session(session_id);
 
     wire::Envelope join;
@@ -579,14 +603,44 @@ struct Client::Impl {
     return now_us >= lm_raw_until_us;
   }
 
-  void send_frame(const CodeFrame* frame, bool end_of_stream) {
-    wire::Envelope* envelope = &media_out;
-    wire::Media* media = net::reuse_media(envelope);
+  // The reused Media of the next frame sent, its sequence and timestamp set.
+  wire::Media* next_media(bool end_of_stream) {
+    wire::Media* media = net::reuse_media(&media_out);
     media->set_sequence(next_sequence);
     media->set_timestamp_samples(uint64_t{next_sequence} * hop);
-    media->set_bandwidth_kbps(options.bandwidth_kbps);
+    media->set_bandwidth_kbps(options.send_opus ? opus_send_bitrate_bps() / 1000.0 : options.bandwidth_kbps);
     media->set_end_of_stream(end_of_stream);
-    if (frame != nullptr) {
+    return media;
+  }
+
+  int opus_send_bitrate_bps() const {
+    return options.opus_bitrate_bps > 0 ? options.opus_bitrate_bps
+                                        : static_cast<int>(std::lround(options.bandwidth_kbps * 1000));
+  }
+
+  // The end of this client's stream alone, without a frame.
+  void send_end_mark() {
+    wire::Media* media = next_media(/*end_of_stream=*/true);
+    media->set_kind(options.send_opus ? wire::PAYLOAD_KIND_OPUS : wire::PAYLOAD_KIND_RAW_CODES);
+    send(media_out);
+  }
+
+  // One libopus packet of `hop` samples (sending Opus).
+  void send_opus_packet(const uint8_t* packet, size_t bytes, bool end_of_stream) {
+    wire::Media* media = next_media(end_of_stream);
+    media->set_capture_time_us(capture_times_us[next_sequence % capture_times_us.size()]);
+    media->set_kind(wire::PAYLOAD_KIND_OPUS);
+    media->set_payload(packet, bytes);
+    payload_bytes_sent += bytes;
+    ++frames_sent;
+    ++next_sequence;
+    send(media_out);
+  }
+
+  void send_frame(const CodeFrame& code_frame, bool end_of_stream) {
+    const CodeFrame* frame = &code_frame;
+    wire::Media* media = next_media(end_of_stream);
+    {
       media->set_num_codebooks(static_cast<uint32_t>(frame->num_codebooks));
       media->set_capture_time_us(capture_times_us[next_sequence % capture_times_us.size()]);
       if (options.lm && lm_codes_now()) {
@@ -625,10 +679,8 @@ struct Client::Impl {
       payload_bytes_sent += media->payload().size();
       ++frames_sent;
       ++next_sequence;
-    } else {
-      media->set_kind(wire::PAYLOAD_KIND_RAW_CODES);
     }
-    send(*envelope);
+    send(media_out);
   }
 
   // --- playout -------------------------------------------------------------
@@ -647,7 +699,9 @@ struct Client::Impl {
       } else {
         CodeFrame frame;
         frame.num_codebooks = header.num_codebooks;
-        if (header.kind == wire::PAYLOAD_KIND_RAW_CODES) {
+        if (!stream.decoder) {
+          decoded = false;  // codes for a client that asked for Opus (or has no model)
+        } else if (header.kind == wire::PAYLOAD_KIND_RAW_CODES) {
           decoded = frame.num_codebooks >= 1 && frame.num_codebooks <= kMaxStreamCodebooks &&
                     net::unpack_raw_codes(payload, size, frame.num_codebooks, bits, frame.codes.data());
         } else if (header.kind == wire::PAYLOAD_KIND_LM_CODES) {
@@ -830,10 +884,24 @@ struct Client::Impl {
     } catch (const std::exception& error) {
       throw ClientError(error.what());
     }
-    StreamingEncoder encoder(model);
-    if (sending) {
+    // What sends: the streaming encoder, or libopus (sending Opus).
+    std::optional<StreamingEncoder> encoder;
+    std::unique_ptr<net::OpusFrameEncoder> opus_encoder;
+    // libopus keeps each packet under this (400 kbps in 20 ms: any sensible bitrate), so
+    // that the Media, its header and an auth trailer fit in one datagram.
+    std::array<uint8_t, 1000> opus_packet{};
+    if (sending && options.send_opus) {
+      net::OpusFrameOptions opus_options;
+      opus_options.sample_rate_hz = sample_rate_hz;
+      opus_options.frame_samples = hop;
+      opus_options.bitrate_bps = opus_send_bitrate_bps();
+      std::string error;
+      opus_encoder = net::OpusFrameEncoder::create(opus_options, &error);
+      if (!opus_encoder) throw ClientError("libopus: " + error);
+    } else if (sending) {
+      encoder.emplace(*model);
       try {
-        encoder.set_bandwidth(options.bandwidth_kbps);
+        encoder->set_bandwidth(options.bandwidth_kbps);
       } catch (const std::exception& error) {
         throw ClientError(std::string("--bandwidth: ") + error.what());
       }
@@ -876,23 +944,30 @@ struct Client::Impl {
       if (!input_done && tick_due) {
         const int64_t count = source->read(block.data(), hop);
         if (count > 0) {
-          encoder.push(block.data(), count);
           frames_captured += 1;
           capture_times_us[(frames_captured - 1) % capture_times_us.size()] = steady_now_us();
         }
         if (count < hop) {
-          encoder.finish();
           input_done = true;
           input_done_us = now_us;
         }
-        CodeFrame frame;
-        while (encoder.pop(&frame)) {
-          send_frame(&frame, input_done && encoder.frames_ready() == 0);
+        if (opus_encoder) {
+          // The last partial block padded with silence: a packet is a whole frame.
+          if (count > 0) {
+            std::fill(block.begin() + count, block.end(), 0.0f);
+            const size_t bytes = opus_encoder->encode(block.data(), opus_packet.data(), opus_packet.size());
+            if (bytes > 0) send_opus_packet(opus_packet.data(), bytes, input_done);
+          }
+        } else {
+          if (count > 0) encoder->push(block.data(), count);
+          if (input_done) encoder->finish();
+          CodeFrame frame;
+          while (encoder->pop(&frame)) send_frame(frame, input_done && encoder->frames_ready() == 0);
         }
         // The end mark again, alone (once: this branch runs no more): over UDP
         // the last frame may be lost.
         if (input_done) {
-          for (int copy = 0; copy < 2; ++copy) send_frame(nullptr, true);
+          for (int copy = 0; copy < 2; ++copy) send_end_mark();
         }
       }
       bool done = false;
@@ -1150,7 +1225,15 @@ struct Client::Impl {
 };
 
 Client::Client(const LiveModel& model, std::shared_ptr<const LmModel> lm, ClientOptions options)
-    : impl_(std::make_unique<Impl>(model, std::move(lm), std::move(options))) {}
+    : impl_(std::make_unique<Impl>(&model, std::move(lm), std::move(options))) {}
+
+Client::Client(ClientOptions options) : impl_(std::make_unique<Impl>(nullptr, nullptr, std::move(options))) {}
+
+bool needs_model(const ClientOptions& options) {
+  const bool sends_codes = options.mode != Mode::kListen && !options.send_opus;
+  const bool receives_codes = options.mode != Mode::kSend && !options.receive_opus;
+  return sends_codes || receives_codes;
+}
 
 Client::~Client() {
   if (impl_->io_thread.joinable()) {

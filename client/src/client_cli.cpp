@@ -5,6 +5,8 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <memory>
+#include <optional>
 #include <sstream>
 
 #include <ATen/Parallel.h>
@@ -124,9 +126,18 @@ int run_client_cli(int argc, const char* const* argv) {
                  "always, a loss then silences receivers until the next LM context)")
       ->check(CLI::NonNegativeNumber);
   app.add_flag("--opus", options.receive_opus,
-               "Receive Opus, transcoded by the server (for comparisons; what this client sends stays EnCodec)");
-  app.add_option("--opus-frame-ms", options.opus_frame_ms, "Opus frame length with --opus: 10 or 20 (default)")
+               "Receive Opus, transcoded by the server (comparisons, or peers without the model); what "
+               "this client sends stays EnCodec unless --send-opus");
+  app.add_flag("--send-opus", options.send_opus,
+               "Send Opus (libopus, --opus-frame-ms frames at --opus-bitrate) instead of EnCodec codes: the "
+               "server encodes it for the room. Implies --opus; the client then loads no model (no "
+               "--checkpoint needed): a peer that cannot run EnCodec");
+  app.add_option("--opus-frame-ms", options.opus_frame_ms,
+                 "Opus frame length with --opus and --send-opus: 10 or 20 (default)")
       ->check(CLI::IsMember({10, 20}));
+  app.add_option("--opus-bitrate", options.opus_bitrate_bps,
+                 "Opus bitrate in bit/s with --opus and --send-opus (default: --bandwidth's, 6000)")
+      ->check(CLI::Range(500, 512000));
   app.add_option("--duration", options.duration_s,
                  "Stop after this many seconds of audio (default: the input's end; listen: the sender's end)")
       ->check(CLI::NonNegativeNumber);
@@ -176,17 +187,23 @@ int run_client_cli(int argc, const char* const* argv) {
   try {
     options.token = read_token(token, token_file);
     at::set_num_threads(threads);
-    LiveModelOptions model_options;
-    model_options.checkpoint = checkpoint;
-    model_options.model_dir = model_dir;
-    const LiveModel live = load_live_model(model_options);
+    if (options.send_opus) options.receive_opus = true;
+    std::optional<LiveModel> live;
     std::shared_ptr<const LmModel> lm;
-    if (options.lm || !lm_checkpoint.empty()) lm = load_live_lm(lm_checkpoint, model_dir, live.model.config());
-    Client client(live, lm, options);
-    g_running_client = &client;
+    if (needs_model(options)) {
+      LiveModelOptions model_options;
+      model_options.checkpoint = checkpoint;
+      model_options.model_dir = model_dir;
+      live = load_live_model(model_options);
+      if (options.lm || !lm_checkpoint.empty()) lm = load_live_lm(lm_checkpoint, model_dir, live->model.config());
+    } else if (options.lm) {
+      throw ClientError("--lm codes EnCodec codes: it does not go with --send-opus");
+    }
+    auto client = live ? std::make_unique<Client>(*live, lm, options) : std::make_unique<Client>(options);
+    g_running_client = client.get();
     std::signal(SIGINT, stop_on_signal);
     std::signal(SIGTERM, stop_on_signal);
-    const ClientReport report = client.run();
+    const ClientReport report = client->run();
     g_running_client = nullptr;
     if (options.live_stats) std::cerr << "\n";
     if (!quiet) print_summary(report, options, std::cerr);

@@ -274,7 +274,9 @@ uint64_t RawPeer::hello(uint32_t protocol_version, bool with_model) {
 // --- ClientRun -----------------------------------------------------------------
 
 ClientRun::ClientRun(client::ClientOptions options, std::shared_ptr<const LmModel> lm)
-    : client_(std::make_unique<client::Client>(*golden_live_model(), std::move(lm), std::move(options))) {
+    : client_(client::needs_model(options)
+                  ? std::make_unique<client::Client>(*golden_live_model(), std::move(lm), std::move(options))
+                  : std::make_unique<client::Client>(std::move(options))) {
   thread_ = std::thread([this] {
     try {
       report_ = client_->run();

@@ -95,7 +95,8 @@ class RawPeer {
   bool closed_ = false;
 };
 
-// Runs a client on a thread of its own; get() waits for its report.
+// Runs a client on a thread of its own (with the golden model, unless its
+// options need none: client::needs_model); get() waits for its report.
 class ClientRun {
  public:
   ClientRun(client::ClientOptions options, std::shared_ptr<const LmModel> lm = nullptr);

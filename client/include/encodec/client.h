@@ -49,6 +49,11 @@ struct ClientOptions {
   bool receive_opus = false;       // ask the server for Opus (transcoded) instead of codes
   int opus_frame_ms = 20;
   int opus_bitrate_bps = 0;        // 0: the bandwidth's bitrate
+  // Send libopus packets (opus_frame_ms frames at opus_bitrate_bps) instead of
+  // codes: the server encodes them for the room. Needs receive_opus (the server
+  // takes Opus only from members it sends Opus to). With both, the client needs
+  // no model: a peer that cannot run EnCodec (see needs_model).
+  bool send_opus = false;
   bool lm = false;                 // send LM-coded codes (needs an LM)
   int lm_context_frames = 75;      // a new LM context at least this often (late joiners, losses)
   // An LM-coded frame decodes only after every earlier frame of its context, so
@@ -122,6 +127,9 @@ class Client {
   // `lm` may be null unless options.lm (or an LM-coded stream arrives: then it is
   // concealed and counted undecodable).
   Client(const LiveModel& model, std::shared_ptr<const LmModel> lm, ClientOptions options);
+  // A client without the model: Opus both ways (options.receive_opus, and
+  // options.send_opus unless it only listens). Throws ClientError otherwise.
+  explicit Client(ClientOptions options);
   ~Client();
   // Connects, joins, streams, and returns the report. Throws ClientError.
   ClientReport run();
@@ -132,6 +140,10 @@ class Client {
  private:
   std::unique_ptr<Impl> impl_;
 };
+
+// Whether a client with these options encodes or decodes codes (and so needs
+// the model): false when all it sends and receives is Opus.
+bool needs_model(const ClientOptions& options);
 
 // The `encodec-client` command: parses flags (CLI11), runs, prints the summary.
 // Returns 0, 1 on errors, 2 on bad arguments.
