@@ -449,6 +449,7 @@ std::string lm_checkpoint_24khz() { return testing::golden_path("encodec_lm_24kh
 std::string lm_checkpoint_48khz() { return testing::golden_path("encodec_lm_48khz-random.th"); }
 
 TEST_F(CliTest, LmCompressWritesExactlyTheReferenceFile) {
+  ENCODEC_REQUIRE_REFERENCE_KERNELS();
   // The example of the golden README: --lm with both checkpoints.
   const CliRun run = run_cli({"-f", "-b", "6", "--lm", "--checkpoint", checkpoint_24khz(),
                               "--lm-checkpoint", lm_checkpoint_24khz(),
@@ -461,6 +462,7 @@ TEST_F(CliTest, LmCompressWritesExactlyTheReferenceFile) {
 }
 
 TEST_F(CliTest, ShortLmFlagWithHqWritesTheReference48kHzFile) {
+  ENCODEC_REQUIRE_REFERENCE_KERNELS();
   const CliRun run = run_cli({"-l", "--hq", "-b", "6", "--checkpoint", checkpoint_48khz(),
                               "--lm-checkpoint", lm_checkpoint_48khz(),
                               testing::golden_path("inputs/music_stereo_48k.wav"), path("out.ecdc")});
@@ -470,6 +472,7 @@ TEST_F(CliTest, ShortLmFlagWithHqWritesTheReference48kHzFile) {
 }
 
 TEST_F(CliTest, LmCodedReferenceFilesDecompressToTheReferenceAudio) {
+  ENCODEC_REQUIRE_REFERENCE_KERNELS();
   CliRun run = run_cli({"-f", "--checkpoint", checkpoint_48khz(), "--lm-checkpoint",
                         lm_checkpoint_48khz(),
                         testing::golden_path("cases/music_stereo_48k_6kbps_lm.ecdc"),
@@ -492,6 +495,7 @@ TEST_F(CliTest, LmWavOutputRoundTripsThroughTheLmCodedBytes) {
 }
 
 TEST_F(CliTest, TruncatedLmCodedFileFailsNamingTheTruncation) {
+  ENCODEC_REQUIRE_REFERENCE_KERNELS();
   const std::string bytes = reference_ecdc("speech_24k_6kbps_lm");
   for (const size_t cut : {size_t{1}, bytes.size() / 2}) {
     write_bytes(path("cut.ecdc"), bytes.substr(0, bytes.size() - cut));

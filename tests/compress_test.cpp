@@ -76,6 +76,9 @@ class GoldenCompressTest : public ::testing::TestWithParam<GoldenCase> {
 
 TEST_P(GoldenCompressTest, CompressIsByteIdenticalToTheReferenceFile) {
   const GoldenCase& golden = GetParam();
+  // 24 kbps codes sit on near-ties that other kernels round the other way
+  // (GoldenModelTest.EncodeMatchesReferenceCodes bounds how many).
+  if (golden.bandwidth_kbps >= 24) ENCODEC_REQUIRE_REFERENCE_KERNELS();
   EncodecModel model = testing::golden_model(golden.model);
   model.set_target_bandwidth(golden.bandwidth_kbps);
   const Audio input = read_audio(testing::golden_path(golden.input));

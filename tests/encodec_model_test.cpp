@@ -43,7 +43,12 @@ TEST_P(GoldenModelTest, EncodeMatchesReferenceCodes) {
   RecordProperty("codes_equal", std::to_string(equal) + "/" + std::to_string(total));
   std::cout << "[ codes    ] " << golden.label << ": " << equal << "/" << total
             << " codes equal to the reference\n";
-  EXPECT_GE(static_cast<double>(equal), 0.999 * static_cast<double>(total));
+  // With other BLAS kernels the last codebooks at 24 kbps fall on the other side
+  // of near-ties: the Python package itself then reproduces 97.8-98.7% of these
+  // codes (README, "Exactness"), this implementation 97.2% on OpenBLAS's AVX2
+  // (Haswell) kernels; below 24 kbps nothing sits that close.
+  const bool near_ties_may_flip = !testing::reference_kernels_in_use() && golden.bandwidth_kbps >= 24;
+  EXPECT_GE(static_cast<double>(equal), (near_ties_may_flip ? 0.96 : 0.999) * static_cast<double>(total));
 
   if (!golden.scales.empty()) {
     const torch::Tensor scales = testing::load_npy(testing::golden_path(golden.scales));

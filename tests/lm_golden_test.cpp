@@ -41,6 +41,7 @@ class LmGoldenTest : public ::testing::TestWithParam<LmCase> {
  protected:
   void SetUp() override {
     ENCODEC_REQUIRE_GOLDEN();
+    ENCODEC_REQUIRE_REFERENCE_KERNELS();
     if (GetParam().kernels == LmKernels::kFast) {
       const LmModel lm = testing::golden_lm(GetParam().golden.model);
       if (lm.kernels() != LmKernels::kFast) {

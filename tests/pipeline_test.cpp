@@ -72,7 +72,12 @@ TEST_P(GoldenPipelineTest, BlockwiseCompressionWritesTheReferenceFile) {
   EncodecModel model = testing::golden_model(golden.model);
   model.set_target_bandwidth(golden.bandwidth_kbps);
   const torch::Tensor wav = read_audio(testing::golden_path(golden.input)).samples;
-  const std::string expected = testing::read_file_bytes(testing::golden_path(golden.ecdc));
+  // Where other BLAS kernels flip the 24 kbps near-ties (GoldenModelTest bounds
+  // how many), the reference is this machine's whole-file compress: blocks must
+  // not change a byte of it.
+  const bool golden_bytes_reachable = testing::reference_kernels_in_use() || golden.bandwidth_kbps < 24;
+  const std::string expected = golden_bytes_reachable ? testing::read_file_bytes(testing::golden_path(golden.ecdc))
+                                                      : compress(model, wav);
   for (const int64_t block_frames : {int64_t{4099}, int64_t{48000}}) {
     const std::string actual = compress_in_blocks(model, wav, block_frames);
     EXPECT_TRUE(actual == expected) << golden.ecdc << ", blocks of " << block_frames << ": "

@@ -257,13 +257,7 @@ TEST_F(ServerOpusTest, OpusFromAPeerWithoutTheModelReachesCodeMembersAsStreaming
     ASSERT_EQ(decoded, malformed_at.count(i) == 0) << "packet " << i;
     pcm.insert(pcm.end(), frame.begin(), frame.end());
   }
-  StreamingEncoder encoder(live_->model);
-  encoder.set_bandwidth(6.0);
-  encoder.push(pcm.data(), static_cast<int64_t>(pcm.size()));
-  encoder.finish();
-  std::vector<CodeFrame> expected;
-  CodeFrame frame;
-  while (encoder.pop(&frame)) expected.push_back(frame);
+  const std::vector<CodeFrame> expected = encode_samples(live_->model, pcm, 6.0);
   const std::vector<float> expected_opus = opus_round_trip(decode_codes(live_->model, expected));
 
   RawPeer sender(server_->tcp_port(), /*tcp=*/true), codes(server_->tcp_port(), true),
@@ -357,13 +351,7 @@ TEST_F(ServerOpusTest, AClientWithoutTheModelCallsAClientWithIt) {
     ASSERT_GT(bytes, 0u);
     ASSERT_TRUE(opus_decoder->decode(packet, bytes, pcm.data() + at));
   }
-  StreamingEncoder encoder(live_->model);
-  encoder.set_bandwidth(6.0);
-  encoder.push(pcm.data(), static_cast<int64_t>(pcm.size()));
-  encoder.finish();
-  std::vector<CodeFrame> codes;
-  CodeFrame frame;
-  while (encoder.pop(&frame)) codes.push_back(frame);
+  const std::vector<CodeFrame> codes = encode_samples(live_->model, pcm, 6.0);
 
   EXPECT_EQ(opus_report.frames_sent, packets);
   EXPECT_EQ(read_wav(dir + "/heard_by_codes.wav"), as_written(decode_codes(live_->model, codes), dir));

@@ -213,13 +213,7 @@ TEST_F(ServerRobustnessTest, VanishedMemberTimesOutWithoutDisturbingTheCall) {
 // for the same samples out, one Media per frame, the last marked.
 TEST_F(ServerRobustnessTest, ServerSideEncodingReturnsTheStreamingEncodersCodes) {
   const std::vector<float> samples = read_wav(golden_path("inputs/speech_24k.wav"));
-  StreamingEncoder encoder(live_->model);
-  encoder.set_bandwidth(6.0);
-  encoder.push(samples.data(), static_cast<int64_t>(samples.size()));
-  encoder.finish();
-  std::vector<CodeFrame> expected;
-  CodeFrame frame;
-  while (encoder.pop(&frame)) expected.push_back(frame);
+  const std::vector<CodeFrame> expected = encode_samples(live_->model, samples, 6.0);
 
   RawPeer peer(server_->tcp_port(), /*tcp=*/true);
   ASSERT_NE(peer.hello(), 0u);

@@ -10,6 +10,7 @@
 #include <regex>
 #include <sstream>
 #include <cstring>
+#include <strings.h>
 #include <stdexcept>
 
 namespace encodec::testing {
@@ -32,6 +33,21 @@ std::optional<std::string> golden_dir() {
 std::string golden_missing_message() {
   return "golden data not found: no manifest.json in '" + configured_golden_dir() +
          "' (set ENCODEC_GOLDEN_DIR to the reference golden directory to run this test)";
+}
+
+bool reference_kernels_in_use() {
+  const char* coretype = std::getenv("OPENBLAS_CORETYPE");
+  const char* threads = std::getenv("OMP_NUM_THREADS");
+  return __builtin_cpu_supports("avx512f") && coretype && strcasecmp(coretype, "SkylakeX") == 0 && threads &&
+         std::string(threads) == "1";
+}
+
+std::string reference_kernels_missing_message() {
+  return std::string("the golden bytes need the BLAS kernels they were made with (OpenBLAS SkylakeX, one "
+                     "thread: OPENBLAS_CORETYPE=SkylakeX OMP_NUM_THREADS=1, as ctest sets them on CPUs with "
+                     "AVX-512); ") +
+         (__builtin_cpu_supports("avx512f") ? "they are not set in this environment"
+                                            : "this CPU has no AVX-512, which they need");
 }
 
 const nlohmann::json& golden_manifest() {

@@ -48,6 +48,19 @@ server::ServerOptions loopback_server_options() {
   return options;
 }
 
+namespace {
+
+// Every frame of a finished encoder.
+std::vector<CodeFrame> finish_and_pop(StreamingEncoder& encoder) {
+  encoder.finish();
+  std::vector<CodeFrame> frames;
+  CodeFrame frame;
+  while (encoder.pop(&frame)) frames.push_back(frame);
+  return frames;
+}
+
+}  // namespace
+
 std::vector<CodeFrame> encode_file(const EncodecModel& model, const std::string& path,
                                    double bandwidth_kbps) {
   StreamingEncoder encoder(model);
@@ -57,11 +70,15 @@ std::vector<CodeFrame> encode_file(const EncodecModel& model, const std::string&
     const torch::Tensor samples = block->contiguous();
     encoder.push(samples.data_ptr<float>(), samples.size(1));
   }
-  encoder.finish();
-  std::vector<CodeFrame> frames;
-  CodeFrame frame;
-  while (encoder.pop(&frame)) frames.push_back(frame);
-  return frames;
+  return finish_and_pop(encoder);
+}
+
+std::vector<CodeFrame> encode_samples(const EncodecModel& model, const std::vector<float>& samples,
+                                      double bandwidth_kbps) {
+  StreamingEncoder encoder(model);
+  encoder.set_bandwidth(bandwidth_kbps);
+  encoder.push(samples.data(), static_cast<int64_t>(samples.size()));
+  return finish_and_pop(encoder);
 }
 
 std::vector<CodeFrame> truncate_codes(std::vector<CodeFrame> frames, int codebooks) {

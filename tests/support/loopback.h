@@ -35,6 +35,9 @@ server::ServerOptions loopback_server_options();
 // The codes StreamingEncoder gives for a file (read and converted as the client reads it).
 std::vector<CodeFrame> encode_file(const EncodecModel& model, const std::string& path,
                                    double bandwidth_kbps);
+// The codes StreamingEncoder gives for `samples` (mono, the model's rate), pushed at once.
+std::vector<CodeFrame> encode_samples(const EncodecModel& model, const std::vector<float>& samples,
+                                      double bandwidth_kbps);
 // Codes truncated to their first `codebooks` levels.
 std::vector<CodeFrame> truncate_codes(std::vector<CodeFrame> frames, int codebooks);
 // StreamingDecoder over frames[first...], then finish().
