@@ -120,7 +120,9 @@ class ClientError : public std::runtime_error {
 class Client {
  public:
   // `lm` may be null unless options.lm (or an LM-coded stream arrives: then it is
-  // concealed and counted undecodable).
+  // concealed and counted undecodable). The client codes with `lm` on the
+  // deterministic kernels (LmKernels::kDeterministic: the protocol's LM coder)
+  // whatever kernels it was set to.
   Client(const LiveModel& model, std::shared_ptr<const LmModel> lm, ClientOptions options);
   ~Client();
   // Connects, joins, streams, and returns the report. Throws ClientError.
