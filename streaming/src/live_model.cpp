@@ -54,7 +54,7 @@ LiveModel load_live_model(const LiveModelOptions& options) {
       throw LiveModelError("cannot load encodec_24khz from " + path + ": " + error.what());
     }
   }();
-  return {std::move(model), sha256_file(path), path};
+  return {std::move(model), sha256_file_remembered(path), path};
 }
 
 std::shared_ptr<const LmModel> load_live_lm(const std::string& checkpoint,
