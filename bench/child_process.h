@@ -60,8 +60,8 @@ struct ChildResult {
   double peak_rss_mb = 0;
 };
 
-// Runs `args` (argv[0] a path) with stderr going to `stderr_path` (read it when
-// the child fails), under an address-space limit when memory_limit_mb > 0.
+// Runs `args` (argv[0] a path) with stdout discarded and stderr going to
+// `stderr_path` (read it when the child fails), under an address-space limit when memory_limit_mb > 0.
 inline ChildResult run_child(std::vector<std::string> args, long memory_limit_mb,
                              const std::string& stderr_path) {
   std::vector<char*> argv;
@@ -78,6 +78,8 @@ inline ChildResult run_child(std::vector<std::string> args, long memory_limit_mb
     }
     const int log = ::open(stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (log >= 0) ::dup2(log, STDERR_FILENO);
+    const int null = ::open("/dev/null", O_WRONLY);
+    if (null >= 0) ::dup2(null, STDOUT_FILENO);
     ::execv(argv[0], argv.data());
     std::perror("exec");
     ::_exit(127);

@@ -9,8 +9,8 @@
 //   build/bench/startup [--repeats 7] [--seconds 0.5] [--threads 1] [--dir /tmp]
 //
 // The checkpoints are official-size with random weights, written here as
-// torch.save archives (LibTorch's pickle_save, which torch.load reads), so the
-// command parses files of the official size.
+// torch.save archives (tests/support/checkpoint_writer.h), so the command
+// parses files of the official size.
 #include <CLI/CLI.hpp>
 
 #include <chrono>
@@ -21,10 +21,10 @@
 #include <string>
 #include <vector>
 
-#include <torch/csrc/jit/serialization/pickle.h>
 #include <torch/torch.h>
 
 #include "bench_common.h"
+#include "checkpoint_writer.h"  // tests/support
 #include "child_process.h"
 #include "encodec/checkpoint.h"
 #include "encodec/encodec.h"
@@ -40,16 +40,13 @@ using encodec::bench::run_child;
 void write_random_checkpoint(const std::string& path,
                              const std::vector<std::pair<std::string, std::vector<int64_t>>>& shapes) {
   torch::manual_seed(7);
-  c10::Dict<std::string, at::Tensor> state;
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
   for (const auto& [name, shape] : shapes) {
     torch::Tensor value = torch::rand(shape) * 0.1 - 0.05;
     if (name.size() > 9 && name.compare(name.size() - 9, 9, ".weight_g") == 0) value = value.abs() + 0.5;
-    state.insert(name, value);
+    tensors.emplace_back(name, value);
   }
-  const std::vector<char> bytes = torch::pickle_save(c10::IValue(state));
-  std::ofstream out(path, std::ios::binary);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  if (!out) throw std::runtime_error("cannot write " + path);
+  encodec::testing::write_state_dict(path, tensors);
 }
 
 double median(std::vector<double> values) { return encodec::bench::percentile(std::move(values), 0.5); }
