@@ -29,8 +29,8 @@ namespace encodec {
 // The reference kernels hold the whole waveform and every activation (about
 // 0.5 GB per minute of 24 kHz audio, as the Python package), and their sums
 // depend on the input length, so they cannot stream. Longer 24 kHz audio than
-// this goes through the streaming engine with the fast kernels (the CLI unless
-// --whole-file; always over HTTP).
+// this goes through the streaming engine with the fast kernels (the CLI's
+// --reference unless --whole-file; the default and HTTP always run those).
 inline constexpr double kWholeFileLimitSeconds = 300;
 
 // Samples per block pushed to the streaming engine by default: the deep layers
