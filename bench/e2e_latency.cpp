@@ -913,11 +913,11 @@ int main(int argc, char** argv) {
     } else {
       auto random_lm = std::make_shared<encodec::LmModel>(
           encodec::LmModel::with_random_weights(encodec::LmConfig::for_codec(live.model.config())));
-      random_lm->set_kernels(encodec::LmKernels::kAuto);
+      random_lm->set_kernels(encodec::LmKernels::kDeterministic);  // as load_live_lm
       lm = random_lm;
       lm_source = "official size, random weights";
     }
-    lm_source += lm->kernels() == encodec::LmKernels::kFast ? " (exact fast kernels)" : " (reference kernels)";
+    lm_source += " (deterministic kernels, det1)";
   }
 
   // The LM's cost per frame as the clients pay it: the sender codes each frame

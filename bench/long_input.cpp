@@ -5,38 +5,33 @@
 // folder). Models: official-size with random weights (the command's hidden
 // --random-weights; speed and memory do not depend on the values), 6 kbps.
 //
-//   build/bench/long_input [--minutes 10,60] [--models 24khz,48khz] [--threads 1] [--fast]
+//   build/bench/long_input [--minutes 10,60] [--models 24khz,48khz] [--threads 1] [--reference]
 //                          [--baseline-minutes 0.5] [--encodec build/core/encodec] [--dir /tmp]
 //                          [--memory-limit-mb 8192]
 //
 // Baseline in the same run: for the 24 kHz model, the same command with
-// --whole-file (the offline path: the whole input at once, same process
-// start-up) on a short input, against the bounded-memory path on that input.
+// --whole-file (the offline fast path: the whole input at once, same process
+// start-up) on a short input, against the default streaming path on that input.
 // (The 48 kHz model runs chunk by chunk either way.)
 //
 // Each child runs under an address-space limit so that a run that would not fit
 // fails alone instead of pushing a shared machine into the OOM killer.
-#include <fcntl.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <CLI/CLI.hpp>
-#include <sndfile.h>
 
-#include <chrono>
-#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
-#include <random>
 #include <string>
 #include <vector>
 
+#include "child_process.h"
+
 namespace {
 namespace fs = std::filesystem;
+using encodec::bench::ChildResult;
+using encodec::bench::run_child;
 
 struct ModelSetup {
   std::string name;  // as printed
@@ -45,89 +40,8 @@ struct ModelSetup {
   bool hq;
 };
 
-// Noise plus a few tones whose levels drift, at `sample_rate_hz`, written block by block.
 void write_input(const std::string& path, const ModelSetup& model, double minutes) {
-  SF_INFO info{};
-  info.samplerate = model.sample_rate_hz;
-  info.channels = model.channels;
-  info.format = SF_FORMAT_WAV | SF_FORMAT_PCM_16;
-  SNDFILE* file = sf_open(path.c_str(), SFM_WRITE, &info);
-  if (!file) throw std::runtime_error("cannot write " + path + ": " + sf_strerror(nullptr));
-  const auto total = static_cast<int64_t>(minutes * 60 * model.sample_rate_hz);
-  std::mt19937 random(1234);
-  std::normal_distribution<float> noise(0.0f, 0.05f);
-  std::vector<float> block(static_cast<size_t>(model.sample_rate_hz * model.channels));
-  for (int64_t done = 0; done < total;) {
-    const int64_t count = std::min<int64_t>(model.sample_rate_hz, total - done);
-    for (int64_t i = 0; i < count; ++i) {
-      const double t = static_cast<double>(done + i) / model.sample_rate_hz;
-      const double level = 0.5 + 0.5 * std::sin(2 * M_PI * t / 7.0);
-      const double tones =
-          level * (0.2 * std::sin(2 * M_PI * 220 * t) + 0.1 * std::sin(2 * M_PI * 1375 * t));
-      for (int c = 0; c < model.channels; ++c) {
-        block[static_cast<size_t>(i * model.channels + c)] =
-            static_cast<float>(tones * (c == 0 ? 1.0 : 0.8)) + noise(random);
-      }
-    }
-    if (sf_writef_float(file, block.data(), count) != count) {
-      sf_close(file);
-      throw std::runtime_error("cannot write " + path + ": " + sf_strerror(file));
-    }
-    done += count;
-  }
-  sf_close(file);
-}
-
-struct ChildResult {
-  bool ok = false;
-  std::string failure;  // when !ok
-  double wall_s = 0;
-  double peak_rss_mb = 0;
-};
-
-// Runs `args` (argv[0] a path) with stderr going to `stderr_path` (shown only
-// when the child fails: random weights make every decode warn about clipping).
-ChildResult run_child(std::vector<std::string> args, long memory_limit_mb,
-                      const std::string& stderr_path) {
-  std::vector<char*> argv;
-  for (std::string& arg : args) argv.push_back(arg.data());
-  argv.push_back(nullptr);
-  const auto start = std::chrono::steady_clock::now();
-  const pid_t pid = ::fork();
-  if (pid < 0) throw std::runtime_error("fork failed");
-  if (pid == 0) {
-    if (memory_limit_mb > 0) {
-      const rlimit limit{static_cast<rlim_t>(memory_limit_mb) << 20,
-                         static_cast<rlim_t>(memory_limit_mb) << 20};
-      ::setrlimit(RLIMIT_AS, &limit);
-    }
-    const int log = ::open(stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (log >= 0) ::dup2(log, STDERR_FILENO);
-    ::execv(argv[0], argv.data());
-    std::perror("exec");
-    ::_exit(127);
-  }
-  int status = 0;
-  rusage usage{};
-  ::wait4(pid, &status, 0, &usage);
-  ChildResult result;
-  result.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  result.peak_rss_mb = static_cast<double>(usage.ru_maxrss) / 1024.0;  // kB on Linux
-  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
-    result.ok = true;
-  } else if (WIFEXITED(status)) {
-    result.failure = "exit " + std::to_string(WEXITSTATUS(status));
-  } else {
-    result.failure = "signal " + std::to_string(WTERMSIG(status));
-  }
-  return result;
-}
-
-std::string default_encodec_path(const char* argv0) {
-  std::error_code ec;
-  const fs::path self = fs::canonical("/proc/self/exe", ec);
-  const fs::path base = ec ? fs::path(argv0).parent_path() : self.parent_path();
-  return (base / ".." / "core" / "encodec").lexically_normal().string();
+  encodec::bench::write_test_wav(path, model.sample_rate_hz, model.channels, minutes * 60);
 }
 
 }  // namespace
@@ -136,9 +50,9 @@ int main(int argc, char** argv) {
   std::vector<double> minutes_list = {10, 60};
   std::vector<std::string> model_names = {"24khz", "48khz"};
   int threads = 1;
-  bool fast = false;
+  bool reference = false;
   double baseline_minutes = 0.5;
-  std::string encodec_path = default_encodec_path(argv[0]);
+  std::string encodec_path = encodec::bench::built_program(argv[0], "core/encodec");
   std::string dir = fs::temp_directory_path().string();
   long memory_limit_mb = 8192;
   CLI::App app{"Long inputs through the encodec command: wall time, real-time factor, peak RSS"};
@@ -147,7 +61,9 @@ int main(int argc, char** argv) {
       ->delimiter(',')
       ->check(CLI::IsMember({"24khz", "48khz"}));
   app.add_option("--threads", threads, "Compute threads of the command")->capture_default_str();
-  app.add_flag("--fast", fast, "Run the command with --fast");
+  app.add_flag("--reference", reference,
+               "Run the command with --reference (the default runs only; the baseline runs the "
+               "fast kernels)");
   app.add_option("--baseline-minutes", baseline_minutes,
                  "Length of the input on which the 24 kHz streaming path is compared with "
                  "--whole-file (0: no baseline)")
@@ -167,7 +83,8 @@ int main(int argc, char** argv) {
   const fs::path work(work_template);
   std::printf("encodec: %s, %d thread(s), %s, 6 kbps, random official-size weights\n",
               encodec_path.c_str(), threads,
-              fast ? "--fast" : "default kernels (24 kHz over 5 min: streaming, fast kernels)");
+              reference ? "--reference (24 kHz over 5 min: streaming, fast kernels)"
+                        : "default: fast kernels, 24 kHz streaming");
   std::printf("%-14s %-11s %8s %-10s %10s %8s %12s\n", "model", "path", "minutes", "step",
               "wall s", "RTF", "peak RSS MB");
   int failures = 0;
@@ -180,7 +97,6 @@ int main(int argc, char** argv) {
     write_input(input, model, minutes);
     std::vector<std::string> common = {encodec_path, "-q", "-f", "--random-weights",
                                        "--threads", std::to_string(threads)};
-    if (fast) common.push_back("--fast");
     common.insert(common.end(), extra.begin(), extra.end());
     std::vector<std::string> compress = common;
     if (model.hq) compress.push_back("--hq");
@@ -218,20 +134,17 @@ int main(int argc, char** argv) {
     const ModelSetup model = model_name == "24khz" ? ModelSetup{"encodec_24khz", 24000, 1, false}
                                                    : ModelSetup{"encodec_48khz", 48000, 2, true};
     if (model_name == "24khz" && baseline_minutes > 0) {
-      // --stream-block selects the streaming engine (and the fast kernels) whatever the length.
-      const std::vector<std::string> streaming = {"--stream-block", "9600"};
-      const std::vector<double> bounded =
-          run_case(model, baseline_minutes, "streaming", fast ? std::vector<std::string>{} : streaming);
-      const std::vector<double> offline =
-          run_case(model, baseline_minutes, "whole-file",
-                   fast ? std::vector<std::string>{"--whole-file"}
-                        : std::vector<std::string>{"--whole-file", "--fast"});
+      const std::vector<double> bounded = run_case(model, baseline_minutes, "streaming", {});
+      const std::vector<double> offline = run_case(model, baseline_minutes, "whole-file", {"--whole-file"});
       if (offline[0] > 0 && offline[1] > 0) {
         std::printf("%-14s streaming / whole-file RTF: compress %.2f, decompress %.2f\n",
                     model.name.c_str(), bounded[0] / offline[0], bounded[1] / offline[1]);
       }
     }
-    for (const double minutes : minutes_list) run_case(model, minutes, "default", {});
+    for (const double minutes : minutes_list) {
+      run_case(model, minutes, reference ? "reference" : "default",
+               reference ? std::vector<std::string>{"--reference"} : std::vector<std::string>{});
+    }
   }
   fs::remove_all(work);
   return failures == 0 ? 0 : 1;

@@ -23,7 +23,10 @@
 #include "encodec/audio_io.h"
 #include "encodec/compress.h"
 #include "encodec/ecdc.h"
+#include "encodec/lm.h"
+#include "fast/cpu_tier.h"
 #include "golden_cases.h"
+#include "lm_test_util.h"
 
 namespace encodec {
 namespace {
@@ -169,7 +172,7 @@ class CliTest : public ::testing::Test {
 };
 
 TEST_F(CliTest, CompressWritesExactlyTheReferenceFile) {
-  const CliRun run = run_cli({"-f", "-b", "6", "--checkpoint", checkpoint_24khz(),
+  const CliRun run = run_cli({"--reference", "-f", "-b", "6", "--checkpoint", checkpoint_24khz(),
                               testing::golden_path("inputs/speech_24k.wav"), path("out.ecdc")});
   ASSERT_EQ(run.exit_code, 0) << run.err;
   EXPECT_EQ(run.err, "");
@@ -177,8 +180,11 @@ TEST_F(CliTest, CompressWritesExactlyTheReferenceFile) {
   EXPECT_EQ(testing::files_in(dir_), std::vector<std::string>{"out.ecdc"}) << "temporary files left behind";
 }
 
-TEST_F(CliTest, FastKernelsWriteAValidFileWhoseCodesMatchTheReference) {
-  const CliRun run = run_cli({"-f", "--fast", "-b", "6", "--checkpoint", checkpoint_24khz(),
+// The default: the fast kernels. Their codes equal the reference's but for
+// near-ties, so the file is the golden one but for a few bytes, and a valid
+// .ecdc that the Python package reads.
+TEST_F(CliTest, DefaultFastKernelsWriteAValidFileWhoseCodesMatchTheReference) {
+  const CliRun run = run_cli({"-f", "-b", "6", "--checkpoint", checkpoint_24khz(),
                               testing::golden_path("inputs/long_24k.wav"), path("fast.ecdc")});
   ASSERT_EQ(run.exit_code, 0) << run.err;
   // Same header and size; codes equal but for near-ties (none at 6 kbps on this input).
@@ -192,7 +198,7 @@ TEST_F(CliTest, FastKernelsWriteAValidFileWhoseCodesMatchTheReference) {
 
 TEST_F(CliTest, DefaultOutputIsTheInputWithEcdcAndDefaultBandwidthIs6Kbps) {
   const std::string input = copy_golden("inputs/chirp_odd_24k.wav", "chirp.wav");
-  const CliRun run = run_cli({"--checkpoint", checkpoint_24khz(), input});
+  const CliRun run = run_cli({"--reference", "--checkpoint", checkpoint_24khz(), input});
   ASSERT_EQ(run.exit_code, 0) << run.err;
   EXPECT_EQ(testing::files_in(dir_), (std::vector<std::string>{"chirp.ecdc", "chirp.wav"}));
   EXPECT_TRUE(testing::read_file_bytes(path("chirp.ecdc")) == reference_ecdc("chirp_odd_24k_6kbps"));
@@ -200,7 +206,7 @@ TEST_F(CliTest, DefaultOutputIsTheInputWithEcdcAndDefaultBandwidthIs6Kbps) {
 
 TEST_F(CliTest, ShortQIsQuietNotHq) {
   // Python's -q is --hq; here it is --quiet, so 1.5 kbps (24 kHz only) works.
-  const CliRun run = run_cli({"-q", "--threads", "1", "-b", "1.5", "--checkpoint", checkpoint_24khz(),
+  const CliRun run = run_cli({"--reference", "-q", "--threads", "1", "-b", "1.5", "--checkpoint", checkpoint_24khz(),
                               testing::golden_path("inputs/speech_24k.wav"), path("out.ecdc")});
   ASSERT_EQ(run.exit_code, 0) << run.err;
   EXPECT_TRUE(testing::read_file_bytes(path("out.ecdc")) == reference_ecdc("speech_24k_1.5kbps"));
@@ -225,7 +231,7 @@ TEST_F(CliTest, ExistingOutputIsUntouchedWithoutForce) {
 TEST_F(CliTest, ForceOverwritesAnExistingOutput) {
   const std::string output = path("out.ecdc");
   write_bytes(output, "old contents");
-  const CliRun run = run_cli({"-f", "--checkpoint", checkpoint_24khz(),
+  const CliRun run = run_cli({"--reference", "-f", "--checkpoint", checkpoint_24khz(),
                               testing::golden_path("inputs/speech_24k.wav"), output});
   ASSERT_EQ(run.exit_code, 0) << run.err;
   EXPECT_TRUE(testing::read_file_bytes(output) == reference_ecdc("speech_24k_6kbps"));
@@ -233,7 +239,7 @@ TEST_F(CliTest, ForceOverwritesAnExistingOutput) {
 }
 
 TEST_F(CliTest, DecompressWritesTheReferenceAudioAsWav) {
-  const CliRun run = run_cli({"--checkpoint", checkpoint_24khz(),
+  const CliRun run = run_cli({"--reference", "--checkpoint", checkpoint_24khz(),
                               testing::golden_path("cases/speech_24k_6kbps.ecdc"),
                               path("out.wav")});
   ASSERT_EQ(run.exit_code, 0) << run.err;
@@ -243,7 +249,7 @@ TEST_F(CliTest, DecompressWritesTheReferenceAudioAsWav) {
 }
 
 TEST_F(CliTest, DecompressOf48kHzFileWritesStereoAt48kHz) {
-  const CliRun run = run_cli({"--checkpoint", checkpoint_48khz(),
+  const CliRun run = run_cli({"--reference", "--checkpoint", checkpoint_48khz(),
                               testing::golden_path("cases/music_stereo_48k_12kbps.ecdc"),
                               path("out.wav")});
   ASSERT_EQ(run.exit_code, 0) << run.err;
@@ -252,12 +258,12 @@ TEST_F(CliTest, DecompressOf48kHzFileWritesStereoAt48kHz) {
 
 TEST_F(CliTest, DefaultDecompressOutputIsTheInputWithWavAndTheSuffix) {
   const std::string input = copy_golden("cases/tiny_24k_6kbps.ecdc", "tiny.ecdc");
-  CliRun run = run_cli({"--checkpoint", checkpoint_24khz(), input});
+  CliRun run = run_cli({"--reference", "--checkpoint", checkpoint_24khz(), input});
   ASSERT_EQ(run.exit_code, 0) << run.err;
-  run = run_cli({"--checkpoint", checkpoint_24khz(), "-s", "_dec", input});
+  run = run_cli({"--reference", "--checkpoint", checkpoint_24khz(), "-s", "_dec", input});
   ASSERT_EQ(run.exit_code, 0) << run.err;
   // Python's spelling of the long option works too.
-  run = run_cli({"--checkpoint", checkpoint_24khz(), "--decompress_suffix", "_py", input});
+  run = run_cli({"--reference", "--checkpoint", checkpoint_24khz(), "--decompress_suffix", "_py", input});
   ASSERT_EQ(run.exit_code, 0) << run.err;
   EXPECT_EQ(testing::files_in(dir_), (std::vector<std::string>{"tiny.ecdc", "tiny.wav", "tiny_dec.wav",
                                                       "tiny_py.wav"}));
@@ -287,7 +293,7 @@ TEST_F(CliTest, LoudDecodeIsClampedTo099WithAWarning) {
   const torch::Tensor expected = reference_audio("music_stereo_48k_6kbps") * 4;
   ASSERT_GT(expected.abs().max().item<float>(), 2.0f);
 
-  const CliRun run = run_cli({"--checkpoint", checkpoint_48khz(), path("loud.ecdc"), path("out.wav")});
+  const CliRun run = run_cli({"--reference", "--checkpoint", checkpoint_48khz(), path("loud.ecdc"), path("out.wav")});
   ASSERT_EQ(run.exit_code, 0) << run.err;
   expect_contains(run.err, "clipping");
   expect_contains(run.err, "-r / --rescale");
@@ -304,7 +310,7 @@ TEST_F(CliTest, RescaleBringsThePeakTo099) {
   const float peak = expected.abs().max().item<float>();
 
   const CliRun run =
-      run_cli({"-r", "--checkpoint", checkpoint_48khz(), path("loud.ecdc"), path("out.wav")});
+      run_cli({"--reference", "-r", "--checkpoint", checkpoint_48khz(), path("loud.ecdc"), path("out.wav")});
   ASSERT_EQ(run.exit_code, 0) << run.err;
   EXPECT_EQ(run.err.find("clipping"), std::string::npos) << run.err;
   expect_wav_equals(path("out.wav"), expected * (0.99f / peak), 48000);
@@ -315,7 +321,7 @@ TEST_F(CliTest, RescaleBringsThePeakTo099) {
 }
 
 TEST_F(CliTest, RescaleNeverAmplifiesQuietAudio) {
-  const CliRun run = run_cli({"-r", "--checkpoint", checkpoint_24khz(),
+  const CliRun run = run_cli({"--reference", "-r", "--checkpoint", checkpoint_24khz(),
                               testing::golden_path("cases/speech_24k_3kbps.ecdc"),
                               path("out.wav")});
   ASSERT_EQ(run.exit_code, 0) << run.err;
@@ -323,7 +329,7 @@ TEST_F(CliTest, RescaleNeverAmplifiesQuietAudio) {
 }
 
 TEST_F(CliTest, WavOutputCompressesAndDecompressesInOneGo) {
-  const CliRun run = run_cli({"-b", "12", "--checkpoint", checkpoint_24khz(),
+  const CliRun run = run_cli({"--reference", "-b", "12", "--checkpoint", checkpoint_24khz(),
                               testing::golden_path("inputs/speech_24k.wav"), path("round.wav")});
   ASSERT_EQ(run.exit_code, 0) << run.err;
   expect_wav_equals(path("round.wav"), clamped(reference_audio("speech_24k_12kbps")), 24000);
@@ -331,13 +337,13 @@ TEST_F(CliTest, WavOutputCompressesAndDecompressesInOneGo) {
 }
 
 TEST_F(CliTest, HqCompressesWithThe48kHzModel) {
-  CliRun run = run_cli({"--hq", "-b", "6", "--checkpoint", checkpoint_48khz(),
+  CliRun run = run_cli({"--reference", "--hq", "-b", "6", "--checkpoint", checkpoint_48khz(),
                         testing::golden_path("inputs/music_stereo_48k.wav"), path("music.ecdc")});
   ASSERT_EQ(run.exit_code, 0) << run.err;
   EXPECT_TRUE(testing::read_file_bytes(path("music.ecdc")) ==
               reference_ecdc("music_stereo_48k_6kbps"));
 
-  run = run_cli({"--hq", "-b", "24", "--checkpoint", checkpoint_48khz(),
+  run = run_cli({"--reference", "--hq", "-b", "24", "--checkpoint", checkpoint_48khz(),
                  testing::golden_path("inputs/short_48k.wav"), path("short.wav")});
   ASSERT_EQ(run.exit_code, 0) << run.err;
   expect_wav_equals(path("short.wav"), clamped(reference_audio("short_48k_24kbps")), 48000);
@@ -451,7 +457,7 @@ std::string lm_checkpoint_48khz() { return testing::golden_path("encodec_lm_48kh
 TEST_F(CliTest, LmCompressWritesExactlyTheReferenceFile) {
   ENCODEC_REQUIRE_REFERENCE_KERNELS();
   // The example of the golden README: --lm with both checkpoints.
-  const CliRun run = run_cli({"-f", "-b", "6", "--lm", "--checkpoint", checkpoint_24khz(),
+  const CliRun run = run_cli({"--reference", "-f", "-b", "6", "--lm", "--checkpoint", checkpoint_24khz(),
                               "--lm-checkpoint", lm_checkpoint_24khz(),
                               testing::golden_path("inputs/speech_24k.wav"), path("out.ecdc")});
   ASSERT_EQ(run.exit_code, 0) << run.err;
@@ -463,7 +469,7 @@ TEST_F(CliTest, LmCompressWritesExactlyTheReferenceFile) {
 
 TEST_F(CliTest, ShortLmFlagWithHqWritesTheReference48kHzFile) {
   ENCODEC_REQUIRE_REFERENCE_KERNELS();
-  const CliRun run = run_cli({"-l", "--hq", "-b", "6", "--checkpoint", checkpoint_48khz(),
+  const CliRun run = run_cli({"--reference", "-l", "--hq", "-b", "6", "--checkpoint", checkpoint_48khz(),
                               "--lm-checkpoint", lm_checkpoint_48khz(),
                               testing::golden_path("inputs/music_stereo_48k.wav"), path("out.ecdc")});
   ASSERT_EQ(run.exit_code, 0) << run.err;
@@ -473,13 +479,13 @@ TEST_F(CliTest, ShortLmFlagWithHqWritesTheReference48kHzFile) {
 
 TEST_F(CliTest, LmCodedReferenceFilesDecompressToTheReferenceAudio) {
   ENCODEC_REQUIRE_REFERENCE_KERNELS();
-  CliRun run = run_cli({"-f", "--checkpoint", checkpoint_48khz(), "--lm-checkpoint",
+  CliRun run = run_cli({"--reference", "-f", "--checkpoint", checkpoint_48khz(), "--lm-checkpoint",
                         lm_checkpoint_48khz(),
                         testing::golden_path("cases/music_stereo_48k_6kbps_lm.ecdc"),
                         path("music.wav")});
   ASSERT_EQ(run.exit_code, 0) << run.err;
   expect_wav_equals(path("music.wav"), clamped(reference_audio("music_stereo_48k_6kbps")), 48000);
-  run = run_cli({"--checkpoint", checkpoint_24khz(), "--lm-checkpoint", lm_checkpoint_24khz(),
+  run = run_cli({"--reference", "--checkpoint", checkpoint_24khz(), "--lm-checkpoint", lm_checkpoint_24khz(),
                  testing::golden_path("cases/speech_24k_24kbps_lm.ecdc"), path("speech.wav")});
   ASSERT_EQ(run.exit_code, 0) << run.err;
   expect_wav_equals(path("speech.wav"), clamped(reference_audio("speech_24k_24kbps")), 24000);
@@ -487,7 +493,7 @@ TEST_F(CliTest, LmCodedReferenceFilesDecompressToTheReferenceAudio) {
 
 TEST_F(CliTest, LmWavOutputRoundTripsThroughTheLmCodedBytes) {
   // Compress with --lm then decompress in one go: the audio of the raw file.
-  const CliRun run = run_cli({"-b", "1.5", "--lm", "--checkpoint", checkpoint_24khz(),
+  const CliRun run = run_cli({"--reference", "-b", "1.5", "--lm", "--checkpoint", checkpoint_24khz(),
                               "--lm-checkpoint", lm_checkpoint_24khz(),
                               testing::golden_path("inputs/speech_24k.wav"), path("out.wav")});
   ASSERT_EQ(run.exit_code, 0) << run.err;
@@ -613,7 +619,7 @@ TEST_F(CliTest, InputsAtOtherRatesAndChannelCountsAreConverted) {
 TEST_F(CliTest, StereoInputToThe24kHzModelIsDownmixedToTheMean) {
   testing::write_pcm16(path("stereo.wav"), sines(7000, 24000, {{{300, 0.5}}, {{1000, 0.3}, {50, 0.2}}}),
               24000);
-  const CliRun run = run_cli({"--checkpoint", checkpoint_24khz(), path("stereo.wav")});
+  const CliRun run = run_cli({"--reference", "--checkpoint", checkpoint_24khz(), path("stereo.wav")});
   ASSERT_EQ(run.exit_code, 0) << run.err;
 
   EncodecModel model = testing::golden_model("encodec_24khz");
@@ -631,7 +637,7 @@ TEST_F(CliTest, HelpExplainsEveryFlag) {
   for (const char* flag :
        {"-b", "--bandwidth", "-f", "--force", "--hq", "-l", "--lm", "-r", "--rescale", "-s",
         "--decompress-suffix", "-q", "--quiet", "--checkpoint", "--lm-checkpoint", "--model-dir",
-        "--threads", "--fast", "--stream-block", "--precision", "bf16", "AVX512-BF16", "Usage: encodec [OPTIONS] INPUT [OUTPUT]", "ENCODEC_MODEL_DIR", ".ecdc",
+        "--threads", "--fast", "--reference", "--portable-lm", "det1", "--stream-block", "--precision", "bf16", "AVX512-BF16", "Usage: encodec [OPTIONS] INPUT [OUTPUT]", "ENCODEC_MODEL_DIR", ".ecdc",
         ".wav"}) {
     expect_contains(run.out, flag);
   }
@@ -716,9 +722,9 @@ TEST_F(CliTest, StreamBlockNeedsThe24kHzModelAndAPositiveSize) {
   EXPECT_EQ(testing::files_in(dir_), std::vector<std::string>{});
 }
 
-// Past 5 min, 24 kHz audio streams with the fast kernels (bounded memory)
-// unless --whole-file; 24 kbps, where this model's fast codes differ from the
-// reference's on near-ties, shows which path ran.
+// With --reference, past 5 min 24 kHz audio streams with the fast kernels
+// (bounded memory) unless --whole-file; 24 kbps, where this model's fast codes
+// differ from the reference's on near-ties, shows which path ran.
 TEST_F(CliTest, LongInputsStreamUnlessWholeFile) {
   const torch::Tensor audio = sines(24000 * 301, 24000, {{{220.0, 0.3}, {3150.0, 0.1}}});
   testing::write_pcm16(path("long.wav"), audio, 24000);
@@ -729,16 +735,16 @@ TEST_F(CliTest, LongInputsStreamUnlessWholeFile) {
     args.push_back(output);
     return args;
   };
-  CliRun run = run_cli(with({}, path("auto.ecdc")));
+  CliRun run = run_cli(with({"--reference"}, path("auto.ecdc")));
   ASSERT_EQ(run.exit_code, 0) << run.err;
   expect_contains(run.err, "5.0 min of audio");
   expect_contains(run.err, "--whole-file");
-  run = run_cli(with({"-q", "--fast"}, path("fast.ecdc")));
+  run = run_cli(with({"-q"}, path("fast.ecdc")));
   ASSERT_EQ(run.exit_code, 0) << run.err;
   EXPECT_EQ(run.err, "");
   EXPECT_TRUE(testing::read_file_bytes(path("auto.ecdc")) == testing::read_file_bytes(path("fast.ecdc")));
 
-  run = run_cli(with({"-q", "--whole-file"}, path("whole.ecdc")));
+  run = run_cli(with({"-q", "--reference", "--whole-file"}, path("whole.ecdc")));
   ASSERT_EQ(run.exit_code, 0) << run.err;
   EncodecModel reference = testing::golden_model("encodec_24khz");
   reference.set_target_bandwidth(24);
@@ -747,14 +753,120 @@ TEST_F(CliTest, LongInputsStreamUnlessWholeFile) {
   EXPECT_TRUE(testing::read_file_bytes(path("whole.ecdc")) == expected);
   EXPECT_FALSE(expected == testing::read_file_bytes(path("auto.ecdc")));
 
-  // Decompression of a long file streams likewise: the --fast decode.
-  run = run_cli({"-f", "--checkpoint", checkpoint_24khz(), path("auto.ecdc"), path("auto.wav")});
+  // Decompression of a long file streams likewise: the default (fast) decode.
+  run = run_cli({"-f", "--reference", "--checkpoint", checkpoint_24khz(), path("auto.ecdc"), path("auto.wav")});
   ASSERT_EQ(run.exit_code, 0) << run.err;
   expect_contains(run.err, "min of audio");
-  run = run_cli({"-f", "-q", "--fast", "--checkpoint", checkpoint_24khz(), path("auto.ecdc"),
-                 path("fast.wav")});
+  run = run_cli({"-f", "-q", "--checkpoint", checkpoint_24khz(), path("auto.ecdc"), path("fast.wav")});
   ASSERT_EQ(run.exit_code, 0) << run.err;
   EXPECT_TRUE(testing::read_file_bytes(path("auto.wav")) == testing::read_file_bytes(path("fast.wav")));
+}
+
+// The default is the offline fast path's bytes (compress() with Kernels::kFast
+// in process), the same on 1 and 2 threads and with the old --fast flag; at
+// 24 kbps this model's fast codes differ from the reference's (near-ties), so
+// --reference is seen to run something else: the reference's bytes.
+TEST_F(CliTest, DefaultIsTheFastKernelsOnAnyThreadCountAndReferenceIsNot) {
+  const std::string input = testing::golden_path("inputs/speech_24k.wav");
+  EncodecModel model = testing::golden_model("encodec_24khz");
+  model.set_target_bandwidth(24);
+  const Audio audio = read_audio(input);
+  model.set_kernels(Kernels::kFast);
+  const std::string fast = compress(model, audio.samples);
+  model.set_kernels(Kernels::kReference);
+  const std::string reference = compress(model, audio.samples);
+  ASSERT_FALSE(fast == reference) << "no near-tie at 24 kbps: the test cannot tell the kernels apart";
+  for (const std::vector<std::string>& flags :
+       {std::vector<std::string>{"--threads", "1"}, {"--threads", "2"}, {"--fast", "--threads", "2"}}) {
+    std::vector<std::string> args = {"-f", "-q", "-b", "24", "--checkpoint", checkpoint_24khz(), input,
+                                     path("out.ecdc")};
+    args.insert(args.begin(), flags.begin(), flags.end());
+    const CliRun run = run_cli(args);
+    ASSERT_EQ(run.exit_code, 0) << run.err;
+    EXPECT_TRUE(testing::read_file_bytes(path("out.ecdc")) == fast) << flags[0] << " " << flags[1];
+  }
+  const CliRun run = run_cli({"-f", "-q", "--reference", "--threads", "1", "-b", "24", "--checkpoint",
+                              checkpoint_24khz(), input, path("ref.ecdc")});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_TRUE(testing::read_file_bytes(path("ref.ecdc")) == reference);
+}
+
+TEST_F(CliTest, ReferenceExcludesTheFastKernelsOptions) {
+  const std::string input = testing::golden_path("inputs/tiny_24k.wav");
+  for (const std::vector<std::string>& flags :
+       {std::vector<std::string>{"--fast"}, {"--stream-block", "320"}, {"--precision", "bf16"}}) {
+    std::vector<std::string> args = {"--reference", "--checkpoint", checkpoint_24khz(), input, path("out.ecdc")};
+    args.insert(args.begin(), flags.begin(), flags.end());
+    const CliRun run = run_cli(args);
+    EXPECT_EQ(run.exit_code, 2) << flags[0];
+    expect_contains(run.err, "--reference");
+    expect_contains(run.err, flags[0]);
+  }
+  EXPECT_EQ(testing::files_in(dir_), std::vector<std::string>{});
+}
+
+// --portable-lm: the deterministic LM coder. The file is the default raw
+// file's header with "lmk": "det1" and its codes LM-coded on the deterministic
+// kernels (lm_encode_chunk, in process); it decodes (no flag: the header names
+// the coder) to the raw file's audio; and the bytes and the audio are the same
+// with the kernels forced to the portable tier (another CPU).
+TEST_F(CliTest, PortableLmFilesAreMarkedAndDecodeAlikeOnEveryTier) {
+  const std::string input = testing::golden_path("inputs/speech_24k.wav");
+  const std::vector<std::string> common = {"-f", "-q", "--checkpoint", checkpoint_24khz(), "--lm-checkpoint",
+                                           lm_checkpoint_24khz()};
+  auto with = [&common](std::vector<std::string> args) {
+    args.insert(args.begin(), common.begin(), common.end());
+    return args;
+  };
+  ASSERT_EQ(run_cli(with({input, path("raw.ecdc")})).exit_code, 0);
+  CliRun run = run_cli(with({"--portable-lm", input, path("det.ecdc")}));
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+
+  std::istringstream raw(testing::read_file_bytes(path("raw.ecdc")));
+  EcdcHeader header = read_ecdc_header(raw);
+  const EncodecConfig& config = testing::golden_model("encodec_24khz").config();
+  const std::vector<EncodedFrame> frames = read_ecdc_frames(raw, header, config);
+  ASSERT_EQ(frames.size(), 1u);
+  header.use_lm = true;
+  header.lm_coder = kLmCoderDeterministic;
+  std::ostringstream expected;
+  write_ecdc_header(expected, header);
+  expected << lm_encode_chunk(testing::golden_lm("encodec_24khz", LmKernels::kDeterministic), frames[0].codes[0]);
+  const std::string det = testing::read_file_bytes(path("det.ecdc"));
+  EXPECT_TRUE(det == expected.str());
+  EXPECT_EQ(header_of(path("det.ecdc")).lm_coder, "det1");
+
+  ASSERT_EQ(run_cli(with({path("raw.ecdc"), path("raw.wav")})).exit_code, 0);
+  run = run_cli(with({path("det.ecdc"), path("det.wav")}));
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_TRUE(testing::read_file_bytes(path("det.wav")) == testing::read_file_bytes(path("raw.wav")));
+
+  const fast::VectorIsa best = fast::cpu_tier();
+  fast::set_cpu_tier(fast::VectorIsa::kPortable);
+  const CliRun portable_compress = run_cli(with({"--portable-lm", input, path("det_portable.ecdc")}));
+  const CliRun portable_decompress = run_cli(with({path("det.ecdc"), path("det_portable.wav")}));
+  fast::set_cpu_tier(best);
+  ASSERT_EQ(portable_compress.exit_code, 0) << portable_compress.err;
+  ASSERT_EQ(portable_decompress.exit_code, 0) << portable_decompress.err;
+  EXPECT_TRUE(testing::read_file_bytes(path("det_portable.ecdc")) == det);
+  EXPECT_TRUE(testing::read_file_bytes(path("det_portable.wav")) == testing::read_file_bytes(path("raw.wav")));
+}
+
+TEST_F(CliTest, UnknownLmCoderIsRefusedNamingIt) {
+  std::string bytes = reference_ecdc("speech_24k_6kbps_lm");
+  std::istringstream in(bytes);
+  read_ecdc_header(in);
+  const std::string body = bytes.substr(static_cast<size_t>(in.tellg()));
+  std::ostringstream file;
+  const std::string metadata = R"({"m": "encodec_24khz", "al": 1, "nc": 8, "lm": true, "lmk": "det7"})";
+  file << "ECDC" << '\0' << '\0' << '\0' << '\0' << static_cast<char>(metadata.size()) << metadata << body;
+  write_bytes(path("future.ecdc"), file.str());
+  const CliRun run = run_cli({"--checkpoint", checkpoint_24khz(), "--lm-checkpoint", lm_checkpoint_24khz(),
+                              path("future.ecdc"), path("out.wav")});
+  EXPECT_EQ(run.exit_code, 1);
+  expect_contains(run.err, "cannot decompress " + path("future.ecdc"));
+  expect_contains(run.err, R"(unknown LM coder "lmk": "det7")");
+  EXPECT_EQ(testing::files_in(dir_), std::vector<std::string>{"future.ecdc"});
 }
 
 TEST_F(CliTest, WholeFileAndStreamBlockExcludeEachOther) {
@@ -787,7 +899,7 @@ TEST_F(CliTest, PrecisionBf16IsRefusedWhereUnavailable) {
 
 // --precision bf16 writes the offline bf16 path's bytes (the 24 kHz model
 // streams, with any block size; the 48 kHz model runs its chunks), and the
-// default (fp32, reference kernels) decompression reads them.
+// default (fp32, fast kernels) decompression reads them.
 TEST_F(CliTest, PrecisionBf16WritesTheOfflineBf16BytesThatFp32Decompresses) {
   if (!bf16_unavailable_reason().empty()) GTEST_SKIP() << bf16_unavailable_reason();
   struct Case {

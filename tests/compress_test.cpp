@@ -176,6 +176,67 @@ TEST_F(CompressCorruptEcdcTest, OnlyLmCodedFilesAskForAnLmAndOnlyForTheirModel) 
   EXPECT_EQ(lm_requests, 0);
 }
 
+// The header names the LM coder, both ways: an LM on the deterministic kernels
+// writes "lmk": "det1" and the raw file's header otherwise; whatever kernels
+// the decoder's LM is set to, each file decodes to the codes of the raw
+// golden file. Without its mark a det1 file is read with the Python package's
+// coder and does not decode to those codes: the mark is what keeps a decoder
+// from the wrong coder.
+TEST_F(CompressCorruptEcdcTest, TheHeaderNamesTheLmCoderBothWays) {
+  for (const char* model_name : {"encodec_24khz", "encodec_48khz"}) {
+    SCOPED_TRACE(model_name);
+    const bool hq = std::string(model_name) == "encodec_48khz";
+    const std::string raw =
+        testing::read_file_bytes(testing::golden_path(hq ? "cases/short_48k_6kbps.ecdc" : "cases/speech_24k_6kbps.ecdc"));
+    const DecompressedAudio expected = decompress_with_golden_models(raw);
+    const std::vector<EncodedFrame> frames = [&] {
+      std::istringstream in(raw);
+      const EcdcHeader header = read_ecdc_header(in);
+      return read_ecdc_frames(in, header, testing::golden_model(model_name).config());
+    }();
+    std::istringstream raw_in(raw);
+    EcdcHeader header = read_ecdc_header(raw_in);
+    header.use_lm = true;
+    const EncodecConfig& config = testing::golden_model(model_name).config();
+    auto write = [&](const LmModel& lm, const std::string& lm_coder) {
+      EcdcHeader marked = header;
+      marked.lm_coder = lm_coder;
+      std::ostringstream out;
+      write_ecdc(out, marked, frames, config.bits_per_codebook(), &lm);
+      return out.str();
+    };
+    const LmModel det = testing::golden_lm(model_name, LmKernels::kDeterministic);
+    const LmModel python = testing::golden_lm(model_name, LmKernels::kReference);
+    const std::string det_file = write(det, kLmCoderDeterministic);
+    const std::string python_file = write(python, "");
+    // The deterministic LM with no mark writes the Python package's coding.
+    EXPECT_TRUE(write(det, "") == python_file);
+    EXPECT_TRUE(write(python, kLmCoderDeterministic) == det_file);
+    EXPECT_NE(det_file.substr(ecdc_header_size(det_file)), python_file.substr(ecdc_header_size(python_file)));
+    for (const LmKernels kernels : {LmKernels::kAuto, LmKernels::kReference, LmKernels::kDeterministic}) {
+      const LmProvider lms = [&](const std::string& name) { return testing::golden_lm(name, kernels); };
+      GoldenModels models;
+      for (const std::string* file : {&det_file, &python_file}) {
+        const DecompressedAudio audio = decompress(*file, models.provider(), lms);
+        EXPECT_EQ(audio.header.lm_coder, file == &det_file ? "det1" : "");
+        EXPECT_TRUE(torch::equal(audio.samples, expected.samples));
+      }
+    }
+    // det1's bytes read as the Python package's coding: other codes (or an error).
+    const std::string unmarked = header_bytes(header) + det_file.substr(ecdc_header_size(det_file));
+    std::istringstream in(unmarked);
+    const EcdcHeader read = read_ecdc_header(in);
+    try {
+      const std::vector<EncodedFrame> misread = read_ecdc_frames(in, read, config, &python);
+      bool same = misread.size() == frames.size();
+      for (size_t i = 0; same && i < frames.size(); ++i) same = torch::equal(misread[i].codes, frames[i].codes);
+      EXPECT_FALSE(same) << "det1 bytes decoded to the same codes with the Python package's coder";
+    } catch (const EcdcFormatError&) {
+      // The wrong coder may also run out of bytes: refused either way.
+    }
+  }
+}
+
 TEST_F(CompressCorruptEcdcTest, AnLmThatDoesNotFitTheFileIsRefused) {
   // 24 kbps at 24 kHz uses 32 codebooks; the golden 48 kHz LM predicts 16.
   const std::string bytes =

@@ -150,6 +150,50 @@ TEST(EcdcHeader, AcceptsBoundaryValues) {
   EXPECT_TRUE(header.use_lm);
 }
 
+// The deterministic LM coder's mark: the last field, in json.dumps' form (so
+// the Python package's json.loads reads the header), read back; no mark on
+// other files (the golden test above: their bytes are unchanged).
+TEST(EcdcHeader, MarksDeterministicLmFilesWithLmkLast) {
+  EcdcHeader header{"encodec_24khz", 60000, 8, true};
+  header.lm_coder = kLmCoderDeterministic;
+  std::ostringstream out;
+  write_ecdc_header(out, header);
+  const std::string metadata = R"({"m": "encodec_24khz", "al": 60000, "nc": 8, "lm": true, "lmk": "det1"})";
+  ASSERT_EQ(metadata.size(), 0x47u);
+  EXPECT_EQ(out.str(), std::string("ECDC\0\0\0\0\x47", 9) + metadata);
+  std::istringstream in(out.str());
+  const EcdcHeader read = read_ecdc_header(in);
+  EXPECT_EQ(read.lm_coder, "det1");
+  EXPECT_TRUE(read.use_lm);
+  EXPECT_EQ(read.num_codebooks, 8);
+  // Key order does not matter to a JSON reader.
+  std::istringstream reordered(ecdc_with_metadata(R"({"lmk": "det1", "lm": true, "m": "x", "al": 1, "nc": 2})"));
+  EXPECT_EQ(read_ecdc_header(reordered).lm_coder, "det1");
+}
+
+TEST(EcdcHeader, RefusesUnknownOrMisplacedLmCoders) {
+  const struct {
+    const char* metadata;
+    const char* message_part;
+  } cases[] = {
+      {R"({"m": "x", "al": 1, "nc": 8, "lm": true, "lmk": "det2"})", R"(unknown LM coder "lmk": "det2")"},
+      {R"({"m": "x", "al": 1, "nc": 8, "lm": true, "lmk": ""})", R"(unknown LM coder "lmk": "")"},
+      {R"({"m": "x", "al": 1, "nc": 8, "lm": true, "lmk": 1})", "'lmk' must be a string, got 1"},
+      {R"({"m": "x", "al": 1, "nc": 8, "lm": false, "lmk": "det1"})", "the file is not LM-coded"},
+  };
+  for (const auto& test_case : cases) {
+    SCOPED_TRACE(test_case.metadata);
+    expect_format_error(ecdc_with_metadata(test_case.metadata), test_case.message_part);
+  }
+  EcdcHeader unknown{"encodec_24khz", 1, 8, true};
+  unknown.lm_coder = "det2";
+  std::ostringstream ignored;
+  EXPECT_THROW(write_ecdc_header(ignored, unknown), std::invalid_argument);
+  EcdcHeader raw{"encodec_24khz", 1, 8, false};
+  raw.lm_coder = kLmCoderDeterministic;
+  EXPECT_THROW(write_ecdc_header(ignored, raw), std::invalid_argument);
+}
+
 // The codes and chunk scales of a raw (non-LM) golden file, read with our unpacker.
 struct RawStream {
   std::vector<std::vector<int64_t>> codes;  // [K][T], all chunks concatenated

@@ -14,6 +14,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -165,6 +166,50 @@ TEST(Sha256FileTest, FileLargerThanOneReadChunk) {
   write_file(dir + "/large", content);
   EXPECT_EQ(sha256_file(dir + "/large"),
             "fe2aaf82bfa2ffec207a0c6fa7ce7d4af268d67e2672fdaec675f3f9b65d0854");
+}
+
+// The digest is remembered (under XDG_CACHE_HOME) for a file unchanged for
+// more than 2 s and reused while its size, mtime and ctime stay: a record whose
+// digest is replaced is believed, which shows that the file is not hashed again.
+// A file written just now is hashed every time (never remembered).
+TEST(Sha256FileTest, RememberedDigestIsReusedWhileTheFileIsUnchanged) {
+  const std::string old_file = "/etc/os-release";
+  struct stat info {};
+  if (::stat(old_file.c_str(), &info) != 0 || info.st_ctime + 5 > ::time(nullptr)) {
+    GTEST_SKIP() << old_file << " is missing or was changed in the last seconds";
+  }
+  const std::string cache = make_temp_dir("model_store_remembered");
+  const char* saved = std::getenv("XDG_CACHE_HOME");
+  const std::string saved_value = saved ? saved : "";
+  ::setenv("XDG_CACHE_HOME", cache.c_str(), 1);
+  const std::string digest = sha256_file(old_file);
+  EXPECT_EQ(sha256_file_remembered(old_file), digest);
+  const std::string record = cache + "/encodec-cpp/sha256/" + std::to_string(info.st_dev) + "-" +
+                             std::to_string(info.st_ino);
+  std::ifstream in(record);
+  std::string state, remembered;
+  ASSERT_TRUE(std::getline(in, state) && std::getline(in, remembered)) << "no record at " << record;
+  EXPECT_EQ(remembered, digest);
+  const std::string fake(64, 'a');
+  write_file(record, state + "\n" + fake + "\n");
+  EXPECT_EQ(sha256_file_remembered(old_file), fake);
+  // The record of another state of the file (size, times) is not believed.
+  write_file(record, "1 2 3\n" + fake + "\n");
+  EXPECT_EQ(sha256_file_remembered(old_file), digest);
+
+  const std::string fresh = cache + "/fresh";
+  write_file(fresh, "abc");
+  EXPECT_EQ(sha256_file_remembered(fresh),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  struct stat fresh_info {};
+  ASSERT_EQ(::stat(fresh.c_str(), &fresh_info), 0);
+  EXPECT_FALSE(std::filesystem::exists(cache + "/encodec-cpp/sha256/" + std::to_string(fresh_info.st_dev) +
+                                       "-" + std::to_string(fresh_info.st_ino)));
+  if (saved) {
+    ::setenv("XDG_CACHE_HOME", saved_value.c_str(), 1);
+  } else {
+    ::unsetenv("XDG_CACHE_HOME");
+  }
 }
 
 TEST(Sha256FileTest, MissingFileThrowsNamingIt) {

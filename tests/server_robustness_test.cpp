@@ -83,8 +83,31 @@ TEST_F(ServerRobustnessTest, WrongProtocolVersionGetsAnErrorNamingBothVersions) 
   EXPECT_EQ(reply->error().code(), wire::ERROR_PROTOCOL_VERSION);
   EXPECT_TRUE(reply->error().fatal());
   EXPECT_NE(reply->error().text().find("version 7"), std::string::npos) << reply->error().text();
-  EXPECT_NE(reply->error().text().find("version 1"), std::string::npos) << reply->error().text();
+  EXPECT_NE(reply->error().text().find("this server speaks version 2"), std::string::npos) << reply->error().text();
+  EXPECT_NE(reply->error().text().find("upgrade the server"), std::string::npos) << reply->error().text();
   EXPECT_EQ(server_->stats().bad_protocol_version, 3u);
+  EXPECT_EQ(server_->stats().sessions, 0u);
+}
+
+// A version-1 client (LM packets on the BLAS-dependent coder) is told what
+// changed, over both transports.
+TEST_F(ServerRobustnessTest, VersionOneClientIsToldThatLmPacketsChanged) {
+  ASSERT_EQ(net::kProtocolVersion, 2u);
+  for (const bool tcp : {false, true}) {
+    RawPeer peer(tcp ? server_->tcp_port() : server_->udp_port(), tcp);
+    wire::Envelope hello;
+    hello.mutable_hello()->set_protocol_version(1);
+    peer.send(hello);
+    const auto reply = peer.receive_until(is_error, milliseconds(2000));
+    ASSERT_TRUE(reply) << (tcp ? "tcp" : "udp");
+    EXPECT_EQ(reply->error().code(), wire::ERROR_PROTOCOL_VERSION);
+    EXPECT_TRUE(reply->error().fatal());
+    const std::string& text = reply->error().text();
+    EXPECT_NE(text.find("protocol version 1 is not supported: this server speaks version 2"), std::string::npos) << text;
+    EXPECT_NE(text.find("deterministic LM coder det1"), std::string::npos) << text;
+    EXPECT_NE(text.find("upgrade the client"), std::string::npos) << text;
+  }
+  EXPECT_EQ(server_->stats().bad_protocol_version, 2u);
   EXPECT_EQ(server_->stats().sessions, 0u);
 }
 

@@ -149,19 +149,12 @@ TEST(StreamBatcherAllocationTest, StreamsLeavingAndRejoiningTheBatchAllocateNoth
 
 // Live LM-coded packets (the client's --lm): a frame's bytes appended to a
 // reused string and its codes decoded into an array, a segment ended per frame,
-// a new context every 20 frames on the same encoder and decoder, on the exact
-// kernels the client uses when they pass their self-check. One thing in it
-// allocates: oneDNN's primitive execution (the GELU, as LibTorch runs it)
-// builds an argument map at every call, inside libdnnl. So the LM's count is
-// compared with what the same number of GELU executions allocate on their own:
-// anything else allocating once a frame would put it 100 over.
-TEST(LmAllocationTest, LiveLmPacketsAllocateNothingAfterWarmUp) {
-  ENCODEC_REQUIRE_GOLDEN();
-  at::set_num_threads(1);
-  LmModel lm = testing::golden_lm("encodec_24khz");
-  if (lm.kernels() != LmKernels::kFast) {
-    GTEST_SKIP() << "the exact LM kernels are not in use here: " << lm.fast_kernels_unavailable_reason();
-  }
+// a new context every 20 frames on the same encoder and decoder. Returns the
+// allocations of the counted frames; `mismatches` counts frames that did not
+// come back.
+constexpr int kLiveCountedFrames = 100;
+
+long live_lm_allocations(const LmModel& lm, int* mismatches) {
   constexpr int kCodebooks = 8;
   constexpr int kContextFrames = 20;
   LmStreamEncoder encoder(lm, kCodebooks);
@@ -169,7 +162,7 @@ TEST(LmAllocationTest, LiveLmPacketsAllocateNothingAfterWarmUp) {
   std::string packet;
   packet.reserve(1200);
   int64_t codes[kCodebooks], decoded[kCodebooks];
-  int mismatches = 0;
+  *mismatches = 0;
   auto one_frame = [&](int64_t index) {
     if (index > 0 && index % kContextFrames == 0) {
       packet.clear();
@@ -184,20 +177,47 @@ TEST(LmAllocationTest, LiveLmPacketsAllocateNothingAfterWarmUp) {
     decoder.feed(packet.data(), packet.size());
     const bool complete = decoder.next_frame(decoded);
     decoder.end_segment();
-    mismatches += !complete || !std::equal(codes, codes + kCodebooks, decoded);
+    *mismatches += !complete || !std::equal(codes, codes + kCodebooks, decoded);
   };
   for (int64_t index = 0; index < 60; ++index) one_frame(index);
-
-  ASSERT_TRUE(counter_sees_allocations()) << "the malloc replacement is not in use";
-
-  constexpr int kCountedFrames = 100;
+  EXPECT_TRUE(counter_sees_allocations()) << "the malloc replacement is not in use";
   testing::allocations_counted = true;
-  for (int64_t index = 60; index < 60 + kCountedFrames; ++index) one_frame(index);
+  for (int64_t index = 60; index < 60 + kLiveCountedFrames; ++index) one_frame(index);
   testing::allocations_counted = false;
-  const long lm_allocations = testing::allocation_count.exchange(0);
+  return testing::allocation_count.exchange(0);
+}
+
+// The protocol's coder (the deterministic kernels, what encodec-client runs):
+// nothing at all allocates once warmed up.
+TEST(LmAllocationTest, DeterministicLiveLmPacketsAllocateNothingAfterWarmUp) {
+  ENCODEC_REQUIRE_GOLDEN();
+  at::set_num_threads(1);
+  const LmModel lm = testing::golden_lm("encodec_24khz", LmKernels::kDeterministic);
+  int mismatches = 0;
+  EXPECT_EQ(live_lm_allocations(lm, &mismatches), 0)
+      << "allocations in " << kLiveCountedFrames << " LM-coded frames (5 contexts)";
+  // The path really coded: every frame came back.
+  EXPECT_EQ(mismatches, 0);
+}
+
+// The same on the exact kernels (the Python package's coder) when they pass
+// their self-check. One thing in it allocates: oneDNN's primitive execution
+// (the GELU, as LibTorch runs it) builds an argument map at every call, inside
+// libdnnl. So the LM's count is compared with what the same number of GELU
+// executions allocate on their own: anything else allocating once a frame
+// would put it 100 over.
+TEST(LmAllocationTest, ExactKernelLmPacketsAllocateOnlyInOneDnnAfterWarmUp) {
+  ENCODEC_REQUIRE_GOLDEN();
+  at::set_num_threads(1);
+  LmModel lm = testing::golden_lm("encodec_24khz");
+  if (lm.kernels() != LmKernels::kFast) {
+    GTEST_SKIP() << "the exact LM kernels are not in use here: " << lm.fast_kernels_unavailable_reason();
+  }
+  int mismatches = 0;
+  const long lm_allocations = live_lm_allocations(lm, &mismatches);
 
   // The encoder's and the decoder's steps, one GELU a layer each.
-  const int gelu_calls = 2 * kCountedFrames * lm.config().num_layers;
+  const int gelu_calls = 2 * kLiveCountedFrames * lm.config().num_layers;
   std::vector<float> hidden(static_cast<size_t>(lm.config().hidden_dim()), 0.25f), activated(hidden.size());
   lm::OneDnnGelu gelu(hidden.data(), activated.data(), static_cast<int>(hidden.size()));
   gelu.run();
@@ -206,9 +226,8 @@ TEST(LmAllocationTest, LiveLmPacketsAllocateNothingAfterWarmUp) {
   testing::allocations_counted = false;
   const long gelu_allocations = testing::allocation_count.exchange(0);
   EXPECT_NEAR(lm_allocations, gelu_allocations, gelu_calls / 100)
-      << "allocations in " << kCountedFrames << " LM-coded frames (5 contexts), against " << gelu_calls
+      << "allocations in " << kLiveCountedFrames << " LM-coded frames (5 contexts), against " << gelu_calls
       << " oneDNN GELU executions alone";
-  // The path really coded: every frame came back.
   EXPECT_EQ(mismatches, 0);
 }
 

@@ -170,6 +170,17 @@ struct PlayoutClock {
   }
 };
 
+namespace {
+
+// The protocol's LM coder (version 2): `lm` on the deterministic kernels, so
+// that peers on any CPU decode each other's packets.
+std::shared_ptr<const LmModel> deterministic(std::shared_ptr<const LmModel> lm) {
+  if (!lm || lm->deterministic()) return lm;
+  return std::make_shared<const LmModel>(lm->with_kernels(LmKernels::kDeterministic));
+}
+
+}  // namespace
+
 // How long a sender waits after its end of stream before its Goodbye.
 constexpr int kSenderDrainMs = 150;
 // A client without the model sends and receives Opus at the live model's rate
@@ -181,7 +192,7 @@ struct Client::Impl {
   Impl(const LiveModel* live, std::shared_ptr<const LmModel> lm_model, ClientOptions client_options)
       : model(live ? std::optional<EncodecModel>(live->model) : std::nullopt),
         checksum(live ? live->checksum : std::string()),
-        lm(std::move(lm_model)),
+        lm(deterministic(std::move(lm_model))),
         options(std::move(client_options)),
         sample_rate_hz(model ? model->sample_rate_hz() : kOpusOnlyRateHz),
         // Sending Opus, a capture block is one Opus frame; else one model frame.

@@ -119,7 +119,9 @@ int run_client_cli(int argc, const char* const* argv) {
                  "Ask the server for at most this bandwidth (it drops the top codebooks); default: as sent");
   app.add_flag("--lm", options.lm,
                "Entropy-code the codes with the EnCodec LM (smaller packets; needs the LM, "
-               "--lm-checkpoint or the official one in the hub cache)");
+               "--lm-checkpoint or the official one in the hub cache). Coded with the "
+               "deterministic LM kernels (det1, protocol version 2): the same bytes on every "
+               "CPU, so peers on other CPUs decode them");
   app.add_option("--lm-loss-fallback", options.lm_loss_fallback_s,
                  "With --lm: after a receiver lost a packet (its LM cannot decode what follows), send "
                  "raw codes for this many seconds, doubled while losses repeat (default 1; 0: LM codes "

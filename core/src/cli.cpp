@@ -45,6 +45,8 @@ struct CliOptions {
   bool force = false;
   bool hq = false;
   bool lm = false;
+  // --portable-lm: LM coding with the deterministic coder ("lmk": "det1").
+  bool portable_lm = false;
   bool rescale = false;
   bool quiet = false;
   std::string decompress_suffix;
@@ -52,7 +54,10 @@ struct CliOptions {
   std::string lm_checkpoint;
   std::string model_dir;
   int threads = 0;
-  bool fast = false;
+  // The fast kernels (the default); --reference clears it for the Python
+  // package's own operations. --fast is accepted and changes nothing.
+  bool fast = true;
+  bool reference = false;
   // Reference path on the whole input whatever its length (no automatic streaming).
   bool whole_file = false;
   std::string precision = "fp32";  // or "bf16" (implies fast)
@@ -241,7 +246,7 @@ EncodecModel load_model(const CliOptions& options, const std::string& model_name
 }
 
 bool use_streaming(const EncodecModel& model, const CliOptions& options) {
-  return options.fast && !options.whole_file && model.config().causal && !model.config().segment_s;
+  return options.fast && !options.whole_file && streams_by_default(model.config());
 }
 
 // Switches a long 24 kHz input (or output) to the fast kernels, saying so.
@@ -414,6 +419,7 @@ void run_compress(CliOptions& options) {
   header.audio_length = reader->length();
   header.num_codebooks = model.num_codebooks();
   header.use_lm = lm.has_value();
+  if (options.portable_lm) header.lm_coder = kLmCoderDeterministic;
   if (lm) {
     const std::string problem = lm_fit_problem(*lm, model.config(), header.num_codebooks);
     if (!problem.empty()) throw CliError("cannot LM-code with this LM: " + problem);
@@ -478,7 +484,15 @@ int run_encodec_cli(int argc, const char* const* argv) {
                "Compress with the 48 kHz stereo model (default: the 24 kHz mono model)");
   app.add_flag("-l,--lm", options.lm,
                "Entropy-code the codes with the model's language model (smaller files with the "
-               "official LMs; byte-compatible with the Python package's --lm)");
+               "official LMs; byte-compatible with the Python package's --lm where its BLAS "
+               "kernels are those the golden files were made with: the LM's probabilities "
+               "depend on them)");
+  app.add_flag("--portable-lm", options.portable_lm,
+               "Entropy-code with the language model on this project's deterministic kernels "
+               "(implies --lm): the same bytes on every CPU (AVX-512, AVX2, plain x86-64) and "
+               "thread count, which --lm does not promise. The file is marked \"lmk\": \"det1\" "
+               "and decodes with encodec-cpp only: the Python package reads its header but its "
+               "LM cannot decode it. Decompression needs no flag (the header names the coder)");
   app.add_flag("-r,--rescale", options.rescale,
                "Rescale the decoded audio so that its peak is 0.99 (otherwise samples beyond "
                "+-0.99 are clamped, with a warning)");
@@ -502,24 +516,32 @@ int run_encodec_cli(int argc, const char* const* argv) {
                  "Look up the official checkpoint names in this folder instead of the torch hub "
                  "cache, with no download (default: $ENCODEC_MODEL_DIR)")
       ->check(CLI::ExistingDirectory);
+  CLI::Option* reference_flag = app.add_flag("--reference", options.reference,
+               "Run the Python package's own operations (LibTorch's, in its order) instead of "
+               "the fast kernels: codes, .ecdc bytes and decoded WAV bytes identical to the "
+               "Python package run with the same LibTorch, BLAS kernels and thread count. "
+               "2-3x slower, and the 24 kHz model then holds the whole "
+               "input (over 5 min it streams with the fast kernels unless --whole-file)");
   app.add_flag("--fast", options.fast,
-               "Run the fast kernels (about 3x faster; the 24 kHz model then streams, in bounded "
-               "memory whatever the length). Without it the reference's own operations run, so "
-               "codes are bit-identical to the Python package; with it they equal them to float "
-               "rounding (a code on a near-tie can differ)");
+               "The fast kernels: the default (accepted for scripts written when it was not). "
+               "Their codes equal the Python package's to float rounding (a code on a near-tie "
+               "can differ; the .ecdc stays readable by the Python package) and are the same "
+               "on every thread count; the 24 kHz model streams, in bounded memory")
+      ->excludes(reference_flag);
   app.add_flag("--whole-file", options.whole_file,
                "Process the whole input at once, as the Python package does, whatever its "
                "length (memory grows with it: about 0.5 GB per minute of 24 kHz audio). "
-               "Without it, 24 kHz audio longer than 5 min streams with the fast kernels in "
-               "bounded memory. With --fast: the offline fast path instead of streaming. The "
+               "With --reference: the reference kernels even past 5 min of 24 kHz audio. With "
+               "the fast kernels (the default): the offline fast path instead of streaming. The "
                "48 kHz model always runs chunk by chunk (the same bytes either way)");
   app.add_option("--stream-block", options.stream_block,
                  "Run the 24 kHz model through the streaming engine, pushing N samples at a "
-                 "time (decompression: writing N at a time); implies --fast. The output is "
-                 "byte-identical to --fast without it (which streams with N = 9600)")
-      ->check(CLI::PositiveNumber);
+                 "time (decompression: writing N at a time); not with --reference. The output is "
+                 "byte-identical to the default (which streams with N = 9600)")
+      ->check(CLI::PositiveNumber)
+      ->excludes(reference_flag);
   app.add_option("--precision", options.precision,
-                 "Arithmetic of the fast kernels: fp32, or bf16 (implies --fast; needs a CPU "
+                 "Arithmetic of the fast kernels: fp32, or bf16 (not with --reference; needs a CPU "
                  "with AVX512-BF16 and is refused without it). bf16 rounds weights and layer "
                  "inputs to bfloat16, summing in fp32: faster, with decoded audio about 40 dB "
                  "from fp32's; its .ecdc files are valid for any decoder, not byte-identical "
@@ -552,17 +574,22 @@ int run_encodec_cli(int argc, const char* const* argv) {
       std::cerr << "encodec: error: --stream-block and --whole-file exclude each other\n";
       return kExitUsage;
     }
-    options.fast = true;
   }
   if (options.precision == "bf16") {
+    if (options.reference) {
+      std::cerr << "encodec: error: --precision bf16 runs the fast kernels; --reference runs the "
+                   "Python package's operations in fp32\n";
+      return kExitUsage;
+    }
     // Refused before any work: bf16 without the instructions would be slower, not faster.
     const std::string reason = bf16_unavailable_reason();
     if (!reason.empty()) {
       std::cerr << "encodec: error: --precision bf16: " << reason << "\n";
       return kExitFailure;
     }
-    options.fast = true;
   }
+  if (options.reference) options.fast = false;
+  if (options.portable_lm) options.lm = true;
   try {
     if (options.threads > 0) torch::set_num_threads(options.threads);
     check_input(options);

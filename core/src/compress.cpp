@@ -110,15 +110,28 @@ std::string lm_fit_problem(const LmModel& lm, const EncodecConfig& codec, int nu
   return "";
 }
 
+LmModel lm_coder_for(const LmModel& lm, const EcdcHeader& header) {
+  if (header.lm_coder == kLmCoderDeterministic) return lm.with_kernels(LmKernels::kDeterministic);
+  if (!header.lm_coder.empty()) {
+    // (read_ecdc_header refuses such a file: this is a header made by hand.)
+    throw std::invalid_argument("unknown LM coder \"lmk\": \"" + header.lm_coder + "\"");
+  }
+  return lm.deterministic() ? lm.with_kernels(LmKernels::kAuto) : lm;
+}
+
+std::string lm_coder_mark(const LmModel& lm) {
+  return lm.deterministic() ? kLmCoderDeterministic : "";
+}
+
 bool is_known_model_name(const std::string& model_name) {
   return model_name == kModelName24kHz || model_name == kModelName48kHz;
 }
 
 EcdcStreamWriter::EcdcStreamWriter(std::ostream& out, const EcdcHeader& header,
                                    int bits_per_codebook, const LmModel* lm)
-    : out_(out), header_(header), bits_per_codebook_(bits_per_codebook),
-      lm_(header.use_lm ? lm : nullptr) {
+    : out_(out), header_(header), bits_per_codebook_(bits_per_codebook) {
   if (header.use_lm && !lm) throw std::invalid_argument("write_ecdc: \"lm\": true needs an LM");
+  if (header.use_lm) lm_ = lm_coder_for(*lm, header);
   write_ecdc_header(out_, header_);
 }
 
@@ -220,6 +233,7 @@ void compress_impl(const EncodecModel& model, const torch::Tensor& wav, std::ost
   if (lm) {
     const std::string problem = lm_fit_problem(*lm, model.config(), header.num_codebooks);
     if (!problem.empty()) throw std::invalid_argument("cannot LM-code with this LM: " + problem);
+    header.lm_coder = lm_coder_mark(*lm);
   }
   write_ecdc(out, header, frames, model.config().bits_per_codebook(), lm);
 }
@@ -268,9 +282,11 @@ void read_ecdc_chunks(std::istream& in, const EcdcHeader& header, const EncodecC
   if (header.audio_length < 0) {
     throw EcdcFormatError("negative .ecdc audio length " + std::to_string(header.audio_length));
   }
+  std::optional<LmModel> coder;  // the LM coder the header names
   if (lm) {
     const std::string problem = lm_fit_problem(*lm, config, header.num_codebooks);
     if (!problem.empty()) throw std::invalid_argument("cannot decode with this LM: " + problem);
+    if (header.use_lm) coder = lm_coder_for(*lm, header);
   }
   const ChunkLayout layout(config, header.audio_length);
   const int64_t num_chunks = layout.count();
@@ -290,7 +306,7 @@ void read_ecdc_chunks(std::istream& in, const EcdcHeader& header, const EncodecC
     CodePieces pieces(sink, header.num_codebooks);
     if (header.use_lm) {
       try {
-        lm_decode_chunk(*lm, in, header.num_codebooks, num_frames,
+        lm_decode_chunk(*coder, in, header.num_codebooks, num_frames,
                         [&pieces](const std::vector<int64_t>& frame) { pieces.add_frame(frame.data()); });
       } catch (const EcdcFormatError& error) {
         throw EcdcFormatError(std::string(error.what()) + " (" + label + ")");

@@ -100,15 +100,32 @@ int checked_width(int bits, const char* who) {
   return bits;
 }
 
+// "" when "lmk": lm_coder names a coder this code has, on an LM-coded file; else what is wrong.
+std::string lm_coder_problem(const std::string& lm_coder, bool use_lm) {
+  const std::string quoted = nlohmann::json(lm_coder).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  if (lm_coder != kLmCoderDeterministic) {
+    return "unknown LM coder \"lmk\": " + quoted + " (this reader knows \"" + kLmCoderDeterministic +
+           "\", the deterministic coder; files without \"lmk\" use the Python package's)";
+  }
+  if (!use_lm) return "\"lmk\": " + quoted + " names an LM coder but the file is not LM-coded (\"lm\": false)";
+  return "";
+}
+
 }  // namespace
 
 void write_ecdc_header(std::ostream& out, const EcdcHeader& header) {
+  if (!header.lm_coder.empty()) {
+    const std::string problem = lm_coder_problem(header.lm_coder, header.use_lm);
+    if (!problem.empty()) throw std::invalid_argument("write_ecdc_header: " + problem);
+  }
   // json.dumps' default separators are ", " and ": "; the key order is the
   // reference's dict order. Both are part of the byte-exact format.
-  const std::string metadata = "{\"m\": " + python_json_string(header.model_name) +
-                               ", \"al\": " + std::to_string(header.audio_length) +
-                               ", \"nc\": " + std::to_string(header.num_codebooks) +
-                               ", \"lm\": " + (header.use_lm ? "true" : "false") + "}";
+  std::string metadata = "{\"m\": " + python_json_string(header.model_name) +
+                         ", \"al\": " + std::to_string(header.audio_length) +
+                         ", \"nc\": " + std::to_string(header.num_codebooks) +
+                         ", \"lm\": " + (header.use_lm ? "true" : "false");
+  if (!header.lm_coder.empty()) metadata += ", \"lmk\": " + python_json_string(header.lm_coder);
+  metadata += "}";
   const auto size = static_cast<uint32_t>(metadata.size());
   const std::array<char, kFixedHeaderBytes> fixed = {
       kMagic[0], kMagic[1], kMagic[2], kMagic[3], static_cast<char>(kVersion),
@@ -160,6 +177,13 @@ EcdcHeader read_ecdc_header(std::istream& in) {
   const auto& use_lm = require_field(metadata, "lm", "language-model coding");
   if (!use_lm.is_boolean()) throw_bad_field("lm", "true or false", use_lm);
   header.use_lm = use_lm.get<bool>();
+  const auto lm_coder = metadata.find("lmk");
+  if (lm_coder != metadata.end()) {
+    if (!lm_coder->is_string()) throw_bad_field("lmk", "a string", *lm_coder);
+    header.lm_coder = lm_coder->get<std::string>();
+    const std::string problem = lm_coder_problem(header.lm_coder, header.use_lm);
+    if (!problem.empty()) throw EcdcFormatError(".ecdc metadata: " + problem);
+  }
   return header;
 }
 

@@ -29,6 +29,8 @@ class ProgressAudioSink : public AudioSink {
 
 }  // namespace
 
+bool streams_by_default(const EncodecConfig& config) { return config.causal && !config.segment_s; }
+
 bool too_long_for_whole_file(const std::string& model_name, int64_t audio_length) {
   if (model_name != kModelName24kHz) return false;
   const double seconds =

@@ -13,9 +13,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <regex>
 #include <string>
 #include <system_error>
@@ -415,6 +418,71 @@ std::string sha256_file(const std::string& path) {
   return sha256.hex_digest();
 }
 
+namespace {
+
+constexpr time_t kRacySeconds = 2;
+
+// Where sha256_file_remembered keeps its digests.
+std::string remembered_digests_dir() {
+  const std::optional<std::string> xdg_cache = non_empty_env("XDG_CACHE_HOME");
+  const fs::path cache = xdg_cache ? fs::path(expand_user(*xdg_cache)) : fs::path(home_dir()) / ".cache";
+  return (cache / "encodec-cpp" / "sha256").string();
+}
+
+// "size mtime_ns ctime_ns": what must be unchanged for a remembered digest to hold.
+std::string file_state(const struct stat& info) {
+  return std::to_string(info.st_size) + " " +
+         std::to_string(info.st_mtim.tv_sec * 1000000000LL + info.st_mtim.tv_nsec) + " " +
+         std::to_string(info.st_ctim.tv_sec * 1000000000LL + info.st_ctim.tv_nsec);
+}
+
+}  // namespace
+
+std::string sha256_file_remembered(const std::string& path) {
+  struct stat info {};
+  std::string record_path;
+  try {
+    if (::stat(path.c_str(), &info) == 0 && S_ISREG(info.st_mode)) {
+      record_path = (fs::path(remembered_digests_dir()) /
+                     (std::to_string(info.st_dev) + "-" + std::to_string(info.st_ino)))
+                        .string();
+    }
+  } catch (const ModelStoreError&) {
+    // No home directory: nowhere to remember.
+  }
+  if (!record_path.empty()) {
+    std::ifstream in(record_path);
+    std::string state, digest;
+    if (std::getline(in, state) && std::getline(in, digest) && state == file_state(info) &&
+        digest.size() == 64) {
+      return digest;
+    }
+  }
+  const std::string digest = sha256_file(path);
+  // As git's racy-index rule: a file changed in the last seconds could change
+  // again within the same timestamp tick (ext4 stamps with the coarse clock),
+  // so it is not remembered until its ctime is safely in the past.
+  if (record_path.empty() || info.st_ctim.tv_sec + kRacySeconds > ::time(nullptr)) return digest;
+  struct stat after {};
+  // A file that changed while it was hashed is not remembered.
+  if (::stat(path.c_str(), &after) != 0 || file_state(after) != file_state(info)) return digest;
+  std::error_code error;
+  fs::create_directories(fs::path(record_path).parent_path(), error);
+  const std::string temp = record_path + ".tmp" + std::to_string(::getpid());
+  {
+    std::ofstream out(temp, std::ios::trunc);
+    out << file_state(info) << "\n" << digest << "\n";
+    if (!out.good()) {
+      out.close();
+      fs::remove(temp, error);
+      return digest;
+    }
+  }
+  fs::rename(temp, record_path, error);
+  if (error) fs::remove(temp, error);
+  return digest;
+}
+
 std::string checksum_prefix_from_name(const std::string& file_name) {
   // torch.hub's HASH_REGEX, searched in the file name (leftmost match).
   static const std::regex kHashPattern(R"(-([a-f0-9]*)\.)");
@@ -458,7 +526,7 @@ std::string ModelStore::resolve(const std::string& file_name) const {
       throw ModelStoreError("checkpoint " + path + " not found in the model directory (" +
                             how_to_download + ")");
     }
-    verify_checksum(path, sha256_file(path), expected_prefix,
+    verify_checksum(path, sha256_file_remembered(path), expected_prefix,
                     " (the file in the model directory is damaged or not the official one)");
     return path;
   }
@@ -473,9 +541,10 @@ std::string ModelStore::resolve(const std::string& file_name) const {
     throw ModelStoreError("cannot access " + path + ": " + error.message());
   }
   if (cached) {
-    // torch.hub trusts cached files; re-hashing costs well under a second and
-    // catches truncated or corrupted copies. The user's file is left alone.
-    verify_checksum(path, sha256_file(path), expected_prefix,
+    // torch.hub trusts cached files; checking catches truncated or corrupted
+    // copies (hashed once, then while unchanged remembered). The user's file is
+    // left alone.
+    verify_checksum(path, sha256_file_remembered(path), expected_prefix,
                     "; the cached file is damaged: delete it to download it again");
     return path;
   }

@@ -523,7 +523,10 @@ struct Server::Impl {
       reply_error(origin, nullptr, wire::ERROR_PROTOCOL_VERSION,
                   "protocol version " + std::to_string(hello.protocol_version()) +
                       " is not supported: this server speaks version " +
-                      std::to_string(net::kProtocolVersion),
+                      std::to_string(net::kProtocolVersion) +
+                      (hello.protocol_version() < net::kProtocolVersion
+                           ? std::string(" (") + net::kProtocolVersionChange + "; upgrade the client)"
+                           : std::string(" (upgrade the server)")),
                   true);
       return;
     }

@@ -169,17 +169,16 @@ EncodecModel TranscodeModels::codec(const std::string& model_name) {
   const auto found = codecs_.find(model_name);
   if (found != codecs_.end()) return found->second;
   const bool hq = model_name == kModelName48kHz;
-  // Both kernel sets: the reference kernels give the CLI's default bytes, the
-  // fast ones stream inputs too long for them (as the CLI does).
+  // The fast kernels only: the CLI's default (coding_for), so the same bytes.
   EncodecModel model = [&] {
     if (sources_.random_weights) {
       return EncodecModel::with_random_weights(
-          hq ? EncodecConfig::official_48khz() : EncodecConfig::official_24khz(), 0, KernelSet::kBoth);
+          hq ? EncodecConfig::official_48khz() : EncodecConfig::official_24khz(), 0, KernelSet::kFastOnly);
     }
     std::string path = hq ? sources_.checkpoint_48khz : sources_.checkpoint_24khz;
     try {
       if (path.empty()) path = cached_official_checkpoint(official_codec_file(model_name), sources_.model_dir);
-      return EncodecModel::from_checkpoint(path, model_name, KernelSet::kBoth);
+      return EncodecModel::from_checkpoint(path, model_name, KernelSet::kFastOnly);
     } catch (const std::exception& error) {
       throw std::runtime_error("this server cannot load " + model_name +
                                (path.empty() ? "" : " from " + path) + ": " + error_text(error));
@@ -464,12 +463,12 @@ HttpAnswer TranscodeService::run(TranscodeJob& job) {
 
 namespace {
 
-// The kernels the CLI would run (without --fast): the reference ones, or for
-// audio too long for them the fast ones through the streaming engine.
-FileCoding coding_for(EncodecModel& model, TranscodeJob& job, const std::atomic<bool>& stopping) {
+// What the CLI runs by default (no --reference): the fast kernels, the causal
+// 24 kHz model through the streaming engine (its bytes equal the offline fast
+// path's), the 48 kHz model chunk by chunk.
+FileCoding coding_for(const EncodecModel& model, TranscodeJob& job, const std::atomic<bool>& stopping) {
   FileCoding coding;
-  coding.streaming = too_long_for_whole_file(job.model_name, job.audio_length);
-  model.set_kernels(coding.streaming ? Kernels::kFast : Kernels::kReference);
+  coding.streaming = streams_by_default(model.config());
   coding.progress = [&job, &stopping](double seconds) {
     job.seconds_done = seconds;
     if (stopping || job.cancelled) throw JobCancelled{};

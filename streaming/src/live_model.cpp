@@ -54,7 +54,7 @@ LiveModel load_live_model(const LiveModelOptions& options) {
       throw LiveModelError("cannot load encodec_24khz from " + path + ": " + error.what());
     }
   }();
-  return {std::move(model), sha256_file(path), path};
+  return {std::move(model), sha256_file_remembered(path), path};
 }
 
 std::shared_ptr<const LmModel> load_live_lm(const std::string& checkpoint,
@@ -70,7 +70,7 @@ std::shared_ptr<const LmModel> load_live_lm(const std::string& checkpoint,
   }
   try {
     auto lm = std::make_shared<LmModel>(LmModel::from_checkpoint(path, codec));
-    lm->set_kernels(LmKernels::kAuto);
+    lm->set_kernels(LmKernels::kDeterministic);
     return lm;
   } catch (const std::exception& error) {
     throw LiveModelError("cannot load the LM of " + codec.name + " from " + path + ": " + error.what());

@@ -125,7 +125,9 @@ class ClientError : public std::runtime_error {
 class Client {
  public:
   // `lm` may be null unless options.lm (or an LM-coded stream arrives: then it is
-  // concealed and counted undecodable).
+  // concealed and counted undecodable). The client codes with `lm` on the
+  // deterministic kernels (LmKernels::kDeterministic: the protocol's LM coder)
+  // whatever kernels it was set to.
   Client(const LiveModel& model, std::shared_ptr<const LmModel> lm, ClientOptions options);
   // A client without the model: Opus both ways (options.receive_opus, and
   // options.send_opus unless it only listens). Throws ClientError otherwise.

@@ -35,6 +35,14 @@ bool is_known_model_name(const std::string& model_name);
 // least that many codebooks of the codec's size. Returns "" or what is wrong.
 std::string lm_fit_problem(const LmModel& lm, const EncodecConfig& codec, int num_codebooks);
 
+// The LM coder an .ecdc file's header names ("lmk"): `lm` on the deterministic
+// kernels for "lmk": "det1", otherwise `lm` on the Python package's (its own
+// kernels, or kAuto when it runs the deterministic ones). The header decides
+// both ways: EcdcStreamWriter and read_ecdc_chunks code with this.
+LmModel lm_coder_for(const LmModel& lm, const EcdcHeader& header);
+// The "lmk" value for files coded with `lm`'s kernels ("" or kLmCoderDeterministic).
+std::string lm_coder_mark(const LmModel& lm);
+
 // Writes the .ecdc stream of `wav` ([model.channels(), T] at the model's sample
 // rate, T > 0) encoded at the model's current bandwidth (all codebooks when none
 // is set). Throws std::invalid_argument for audio of the wrong shape or a model
@@ -46,6 +54,7 @@ void compress_to_stream(const EncodecModel& model, const torch::Tensor& wav, std
 std::string compress(const EncodecModel& model, const torch::Tensor& wav, bool use_lm = false);
 // LM entropy coding ("lm": true) with `lm`, which must predict at least the
 // codebooks used and have the codec's codebook size (else std::invalid_argument).
+// An LM on LmKernels::kDeterministic writes a file marked "lmk": "det1".
 void compress_to_stream(const EncodecModel& model, const torch::Tensor& wav, std::ostream& out,
                         const LmModel& lm);
 std::string compress(const EncodecModel& model, const torch::Tensor& wav, const LmModel& lm);
@@ -103,7 +112,7 @@ class EcdcStreamWriter : public CodesSink {
   std::ostream& out_;
   EcdcHeader header_;
   int bits_per_codebook_;
-  const LmModel* lm_;
+  std::optional<LmModel> lm_;  // lm_coder_for(the LM given, header)
   std::optional<BitPacker> packer_;
   std::optional<LmStreamEncoder> lm_encoder_;
 };

@@ -7,6 +7,13 @@
 // Raw codes are bit-packed LSB first, 10 bits per value, frame after frame, all
 // codebooks of a frame in order; the packer is flushed at the end of each chunk.
 //
+// One extension, written only for files LM-coded with the deterministic coder
+// (LmKernels::kDeterministic): a last metadata field "lmk": "det1" naming the
+// coder. The Python package ignores keys it does not know, so it still reads
+// the header, but its own LM cannot decode such a file (it would silently
+// decode other codes); every other file has no "lmk" and is the reference's
+// byte for byte.
+//
 // Thread safety: no shared state; each packer/unpacker belongs to one caller.
 #pragma once
 
@@ -30,14 +37,23 @@ struct EcdcHeader {
   int64_t audio_length = 0;   // "al": samples per channel of the original audio
   int num_codebooks = 0;      // "nc"
   bool use_lm = false;        // "lm"
+  // "lmk": which LM coder made the bytes of an LM-coded file. Empty (no "lmk")
+  // for the Python package's coder; kLmCoderDeterministic for LmKernels::kDeterministic.
+  std::string lm_coder;
 };
 
+// The "lmk" value of files coded with LmKernels::kDeterministic.
+inline constexpr const char* kLmCoderDeterministic = "det1";
+
 // Writes magic, version and the JSON metadata exactly as Python's
-// `json.dumps({"m": ..., "al": ..., "nc": ..., "lm": ...})` does.
+// `json.dumps({"m": ..., "al": ..., "nc": ..., "lm": ...})` does (with ", \"lmk\": ..."
+// last when header.lm_coder is set). Throws std::invalid_argument for an lm_coder
+// other than kLmCoderDeterministic, or one on a file that is not LM-coded.
 void write_ecdc_header(std::ostream& out, const EcdcHeader& header);
 
 // Reads and validates the header. Throws EcdcFormatError on a bad magic, an
-// unknown version, truncated or non-JSON metadata, or missing/mistyped fields.
+// unknown version, truncated or non-JSON metadata, missing/mistyped fields, or an
+// "lmk" this reader does not know (the message names it) or on a file without "lm".
 EcdcHeader read_ecdc_header(std::istream& in);
 
 // Packs `bits`-wide unsigned values LSB first, writing each completed byte.

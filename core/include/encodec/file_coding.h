@@ -3,7 +3,8 @@
 // /v1/decode give the CLI's bytes because they run this same code).
 //
 // Usage:
-//   encodec::FileCoding coding = encodec::file_coding_for(model, /*fast=*/false, reader.length());
+//   encodec::FileCoding coding;
+//   coding.streaming = encodec::streams_by_default(model.config());  // the fast kernels' default
 //   encodec::encode_audio_file(reader, model, header, lm, out, coding);
 //
 //   const encodec::EcdcHeader header = encodec::read_ecdc_header(in);
@@ -28,8 +29,8 @@ namespace encodec {
 // The reference kernels hold the whole waveform and every activation (about
 // 0.5 GB per minute of 24 kHz audio, as the Python package), and their sums
 // depend on the input length, so they cannot stream. Longer 24 kHz audio than
-// this goes through the streaming engine with the fast kernels (the CLI unless
-// --whole-file; always over HTTP).
+// this goes through the streaming engine with the fast kernels (the CLI's
+// --reference unless --whole-file; the default and HTTP always run those).
 inline constexpr double kWholeFileLimitSeconds = 300;
 
 // Samples per block pushed to the streaming engine by default: the deep layers
@@ -47,6 +48,10 @@ struct FileCoding {
   // Seconds of audio done so far, now and then (may be empty).
   std::function<void(double seconds)> progress;
 };
+
+// True for a model the streaming engine runs (causal, no chunks: the 24 kHz
+// model): what the fast kernels code through it by default.
+bool streams_by_default(const EncodecConfig& config);
 
 // True when `audio_length` samples at `model_name`'s rate are too long for the
 // reference kernels (kWholeFileLimitSeconds; only the 24 kHz model).

@@ -25,9 +25,9 @@
 // past at every step: slow), and exact kernels that reproduce those operations'
 // rounding (OpenBLAS's SkylakeX sgemm kernels, ATen's AVX2 kernels) with a
 // key/value cache.
-// A model uses the exact kernels only when a self-check at load time finds them
-// identical to LibTorch on this machine; otherwise it falls back to the reference
-// operations (same bytes, slower).
+// A model uses the exact kernels only when a self-check (run once, when they are
+// first needed) finds them identical to LibTorch on this machine; otherwise it
+// falls back to the reference operations (same bytes, slower).
 //
 // Thread safety: an LmModel's weights are immutable and shared by its copies, so
 // any number of encoders and decoders may use one model concurrently; each
@@ -104,13 +104,17 @@ class LmModel {
       const LmConfig& config);
 
   const LmConfig& config() const;
-  // kAuto resolves to kFast or kReference. Throws std::runtime_error when kFast
-  // is asked for but the self-check failed (the message says which kernel differs).
-  // kDeterministic packs its weights on first use (once per set of weights).
+  // Throws std::runtime_error when kFast is asked for but the self-check failed
+  // (the message says which kernel differs). kDeterministic packs its weights on
+  // first use (once per set of weights). A model starts with kAuto.
   void set_kernels(LmKernels kernels);
   // A copy (sharing the weights) with `kernels` set.
   LmModel with_kernels(LmKernels kernels) const;
-  LmKernels kernels() const { return kernels_; }
+  // The kernels that run: never kAuto, which resolves here to kFast or
+  // kReference (running the exact kernels' self-check, once per set of weights).
+  LmKernels kernels() const;
+  // kernels() == kDeterministic, without resolving kAuto.
+  bool deterministic() const { return kernels_ == LmKernels::kDeterministic; }
   // Why the exact kernels are not used ("" when they pass the self-check).
   const std::string& fast_kernels_unavailable_reason() const;
 
@@ -122,7 +126,7 @@ class LmModel {
  private:
   explicit LmModel(std::shared_ptr<const Weights> weights);
   std::shared_ptr<const Weights> weights_;
-  LmKernels kernels_ = LmKernels::kReference;
+  LmKernels kernels_ = LmKernels::kAuto;
 };
 
 class LmStepper;  // one stream's LM state (internal)

@@ -51,6 +51,15 @@ std::string default_hub_cache_dir();
 // Lowercase hex sha256 of a file's contents.
 std::string sha256_file(const std::string& path);
 
+// sha256_file, remembered between processes: the digest of a file is kept in
+// $XDG_CACHE_HOME/encodec-cpp/sha256 (default ~/.cache/encodec-cpp/sha256)
+// under its device and inode with its size, mtime and ctime, and reused while
+// those are unchanged (any write to the file changes its ctime, which no user
+// can set back; files changed in the last 2 s are not remembered yet). Hashing the official 24 kHz codec and its LM took about 100 ms
+// of every start; the store and encodecd's model identity use this. Failing to
+// remember (a read-only cache) only costs the hashing next time.
+std::string sha256_file_remembered(const std::string& path);
+
 // The checksum prefix carried by an official name: "encodec_24khz-d7cc33bc.th" -> "d7cc33bc".
 std::string checksum_prefix_from_name(const std::string& file_name);
 

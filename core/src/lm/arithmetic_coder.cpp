@@ -142,7 +142,10 @@ void ArithmeticEncoder::append_bytes(std::string* out) {
 // ---------------------------------------------------------------- decoder
 
 void ArithmeticDecoder::feed(const char* data, size_t size) {
-  if (position_ > 4096 && position_ * 2 > data_.size()) {
+  // Bytes read are dropped: at once when everything fed was read (a live
+  // packet: then the buffer never grows, nothing allocates), else once they are
+  // most of a large buffer.
+  if (position_ == data_.size() || (position_ > 4096 && position_ * 2 > data_.size())) {
     data_.erase(0, position_);
     position_ = 0;
   }

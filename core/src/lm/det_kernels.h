@@ -29,6 +29,9 @@ const TierKernels& tier_kernels(fast::VectorIsa isa);
 // columns: panel p holds, for each k, the weights of outputs 16 p .. 16 p + 15
 // (zeros past n).
 std::vector<float> pack_columns(const float* w, int n, int k);
+// The same with the n rows anywhere (`rows[i]`: k floats): several Linear
+// layers packed as one, with no copy of their weights first.
+std::vector<float> pack_columns(const float* const* rows, int n, int k);
 
 // y = (x - mean) * rstd * gamma + beta, mean = (x[0] + x[1] + ...) / n, var =
 // ((x[0] - mean)^2 + ...) / n, rstd = 1 / sqrt(var + eps) (sqrt is exact-rounded).

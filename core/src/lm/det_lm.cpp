@@ -35,7 +35,7 @@ std::shared_ptr<const DetWeights> prepare(const LmModel::Weights& weights) {
     d.norm2_bias = to_vector(layer.norm2_bias);
     det->layers.push_back(std::move(d));
   }
-  det->heads = DetLinear(torch::cat(weights.linears_weight, 0), torch::cat(weights.linears_bias, 0));
+  det->heads = DetLinear(weights.linears_weight, weights.linears_bias);
   det->norm_in_weight = to_vector(weights.norm_in_weight);
   det->norm_in_bias = to_vector(weights.norm_in_bias);
   det->position_divisors = det::position_divisors(dim / 2, config.max_period);
@@ -200,12 +200,24 @@ class DetLmStepper : public LmStepper {
 
 }  // namespace
 
-DetLinear::DetLinear(const torch::Tensor& weight, const torch::Tensor& bias_tensor)
-    : out_features(static_cast<int>(weight.size(0))),
-      in_features(static_cast<int>(weight.size(1))),
-      bias(to_vector(bias_tensor)) {
-  const std::vector<float> w = to_vector(weight);
-  packed = det::pack_columns(w.data(), out_features, in_features);
+DetLinear::DetLinear(const torch::Tensor& weight, const torch::Tensor& bias)
+    : DetLinear(std::vector<torch::Tensor>{weight}, std::vector<torch::Tensor>{bias}) {}
+
+DetLinear::DetLinear(const std::vector<torch::Tensor>& weights, const std::vector<torch::Tensor>& biases) {
+  TORCH_CHECK(!weights.empty() && weights.size() == biases.size(), "DetLinear: one bias per weight");
+  in_features = static_cast<int>(weights[0].size(1));
+  std::vector<torch::Tensor> contiguous;  // keeps the rows alive while they are packed
+  std::vector<const float*> rows;
+  for (size_t i = 0; i < weights.size(); ++i) {
+    TORCH_CHECK(weights[i].dim() == 2 && weights[i].size(1) == in_features, "DetLinear: weights of one width");
+    contiguous.push_back(weights[i].contiguous());
+    const float* data = contiguous.back().data_ptr<float>();
+    for (int64_t row = 0; row < weights[i].size(0); ++row) rows.push_back(data + row * in_features);
+    const std::vector<float> part = to_vector(biases[i]);
+    bias.insert(bias.end(), part.begin(), part.end());
+  }
+  out_features = static_cast<int>(rows.size());
+  packed = det::pack_columns(rows.data(), out_features, in_features);
 }
 
 const DetWeights& det_weights(const LmModel::Weights& weights) {

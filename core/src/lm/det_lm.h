@@ -19,6 +19,8 @@ struct DetLinear {
   std::vector<float> packed, bias;
   DetLinear() = default;
   DetLinear(const torch::Tensor& weight, const torch::Tensor& bias);
+  // Several Linear layers as one: their outputs one after the other.
+  DetLinear(const std::vector<torch::Tensor>& weights, const std::vector<torch::Tensor>& biases);
 };
 
 struct DetLayer {

@@ -351,7 +351,9 @@ std::unique_ptr<LmStepper> make_fast_lm_stepper(SharedLmWeights weights, int num
   return std::make_unique<FastLmStepper>(std::move(weights), num_codebooks);
 }
 
-void prepare_fast_weights(const std::shared_ptr<LmModel::Weights>& weights) {
+namespace {
+
+void prepare_fast_weights(const SharedLmWeights& weights) {
   weights->fast.reset();
   weights->fast_unavailable_reason = exact::cpu_unsupported_reason();
   if (!weights->fast_unavailable_reason.empty()) return;
@@ -393,6 +395,13 @@ void prepare_fast_weights(const std::shared_ptr<LmModel::Weights>& weights) {
     weights->fast.reset();
     weights->fast_unavailable_reason = problem;
   }
+}
+
+}  // namespace
+
+const FastWeights* fast_weights(const SharedLmWeights& weights) {
+  std::call_once(weights->fast_once, [&weights] { prepare_fast_weights(weights); });
+  return weights->fast.get();
 }
 
 }  // namespace encodec::lm

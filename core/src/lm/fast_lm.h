@@ -56,7 +56,11 @@ std::unique_ptr<float[], FastWeights::Free> allocate_huge_page_floats(size_t cou
 // Prepares weights.fast, or sets weights.fast_unavailable_reason when the exact
 // kernels cannot run here or differ from LibTorch in the self-check (which
 // compares the two steppers' probabilities bit for bit over enough steps to
-// take every kernel path, including the switches between them).
-void prepare_fast_weights(const std::shared_ptr<LmModel::Weights>& weights);
+// take every kernel path, including the switches between them), once per set
+// of weights, on first use (thread-safe): the self-check runs the reference
+// steps, about as long as loading the LM, so models that never run these
+// kernels (the deterministic ones, a live client's) never pay for it.
+// Returns weights.fast (null when unavailable).
+const FastWeights* fast_weights(const SharedLmWeights& weights);
 
 }  // namespace encodec::lm

@@ -35,8 +35,7 @@ void check_config(const LmConfig& config) {
   if (config.past_context < 1) fail("past_context must be at least 1");
 }
 
-std::shared_ptr<LmModel::Weights> build_weights(const LmConfig& config, WeightLoader& loader,
-                                                bool prepare_fast = true) {
+std::shared_ptr<LmModel::Weights> build_weights(const LmConfig& config, WeightLoader& loader) {
   check_config(config);
   auto weights = std::make_shared<LmModel::Weights>();
   weights->config = config;
@@ -80,7 +79,6 @@ std::shared_ptr<LmModel::Weights> build_weights(const LmConfig& config, WeightLo
     weights->position_divisors = torch::pow(
         torch::scalar_tensor(config.max_period, torch::kFloat32), adim / (half_dim - 1));
   }
-  if (prepare_fast) lm::prepare_fast_weights(weights);
   return weights;
 }
 
@@ -136,23 +134,24 @@ LmConfig LmConfig::infer_from_state_dict(const EncodecConfig& codec, const State
   return config;
 }
 
-LmModel::LmModel(std::shared_ptr<const Weights> weights) : weights_(std::move(weights)) {
-  set_kernels(LmKernels::kAuto);
-}
+// kernels_ starts as kAuto, resolved by kernels() when first needed.
+LmModel::LmModel(std::shared_ptr<const Weights> weights) : weights_(std::move(weights)) {}
 
 const LmConfig& LmModel::config() const { return weights_->config; }
 
 const std::string& LmModel::fast_kernels_unavailable_reason() const {
+  lm::fast_weights(weights_);
   return weights_->fast_unavailable_reason;
 }
 
+LmKernels LmModel::kernels() const {
+  if (kernels_ != LmKernels::kAuto) return kernels_;
+  return lm::fast_weights(weights_) ? LmKernels::kFast : LmKernels::kReference;
+}
+
 void LmModel::set_kernels(LmKernels kernels) {
-  if (kernels == LmKernels::kAuto) {
-    kernels_ = weights_->fast ? LmKernels::kFast : LmKernels::kReference;
-    return;
-  }
   if (kernels == LmKernels::kDeterministic) lm::det_weights(*weights_);
-  if (kernels == LmKernels::kFast && !weights_->fast) {
+  if (kernels == LmKernels::kFast && !lm::fast_weights(weights_)) {
     throw std::runtime_error("the exact fast LM kernels are not available on this machine: " +
                              weights_->fast_unavailable_reason);
   }
@@ -222,7 +221,7 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> LmModel::tensor_shapes
   WeightLoader loader([](const std::string&, const TensorShape& shape) {
     return torch::zeros(shape, torch::kFloat32);
   });
-  build_weights(config, loader, /*prepare_fast=*/false);
+  build_weights(config, loader);
   return loader.taken();
 }
 

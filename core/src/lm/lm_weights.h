@@ -33,9 +33,11 @@ struct LmModel::Weights {
   // max_period ** (arange(dim / 2) / (dim / 2 - 1)) as the reference computes it
   // ([1, 1, dim / 2] float32): positions are divided by it.
   torch::Tensor position_divisors;
-  // Present when the exact kernels passed the self-check.
-  std::shared_ptr<const lm::FastWeights> fast;
-  std::string fast_unavailable_reason;
+  // Made on first use (lm::fast_weights): present when the exact kernels passed
+  // the self-check, else why not.
+  mutable std::once_flag fast_once;
+  mutable std::shared_ptr<const lm::FastWeights> fast;
+  mutable std::string fast_unavailable_reason;
   // The deterministic kernels' layouts, made on first use (lm::det_weights).
   mutable std::once_flag det_once;
   mutable std::shared_ptr<const lm::DetWeights> det;

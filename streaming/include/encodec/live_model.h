@@ -48,7 +48,10 @@ std::string cached_official_checkpoint(const std::string& file_name, const std::
 LiveModel load_live_model(const LiveModelOptions& options);
 
 // The LM for `codec`: from `checkpoint`, else the official one when cached;
-// otherwise LiveModelError.
+// otherwise LiveModelError. It runs the deterministic kernels
+// (LmKernels::kDeterministic, "det1"): live LM-coded packets are the same bytes
+// on every CPU and thread count, so peers on different CPUs decode each other
+// (the protocol version says so: net::kProtocolVersion 2).
 std::shared_ptr<const LmModel> load_live_lm(const std::string& checkpoint,
                                             const std::string& model_dir,
                                             const EncodecConfig& codec);

@@ -30,7 +30,13 @@
 
 namespace encodec::net {
 
-inline constexpr uint32_t kProtocolVersion = 1;
+// 2: LM-coded packets (PAYLOAD_KIND_LM_CODES) are coded with the deterministic
+// LM coder ("det1", LmKernels::kDeterministic), the same bytes on every CPU;
+// version 1 used the BLAS-dependent one. See proto/README.md, "Version".
+inline constexpr uint32_t kProtocolVersion = 2;
+// What changed in kProtocolVersion, for the error an older peer gets.
+inline constexpr const char* kProtocolVersionChange =
+    "since version 2 LM-coded packets use the deterministic LM coder det1, the same bytes on every CPU";
 inline constexpr size_t kMaxDatagramBytes = 1200;
 inline constexpr size_t kTcpLengthPrefixBytes = 4;
 inline constexpr size_t kMaxTcpMessageBytes = 64 * 1024;
