@@ -1,0 +1,178 @@
+// The training loop: a tiny model's reconstruction losses fall over a few
+// seeded steps, a full step with the discriminator updates every part, the
+// data folder yields segments of its files at the model's rate, and the JSON
+// configuration is read and checked.
+#include <filesystem>
+#include <fstream>
+
+#include <gtest/gtest.h>
+
+#include "dataset.h"
+#include "encodec/audio_io.h"
+#include "golden.h"
+#include "trainer_impl.h"
+#include "train_test_util.h"
+
+namespace encodec::train {
+namespace {
+
+// Time and mel losses only (the discriminator's losses are not expected to
+// fall in a few steps), one fixed batch: the mel loss of the last steps is
+// well under that of the first.
+TEST(Trainer, ReconstructionLossFallsOnATinyModel) {
+  TrainConfig config = tiny_config();
+  config.weights.adversarial = config.weights.feature = 0;
+  config.model.target_bandwidths = {1.2};
+  Trainer trainer(config);
+  EXPECT_FALSE(trainer.impl().discriminator);
+  const torch::Tensor batch = test_batch(config, 2);
+  std::vector<double> mel, l1;
+  for (int i = 0; i < 40; ++i) {
+    const StepStats stats = trainer.step(batch);
+    ASSERT_TRUE(std::isfinite(stats.mel) && std::isfinite(stats.time_l1)) << "step " << i;
+    EXPECT_EQ(stats.n_q, 4);
+    mel.push_back(stats.mel);
+    l1.push_back(stats.time_l1);
+  }
+  auto mean = [](const std::vector<double>& v, size_t from, size_t to) {
+    double sum = 0;
+    for (size_t i = from; i < to; ++i) sum += v[i];
+    return sum / static_cast<double>(to - from);
+  };
+  const double first = mean(mel, 0, 3), last = mean(mel, 37, 40);
+  std::cout << "[ losses   ] mel " << first << " -> " << last << ", l1 " << mean(l1, 0, 3) << " -> " << mean(l1, 37, 40) << "\n";
+  EXPECT_LT(last, 0.7 * first);
+  EXPECT_LT(mean(l1, 37, 40), mean(l1, 0, 3));
+  EXPECT_EQ(trainer.step_count(), 40);
+}
+
+// One full step: every loss computed and finite, the discriminator updated,
+// every generator parameter moved.
+TEST(Trainer, FullStepUpdatesGeneratorAndDiscriminator) {
+  TrainConfig config = tiny_config();
+  config.discriminator_update_probability = 1.0;
+  Trainer trainer(config);
+  Trainer::Impl& impl = trainer.impl();
+  ASSERT_TRUE(impl.discriminator);
+  std::vector<torch::Tensor> generator_before, discriminator_before;
+  for (const auto& p : impl.model->parameters()) generator_before.push_back(p.detach().clone());
+  for (const auto& p : impl.discriminator->parameters()) discriminator_before.push_back(p.detach().clone());
+
+  const StepStats stats = trainer.step(test_batch(config, 2));
+  for (double value : {stats.time_l1, stats.mel, stats.adversarial, stats.feature, stats.commitment, stats.discriminator}) {
+    EXPECT_TRUE(std::isfinite(value));
+  }
+  EXPECT_GT(stats.commitment, 0.0);
+  const auto generator_after = impl.model->named_parameters();
+  for (size_t i = 0; i < generator_before.size(); ++i) {
+    EXPECT_FALSE(torch::equal(generator_before[i], generator_after[i].value())) << generator_after[i].key() << " did not move";
+  }
+  const auto discriminator_after = impl.discriminator->named_parameters();
+  for (size_t i = 0; i < discriminator_before.size(); ++i) {
+    EXPECT_FALSE(torch::equal(discriminator_before[i], discriminator_after[i].value()))
+        << discriminator_after[i].key() << " did not move";
+  }
+}
+
+// Files at 16 and 24 kHz and a text file: the audio comes out at 24 kHz, each
+// batch item is a stretch of one file (or a short file zero-padded), and a
+// seed gives the same batch.
+TEST(AudioFolder, SegmentsOfTheFilesAtTheModelRate) {
+  const std::string dir = ::encodec::testing::make_temp_dir("train_audio_folder");
+  const torch::Tensor t16 = torch::arange(16000, torch::kFloat32) / 16000;
+  ::encodec::testing::write_pcm16(dir + "/a.wav", (0.5 * torch::sin(2 * M_PI * 200 * t16)).unsqueeze(0), 16000);
+  const torch::Tensor ramp = (torch::arange(2400, torch::kFloat32) / 2400 * 0.5).unsqueeze(0);
+  std::filesystem::create_directories(dir + "/sub");
+  ::encodec::testing::write_pcm16(dir + "/sub/b.wav", ramp, 24000);
+  std::ofstream(dir + "/notes.txt") << "not audio\n";
+
+  AudioFolder folder(dir, 24000, 1);
+  EXPECT_EQ(folder.num_files(), 2u);
+  EXPECT_EQ(folder.num_skipped(), 1u);
+  EXPECT_NEAR(folder.total_seconds(), 1.1, 1e-9);
+
+  const torch::Tensor a = convert_audio(read_audio(dir + "/a.wav").samples, 16000, 24000, 1);
+  const torch::Tensor b = read_audio(dir + "/sub/b.wav").samples;
+  std::mt19937_64 random(7), again(7);
+  const torch::Tensor batch = folder.sample_batch(16, 4800, random);
+  EXPECT_TRUE(torch::equal(batch, folder.sample_batch(16, 4800, again)));
+  ASSERT_EQ(batch.sizes(), (std::vector<int64_t>{16, 1, 4800}));
+  int from_a = 0, from_b = 0;
+  for (int64_t i = 0; i < 16; ++i) {
+    const torch::Tensor item = batch[i][0];
+    if (torch::equal(item.narrow(0, 0, 2400), b[0]) && item.narrow(0, 2400, 2400).abs().max().item<float>() == 0) {
+      ++from_b;
+      continue;
+    }
+    // A stretch of a: try the offsets where a holds the item's first sample.
+    bool found = false;
+    const torch::Tensor candidates = torch::nonzero(a[0].eq(item[0])).view(-1);
+    for (int64_t c = 0; c < candidates.size(0) && !found; ++c) {
+      const int64_t offset = candidates[c].item<int64_t>();
+      found = offset + 4800 <= a.size(1) && torch::equal(item, a[0].narrow(0, offset, 4800));
+    }
+    EXPECT_TRUE(found) << "batch item " << i << " is no stretch of either file";
+    from_a += found;
+  }
+  EXPECT_EQ(from_a + from_b, 16);
+  EXPECT_GT(from_a, from_b);  // picked in proportion to length: 24000 against 2400 samples
+}
+
+TEST(AudioFolder, AFolderWithoutAudioSaysSo) {
+  const std::string dir = ::encodec::testing::make_temp_dir("train_audio_folder_empty");
+  std::ofstream(dir + "/notes.txt") << "not audio\n";
+  try {
+    AudioFolder folder(dir, 24000, 1);
+    FAIL() << "no error";
+  } catch (const std::runtime_error& error) {
+    EXPECT_NE(std::string(error.what()).find("holds no audio"), std::string::npos) << error.what();
+  }
+}
+
+TEST(TrainConfig, ReadsJsonAndRefusesUnknownKeys) {
+  const TrainConfig config = parse_train_config(R"({
+    "model": {"n_filters": 16, "dimension": 32, "n_q": 4, "bins": 256, "target_bandwidths": [1.2, 2.4]},
+    "codebooks": {"decay": 0.9}, "weights": {"adversarial": 0},
+    "batch_size": 4, "segment_s": 0.5, "steps": 10, "device": "cpu"})");
+  EXPECT_EQ(config.model.n_filters, 16);
+  EXPECT_EQ(config.model.bins, 256);
+  EXPECT_EQ(config.model.target_bandwidths, (std::vector<double>{1.2, 2.4}));
+  EXPECT_EQ(config.codebooks.decay, 0.9);
+  EXPECT_EQ(config.weights.adversarial, 0.0);
+  EXPECT_EQ(config.weights.feature, 3.0);  // untouched default
+  EXPECT_EQ(config.batch_size, 4);
+  validate(config);
+
+  try {
+    parse_train_config(R"({"model": {"n_filter": 16}})", "my.json");
+    FAIL() << "no error";
+  } catch (const std::invalid_argument& error) {
+    EXPECT_STREQ(error.what(), "my.json.model: unknown key 'n_filter'");
+  }
+  EXPECT_THROW(parse_train_config(R"({"steps": "many"})"), std::invalid_argument);
+  EXPECT_THROW(parse_train_config("{"), std::invalid_argument);
+}
+
+TEST(TrainConfig, ValidationNamesTheField) {
+  auto message = [](const TrainConfig& config) {
+    try {
+      validate(config);
+    } catch (const std::invalid_argument& error) {
+      return std::string(error.what());
+    }
+    return std::string();
+  };
+  TrainConfig config = tiny_config();
+  EXPECT_EQ(message(config), "");
+  config.model.target_bandwidths = {6.0};  // 20 codebooks of 16 entries
+  EXPECT_NE(message(config).find("6 kbps needs 20 codebooks, model.n_q is 4"), std::string::npos) << message(config);
+  config = tiny_config();
+  config.model.norm = "time_group_norm";
+  EXPECT_NE(message(config).find("causal"), std::string::npos);
+  config = tiny_config();
+  config.segment_s = 0.004;
+  EXPECT_NE(message(config).find("segment_s"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace encodec::train

@@ -1,0 +1,95 @@
+// encodec-train's command line: a JSON config (optional) overridden by flags.
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+
+#include "encodec/train.h"
+
+namespace encodec::train {
+
+int train_main(int argc, char** argv) {
+  CLI::App app{"encodec-train: trains an EnCodec model on a folder of audio files and writes checkpoints in "
+               "the official state_dict layout (load them with `encodec --checkpoint FILE`)."};
+  std::string config_path, data_dir, checkpoint_path, device;
+  bool resume = false, quiet = false, no_adversarial = false;
+  int64_t steps = -1, batch_size = -1, save_every = -1, log_every = 50;
+  double segment_s = -1, learning_rate = -1;
+  int threads = -1, n_filters = -1, dimension = -1, n_q = -1, bins = -1, lstm_layers = -1;
+  int64_t seed = -1;
+  std::vector<double> bandwidths;
+  app.add_option("-c,--config", config_path, "JSON file with TrainConfig's fields (see README, Training)")->check(CLI::ExistingFile);
+  app.add_option("-d,--data", data_dir, "folder of audio files (searched recursively, resampled to the model's rate)");
+  app.add_option("-o,--checkpoint", checkpoint_path, "checkpoint to write (and FILE.trainer beside it)");
+  app.add_flag("--resume", resume, "continue from --checkpoint and its .trainer file");
+  app.add_option("--steps", steps, "train until this step count");
+  app.add_option("--batch-size", batch_size, "segments per batch");
+  app.add_option("--segment", segment_s, "segment length in seconds");
+  app.add_option("--lr", learning_rate, "Adam learning rate (both networks)");
+  app.add_option("--n-filters", n_filters, "SEANet base width");
+  app.add_option("--dimension", dimension, "latent dimension");
+  app.add_option("--n-q", n_q, "codebooks");
+  app.add_option("--bins", bins, "entries per codebook");
+  app.add_option("--lstm-layers", lstm_layers, "LSTM layers (0: none)");
+  app.add_option("--bandwidths", bandwidths, "target bandwidths in kbps, sampled one per batch")->delimiter(',');
+  app.add_flag("--no-adversarial", no_adversarial, "no discriminator: time and mel losses only");
+  app.add_option("--save-every", save_every, "steps between checkpoints");
+  app.add_option("--seed", seed, "random seed");
+  app.add_option("--device", device, "auto, cpu or cuda");
+  app.add_option("--threads", threads, "LibTorch threads (default: one per core)");
+  app.add_option("--log-every", log_every, "print a line of losses every N steps (0: never)");
+  app.add_flag("-q,--quiet", quiet, "no progress line");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& error) {
+    return app.exit(error);
+  }
+  try {
+    TrainConfig config = config_path.empty() ? TrainConfig{} : load_train_config(config_path);
+    if (!data_dir.empty()) config.data_dir = data_dir;
+    if (!checkpoint_path.empty()) config.checkpoint_path = checkpoint_path;
+    if (!device.empty()) config.device = device;
+    if (steps >= 0) config.steps = steps;
+    if (batch_size > 0) config.batch_size = batch_size;
+    if (segment_s > 0) config.segment_s = segment_s;
+    if (learning_rate > 0) config.learning_rate = learning_rate;
+    if (n_filters > 0) config.model.n_filters = n_filters;
+    if (dimension > 0) config.model.dimension = dimension;
+    if (n_q > 0) config.model.n_q = n_q;
+    if (bins > 0) config.model.bins = bins;
+    if (lstm_layers >= 0) config.model.lstm_layers = lstm_layers;
+    if (!bandwidths.empty()) config.model.target_bandwidths = bandwidths;
+    if (no_adversarial) config.weights.adversarial = config.weights.feature = 0;
+    if (save_every > 0) config.save_every = save_every;
+    if (seed >= 0) config.seed = static_cast<uint64_t>(seed);
+    if (threads > 0) config.threads = threads;
+    if (quiet) config.progress = false;
+    if (config.checkpoint_path.empty()) throw std::invalid_argument("no checkpoint to write: give --checkpoint FILE");
+    if (resume && !std::filesystem::exists(config.checkpoint_path)) {
+      throw std::invalid_argument("--resume: " + config.checkpoint_path + " does not exist");
+    }
+
+    Trainer trainer(config);
+    if (resume) trainer.resume(config.checkpoint_path);
+    std::cerr << "encodec-train: " << config.model.name << " n_filters " << config.model.n_filters << ", dimension "
+              << config.model.dimension << ", " << config.model.n_q << " codebooks of " << config.model.bins
+              << ", device " << (torch::cuda::is_available() && config.device != "cpu" ? "cuda" : "cpu")
+              << ", threads " << torch::get_num_threads() << ", from step " << trainer.step_count() << "\n";
+    trainer.run([&](const StepStats& s) {
+      if (log_every <= 0 || s.step % log_every != 0) return;
+      std::printf("step %lld  bw %.1f  l1 %.5f  mel %.5f  commit %.5f  adv %.4f  feat %.4f  disc %.4f  %.2f s\n",
+                  static_cast<long long>(s.step), s.bandwidth_kbps, s.time_l1, s.mel, s.commitment, s.adversarial,
+                  s.feature, s.discriminator, s.seconds);
+      std::fflush(stdout);
+    });
+    std::cerr << "encodec-train: wrote " << config.checkpoint_path << " at step " << trainer.step_count() << "\n";
+    return 0;
+  } catch (const std::exception& error) {
+    std::cerr << "encodec-train: " << error.what() << "\n";
+    return 1;
+  }
+}
+
+}  // namespace encodec::train
