@@ -46,8 +46,16 @@ TEST(Trainer, ReconstructionLossFallsOnATinyModel) {
   EXPECT_EQ(trainer.step_count(), 40);
 }
 
-// One full step: every loss computed and finite, the discriminator updated,
-// every generator parameter moved.
+bool ends_with(const std::string& text, const std::string& suffix) {
+  return text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// One full step: every loss computed and finite, every generator parameter
+// moved, every discriminator kernel moved. Exceptions with an exactly zero
+// gradient: a weight-normed row of one element (its direction v / |v| cannot
+// change, the 1x1 conv after a 1-channel bottleneck here), and discriminator
+// biases, whose hinge gradients on real and fake cancel while every logit is
+// inside the margin (d/db of mean(relu(1 - D(x))) + mean(relu(1 + D(y))) = -1 + 1).
 TEST(Trainer, FullStepUpdatesGeneratorAndDiscriminator) {
   TrainConfig config = tiny_config();
   config.discriminator_update_probability = 1.0;
@@ -64,11 +72,18 @@ TEST(Trainer, FullStepUpdatesGeneratorAndDiscriminator) {
   }
   EXPECT_GT(stats.commitment, 0.0);
   const auto generator_after = impl.model->named_parameters();
+  int moved = 0;
   for (size_t i = 0; i < generator_before.size(); ++i) {
-    EXPECT_FALSE(torch::equal(generator_before[i], generator_after[i].value())) << generator_after[i].key() << " did not move";
+    const torch::Tensor& after = generator_after[i].value();
+    const bool fixed_direction = ends_with(generator_after[i].key(), "weight_v") && after[0].numel() == 1;
+    if (fixed_direction) continue;
+    EXPECT_FALSE(torch::equal(generator_before[i], after)) << generator_after[i].key() << " did not move";
+    ++moved;
   }
+  EXPECT_GT(moved, 100);
   const auto discriminator_after = impl.discriminator->named_parameters();
   for (size_t i = 0; i < discriminator_before.size(); ++i) {
+    if (ends_with(discriminator_after[i].key(), "bias")) continue;
     EXPECT_FALSE(torch::equal(discriminator_before[i], discriminator_after[i].value()))
         << discriminator_after[i].key() << " did not move";
   }

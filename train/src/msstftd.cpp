@@ -16,7 +16,7 @@ std::array<int64_t, 2> same_padding(std::array<int64_t, 2> kernel, std::array<in
 NormConv2dImpl::NormConv2dImpl(int64_t in_channels, int64_t out_channels, std::array<int64_t, 2> kernel,
                                std::array<int64_t, 2> stride, std::array<int64_t, 2> dilation, bool weight_norm)
     : stride_(stride), dilation_(dilation), padding_(same_padding(kernel, dilation)) {
-  params_ = register_module("conv", ConvParameters({out_channels, in_channels, kernel[0], kernel[1]}, out_channels,
+  params_ = register_module("conv", ConvParameters(std::vector<int64_t>{out_channels, in_channels, kernel[0], kernel[1]}, out_channels,
                                                    weight_norm));
 }
 
@@ -36,7 +36,7 @@ DiscriminatorSTFTImpl::DiscriminatorSTFTImpl(const DiscriminatorOptions& options
   int64_t scale = options.filters_scale;
   for (int64_t dilation : dilations) {
     const int64_t out_chs = std::min(scale * options.filters, options.max_filters);
-    convs_->push_back(NormConv2d(in_chs, out_chs, kernel, stride, {dilation, 1}, true));
+    convs_->push_back(NormConv2d(in_chs, out_chs, kernel, stride, std::array<int64_t, 2>{dilation, 1}, true));
     in_chs = out_chs;
     scale *= options.filters_scale;
   }

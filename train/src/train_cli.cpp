@@ -4,6 +4,8 @@
 #include <filesystem>
 #include <iostream>
 
+#include <malloc.h>
+
 #include <CLI/CLI.hpp>
 
 #include "encodec/train.h"
@@ -47,7 +49,8 @@ int train_main(int argc, char** argv) {
     return app.exit(error);
   }
   try {
-    TrainConfig config = config_path.empty() ? TrainConfig{} : load_train_config(config_path);
+    TrainConfig config;
+    if (!config_path.empty()) config = load_train_config(config_path);
     if (!data_dir.empty()) config.data_dir = data_dir;
     if (!checkpoint_path.empty()) config.checkpoint_path = checkpoint_path;
     if (!device.empty()) config.device = device;
@@ -70,6 +73,15 @@ int train_main(int argc, char** argv) {
     if (resume && !std::filesystem::exists(config.checkpoint_path)) {
       throw std::invalid_argument("--resume: " + config.checkpoint_path + " does not exist");
     }
+
+    const std::filesystem::path folder = std::filesystem::path(config.checkpoint_path).parent_path();
+    if (!folder.empty()) std::filesystem::create_directories(folder);
+    // Every step allocates and frees the same activations: keep them in the
+    // heap (glibc's largest mmap threshold, no trimming) rather than mapping
+    // and zeroing them again each step, which cost as much system time as the
+    // arithmetic itself on this machine.
+    mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
+    mallopt(M_TRIM_THRESHOLD, 1024 * 1024 * 1024);
 
     Trainer trainer(config);
     if (resume) trainer.resume(config.checkpoint_path);
