@@ -148,6 +148,14 @@ TEST(TrainerCheckpoint, RoundTripsThroughTheCoreLoader) {
   impl.model->eval();
   torch::NoGradGuard no_grad;
   const torch::Tensor wav = test_batch(config, 1);
+  // A bandwidth needing more codebooks than the file holds is refused, saying so.
+  try {
+    inference.set_target_bandwidth(1.5);
+    ADD_FAILURE() << "1.5 kbps accepted with 4 codebooks of 16 entries";
+  } catch (const std::invalid_argument& error) {
+    EXPECT_NE(std::string(error.what()).find("has 4 codebooks of 16 entries; 1.5 kbps needs 5"), std::string::npos)
+        << error.what();
+  }
   // No bandwidth set: every codebook (the tiny model's 16-entry codebooks fit
   // none of the official bandwidths, which assume 1024 entries).
   const int n_q = config.model.n_q;
