@@ -185,6 +185,9 @@ TEST(TrainConfig, ValidationNamesTheField) {
   config.model.norm = "time_group_norm";
   EXPECT_NE(message(config).find("causal"), std::string::npos);
   config = tiny_config();
+  config.model.name = "encodec_48khz";
+  EXPECT_NE(message(config).find("model.name must be encodec_24khz"), std::string::npos);
+  config = tiny_config();
   config.segment_s = 0.004;
   EXPECT_NE(message(config).find("segment_s"), std::string::npos);
 }

@@ -146,7 +146,8 @@ TrainConfig load_train_config(const std::string& path) {
 void validate(const TrainConfig& c) {
   auto fail = [](const std::string& message) { throw std::invalid_argument("config: " + message); };
   const EncodecConfig& m = c.model;
-  if (m.name != "encodec_24khz" && m.name != "encodec_48khz") fail("model.name must be encodec_24khz or encodec_48khz (it names the .ecdc model)");
+  // The 48 kHz model also normalizes the volume of 1 s chunks, which training does not do yet.
+  if (m.name != "encodec_24khz") fail("model.name must be encodec_24khz (the 48 kHz model's chunked, normalized training is not implemented)");
   if (m.sample_rate_hz <= 0 || m.channels < 1 || m.channels > 2) fail("model.sample_rate_hz must be positive and model.channels 1 or 2");
   if (m.norm != "weight_norm" && m.norm != "time_group_norm" && m.norm != "none") fail("model.norm must be weight_norm, time_group_norm or none");
   if (m.causal && m.norm == "time_group_norm") fail("a causal model cannot use time_group_norm (GroupNorm looks at the whole signal)");
