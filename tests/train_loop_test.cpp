@@ -194,3 +194,63 @@ TEST(TrainConfig, ValidationNamesTheField) {
 
 }  // namespace
 }  // namespace encodec::train
+
+namespace encodec::train {
+namespace {
+
+int run_main(std::vector<std::string> args, std::string* errors) {
+  args.insert(args.begin(), "encodec-train");
+  std::vector<char*> argv;
+  for (std::string& arg : args) argv.push_back(arg.data());
+  ::testing::internal::CaptureStderr();
+  ::testing::internal::CaptureStdout();
+  const int status = train_main(static_cast<int>(argv.size()), argv.data());
+  ::testing::internal::GetCapturedStdout();
+  *errors = ::testing::internal::GetCapturedStderr();
+  return status;
+}
+
+// The command end to end: a JSON config, a data folder, a checkpoint the core
+// loads, then --resume continuing from the saved step.
+TEST(TrainMain, TrainsSavesAndResumes) {
+  const std::string dir = ::encodec::testing::make_temp_dir("train_main");
+  std::filesystem::create_directories(dir + "/data");
+  const TrainConfig tiny = tiny_config();
+  ::encodec::testing::write_pcm16(dir + "/data/a.wav", test_batch(tiny, 2).reshape({1, -1}), 24000);
+  std::ofstream(dir + "/tiny.json") << R"({"model": {"n_filters": 2, "dimension": 8, "lstm_layers": 1, "n_q": 4,
+    "bins": 16, "target_bandwidths": [0.6, 1.2]}, "discriminator": {"filters": 4, "n_ffts": [256, 128],
+    "win_lengths": [256, 128], "hop_lengths": [64, 32]}, "batch_size": 2, "segment_s": 0.2, "device": "cpu"})";
+  const std::string checkpoint = dir + "/out/tiny.th";
+  std::string errors;
+  ASSERT_EQ(run_main({"-c", dir + "/tiny.json", "-d", dir + "/data", "-o", checkpoint, "--steps", "3", "--threads",
+                      "1", "-q"}, &errors), 0) << errors;
+  EXPECT_NE(errors.find("wrote " + checkpoint + " at step 3"), std::string::npos) << errors;
+  EXPECT_TRUE(std::filesystem::exists(checkpoint + ".trainer"));
+  EXPECT_EQ(EncodecModel::from_checkpoint(checkpoint, "encodec_24khz").config().n_q, 4);
+
+  ASSERT_EQ(run_main({"-c", dir + "/tiny.json", "-d", dir + "/data", "-o", checkpoint, "--steps", "5", "--resume",
+                      "--threads", "1", "-q"}, &errors), 0) << errors;
+  EXPECT_NE(errors.find("from step 3"), std::string::npos) << errors;
+  EXPECT_NE(errors.find("at step 5"), std::string::npos) << errors;
+}
+
+// Bad arguments: exit 2 for flags CLI11 refuses, 1 with the reason for the rest.
+TEST(TrainMain, BadArgumentsSayWhy) {
+  const std::string dir = ::encodec::testing::make_temp_dir("train_main_bad");
+  std::string errors;
+  EXPECT_EQ(run_main({"--steps", "many"}, &errors), 2);
+  EXPECT_EQ(run_main({"-c", dir + "/missing.json"}, &errors), 2);
+  EXPECT_EQ(run_main({"-d", dir}, &errors), 1);
+  EXPECT_NE(errors.find("give --checkpoint FILE"), std::string::npos) << errors;
+  EXPECT_EQ(run_main({"-d", dir, "-o", dir + "/m.th", "--resume"}, &errors), 1);
+  EXPECT_NE(errors.find("--resume: " + dir + "/m.th does not exist"), std::string::npos) << errors;
+  EXPECT_EQ(run_main({"-d", dir, "-o", dir + "/m.th", "--n-q", "2", "--threads", "1"}, &errors), 1);
+  EXPECT_NE(errors.find("3 kbps needs 4 codebooks, model.n_q is 2"), std::string::npos) << errors;
+  EXPECT_EQ(run_main({"-d", dir, "-o", dir + "/m.th", "--threads", "1", "--no-adversarial", "--steps", "1"}, &errors), 1);
+  EXPECT_NE(errors.find("holds no audio"), std::string::npos) << errors;
+  EXPECT_EQ(run_main({"-d", dir, "-o", dir + "/m.th", "--device", "tpu"}, &errors), 1);
+  EXPECT_NE(errors.find("device 'tpu'"), std::string::npos) << errors;
+}
+
+}  // namespace
+}  // namespace encodec::train

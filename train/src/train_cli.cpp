@@ -46,7 +46,8 @@ int train_main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {
-    return app.exit(error);
+    const int status = app.exit(error);  // prints help, or the error and a hint
+    return status == 0 ? 0 : 2;
   }
   try {
     TrainConfig config;

@@ -155,7 +155,8 @@ class Trainer {
   std::unique_ptr<Impl> impl_;
 };
 
-// encodec-train's command line (flags override the --config file); returns the exit status.
+// encodec-train's command line (flags override the --config file); returns the
+// exit status: 0 done, 1 an error (named on stderr), 2 invalid arguments.
 int train_main(int argc, char** argv);
 
 }  // namespace encodec::train
