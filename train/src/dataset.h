@@ -25,6 +25,7 @@ class AudioFolder {
   torch::Tensor sample_batch(int64_t batch, int64_t segment_length, std::mt19937_64& generator) const;
 
   size_t num_files() const { return clips_.size(); }
+  const torch::Tensor& clip(size_t i) const { return clips_.at(i); }  // [channels, frames]
   size_t num_skipped() const { return skipped_; }
   double total_seconds() const;
 

@@ -43,6 +43,10 @@ int train_main(int argc, char** argv) {
   app.add_option("--threads", threads, "LibTorch threads (default: one per core)");
   app.add_option("--log-every", log_every, "print a line of losses every N steps (0: never)");
   app.add_flag("-q,--quiet", quiet, "no progress line");
+  std::string evaluate_dir;
+  app.add_option("--evaluate", evaluate_dir,
+                 "no training: evaluate --checkpoint on the audio files of this folder at each bandwidth "
+                 "(time L1, mel loss, SI-SNR)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {
@@ -71,10 +75,27 @@ int train_main(int argc, char** argv) {
     if (threads > 0) config.threads = threads;
     if (quiet) config.progress = false;
     if (config.checkpoint_path.empty()) throw std::invalid_argument("no checkpoint to write: give --checkpoint FILE");
-    if (resume && !std::filesystem::exists(config.checkpoint_path)) {
+    if ((resume || !evaluate_dir.empty()) && !std::filesystem::exists(config.checkpoint_path)) {
+      if (!evaluate_dir.empty()) throw std::invalid_argument("--evaluate: " + config.checkpoint_path + " does not exist");
       throw std::invalid_argument("--resume: " + config.checkpoint_path + " does not exist");
     }
 
+    if (!evaluate_dir.empty()) {
+      // The widths come from the checkpoint; the bandwidths it can serve from the config.
+      const EncodecConfig inferred = EncodecConfig::infer_from_state_dict("encodec_24khz", load_checkpoint(config.checkpoint_path));
+      config.model.n_filters = inferred.n_filters;
+      config.model.dimension = inferred.dimension;
+      config.model.bins = inferred.bins;
+      config.model.n_q = inferred.n_q;
+      config.model.lstm_layers = inferred.lstm_layers;
+      std::vector<double> fitting;
+      for (double bandwidth : config.model.target_bandwidths) {
+        if (config.model.num_codebooks(bandwidth) <= config.model.n_q) fitting.push_back(bandwidth);
+      }
+      if (fitting.empty()) throw std::invalid_argument("--evaluate: no bandwidth of --bandwidths fits " + config.checkpoint_path);
+      config.model.target_bandwidths = fitting;
+      config.weights.adversarial = config.weights.feature = 0;  // no discriminator needed
+    }
     const std::filesystem::path folder = std::filesystem::path(config.checkpoint_path).parent_path();
     if (!folder.empty()) std::filesystem::create_directories(folder);
     // Every step allocates and frees the same activations: keep them in the
@@ -85,6 +106,14 @@ int train_main(int argc, char** argv) {
     mallopt(M_TRIM_THRESHOLD, 1024 * 1024 * 1024);
 
     Trainer trainer(config);
+    if (!evaluate_dir.empty()) {
+      trainer.load_weights(config.checkpoint_path);
+      for (const Trainer::Evaluation& row : trainer.evaluate(evaluate_dir)) {
+        std::printf("%s  %.1f kbps  files %lld  l1 %.5f  mel %.5f  SI-SNR %.2f dB\n", config.checkpoint_path.c_str(),
+                    row.bandwidth_kbps, static_cast<long long>(row.files), row.time_l1, row.mel, row.si_snr_db);
+      }
+      return 0;
+    }
     if (resume) trainer.resume(config.checkpoint_path);
     std::cerr << "encodec-train: " << config.model.name << " n_filters " << config.model.n_filters << ", dimension "
               << config.model.dimension << ", " << config.model.n_q << " codebooks of " << config.model.bins

@@ -201,6 +201,47 @@ void Trainer::resume(const std::string& path) {
   torch::manual_seed(s.config.seed + static_cast<uint64_t>(s.step));
 }
 
+void Trainer::load_weights(const std::string& path) { impl_->model->load_state_dict(load_checkpoint(path), path); }
+
+double si_snr_db(const torch::Tensor& reference, const torch::Tensor& estimate) {
+  torch::Tensor r = reference.to(torch::kFloat64).flatten(), e = estimate.to(torch::kFloat64).flatten();
+  TORCH_CHECK(r.numel() == e.numel() && r.numel() > 0, "si_snr_db: lengths differ or are empty");
+  r = r - r.mean();
+  e = e - e.mean();
+  const double energy = r.pow(2).sum().item<double>();
+  torch::Tensor target = r * (e.dot(r).item<double>() / std::max(energy, 1e-20));
+  const double noise = (e - target).pow(2).sum().item<double>();
+  const double signal = target.pow(2).sum().item<double>();
+  return std::min(100.0, 10 * std::log10(std::max(signal, 1e-20) / std::max(noise, 1e-20)));
+}
+
+std::vector<Trainer::Evaluation> Trainer::evaluate(const std::string& dir) {
+  Impl& s = *impl_;
+  AudioFolder data(dir, s.config.model.sample_rate_hz, s.config.model.channels);
+  torch::NoGradGuard no_grad;
+  s.model->eval();
+  std::vector<Evaluation> rows;
+  for (double bandwidth : s.config.model.target_bandwidths) {
+    Evaluation row;
+    row.bandwidth_kbps = bandwidth;
+    const int64_t n_q = std::min<int64_t>(s.config.model.num_codebooks(bandwidth), s.config.model.n_q);
+    for (size_t i = 0; i < data.num_files(); ++i) {
+      torch::Tensor x = data.clip(i).unsqueeze(0).to(s.device);
+      torch::Tensor y = s.model->forward(x, n_q).audio;
+      row.time_l1 += time_l1_loss(x, y).item<double>();
+      row.mel += s.mel_loss(x.mean(1, true), y.mean(1, true)).item<double>();
+      row.si_snr_db += si_snr_db(x.cpu(), y.cpu());
+      ++row.files;
+    }
+    row.time_l1 /= static_cast<double>(row.files);
+    row.mel /= static_cast<double>(row.files);
+    row.si_snr_db /= static_cast<double>(row.files);
+    rows.push_back(row);
+  }
+  s.model->train();
+  return rows;
+}
+
 void Trainer::run(const std::function<void(const StepStats&)>& on_step) {
   Impl& s = *impl_;
   if (s.config.data_dir.empty()) throw std::runtime_error("no data folder (data_dir) given");

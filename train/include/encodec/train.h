@@ -145,6 +145,20 @@ class Trainer {
   // CheckpointError or std::runtime_error naming the file at fault.
   void resume(const std::string& path);
 
+  // Loads only the model's weights and codebooks from a checkpoint (any
+  // checkpoint of this architecture, e.g. to evaluate it).
+  void load_weights(const std::string& path);
+
+  // The model in eval mode on every file of `dir` (whole files, converted as
+  // for training), at each of config().model.target_bandwidths: the mean time
+  // L1, multi-scale mel loss and SI-SNR over the files.
+  struct Evaluation {
+    double bandwidth_kbps = 0;
+    double time_l1 = 0, mel = 0, si_snr_db = 0;
+    int64_t files = 0;
+  };
+  std::vector<Evaluation> evaluate(const std::string& dir);
+
   int64_t step_count() const;
   const TrainConfig& config() const;
 
@@ -154,6 +168,10 @@ class Trainer {
  private:
   std::unique_ptr<Impl> impl_;
 };
+
+// Scale-invariant SNR in dB of `estimate` against `reference` (both [T]; the
+// means removed, the estimate projected on the reference), capped at 100 dB.
+double si_snr_db(const torch::Tensor& reference, const torch::Tensor& estimate);
 
 // encodec-train's command line (flags override the --config file); returns the
 // exit status: 0 done, 1 an error (named on stderr), 2 invalid arguments.
