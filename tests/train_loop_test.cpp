@@ -317,3 +317,29 @@ TEST(Trainer, EvaluateAveragesOverTheFiles) {
 
 }  // namespace
 }  // namespace encodec::train
+
+namespace encodec::train {
+namespace {
+
+// Without the commitment loss the encoder learns only through the
+// straight-through estimator: its parameters must still move.
+TEST(Trainer, EncoderLearnsThroughTheQuantizerAlone) {
+  TrainConfig config = tiny_config();
+  config.weights.commitment = 0;
+  config.weights.adversarial = config.weights.feature = 0;
+  Trainer trainer(config);
+  Trainer::Impl& impl = trainer.impl();
+  std::vector<std::pair<std::string, torch::Tensor>> before;
+  for (const auto& item : impl.model->encoder()->named_parameters()) {
+    before.emplace_back(item.key(), item.value().detach().clone());
+  }
+  trainer.step(test_batch(config, 2));
+  const auto after = impl.model->encoder()->named_parameters();
+  int moved = 0;
+  for (size_t i = 0; i < before.size(); ++i) moved += !torch::equal(before[i].second, after[i].value());
+  // All but the weight-normed rows of one element (see FullStepUpdatesGeneratorAndDiscriminator).
+  EXPECT_GE(moved, static_cast<int>(before.size()) - 4) << moved << " of " << before.size();
+}
+
+}  // namespace
+}  // namespace encodec::train
