@@ -233,6 +233,15 @@ void EncodecModel::set_target_bandwidth(double bandwidth_kbps) {
     message << ")";
     throw std::invalid_argument(message.str());
   }
+  // Checkpoints of other widths (trained with encodec-train) may hold fewer
+  // codebooks than the official bandwidths assume.
+  const int needed = config().num_codebooks(bandwidth_kbps);
+  if (needed > config().n_q) {
+    std::ostringstream message;
+    message << "model " << name() << " has " << config().n_q << " codebooks of " << config().bins
+            << " entries; " << bandwidth_kbps << " kbps needs " << needed;
+    throw std::invalid_argument(message.str());
+  }
   bandwidth_kbps_ = bandwidth_kbps;
 }
 
