@@ -10,7 +10,6 @@
 // test makes (the reorder windows do not care how frames came out of order).
 #include <algorithm>
 #include <chrono>
-#include <filesystem>
 #include <set>
 #include <string>
 #include <thread>
@@ -301,67 +300,6 @@ TEST_F(ServerOpusTest, OpusFromAPeerWithoutTheModelReachesCodeMembersAsStreaming
   EXPECT_EQ(stats.reorder_duplicates, 1u);
   EXPECT_EQ(stats.invalid_media, 1u);
   EXPECT_EQ(stats.send_dropped + stats.compute_dropped, 0u);
-}
-
-// encodec-client without the model (Opus both ways) in a call with a client
-// that runs it, over TCP: the model's client hears exactly the streaming
-// decode of the codes a local StreamingEncoder gives for libopus's decode of
-// the Opus client's packets (its file in 20 ms frames, the last one padded with
-// silence); the Opus client hears exactly libopus run on the decode of the
-// other's codes.
-TEST_F(ServerOpusTest, AClientWithoutTheModelCallsAClientWithIt) {
-  const std::string dir = ::testing::TempDir() + "/opus_client_call";
-  std::filesystem::create_directories(dir);
-  const auto member = [&](const std::string& input, const std::string& output) {
-    client::ClientOptions options;
-    options.server = "127.0.0.1:" + std::to_string(server_->tcp_port());
-    options.tcp = true;
-    options.mode = client::Mode::kCall;
-    options.room = "mixed";
-    options.input = golden_path("inputs/" + input);
-    options.output = dir + "/" + output;
-    options.as_fast_as_possible = true;
-    options.wait_for_members = 2;
-    return options;
-  };
-  client::ClientOptions opus_options = member("long_24k.wav", "heard_by_opus.wav");
-  opus_options.send_opus = opus_options.receive_opus = true;
-  opus_options.opus_bitrate_bps = kOpusBitrate;
-  ASSERT_FALSE(client::needs_model(opus_options));
-  const client::ClientOptions codes_options = member("chirp_odd_24k.wav", "heard_by_codes.wav");
-  ASSERT_TRUE(client::needs_model(codes_options));
-  ClientRun opus_run(opus_options), codes_run(codes_options);
-  const client::ClientReport opus_report = opus_run.get();
-  codes_run.get();
-
-  // The Opus client's packets as its libopus makes them, and the server's decode of them.
-  std::vector<float> signal = read_wav(golden_path("inputs/long_24k.wav"));
-  const size_t packets = (signal.size() + kOpusFrameSamples - 1) / kOpusFrameSamples;
-  signal.resize(packets * kOpusFrameSamples, 0.0f);
-  std::string error;
-  net::OpusFrameOptions sent_options;
-  sent_options.bitrate_bps = kOpusBitrate;
-  auto opus_encoder = net::OpusFrameEncoder::create(sent_options, &error);
-  auto opus_decoder = net::OpusFrameDecoder::create(24000, kOpusFrameSamples, &error);
-  ASSERT_TRUE(opus_encoder && opus_decoder) << error;
-  std::vector<float> pcm(signal.size());
-  for (size_t at = 0; at < signal.size(); at += kOpusFrameSamples) {
-    uint8_t packet[1500];
-    const size_t bytes = opus_encoder->encode(signal.data() + at, packet, sizeof packet);
-    ASSERT_GT(bytes, 0u);
-    ASSERT_TRUE(opus_decoder->decode(packet, bytes, pcm.data() + at));
-  }
-  const std::vector<CodeFrame> codes = encode_samples(live_->model, pcm, 6.0);
-
-  EXPECT_EQ(opus_report.frames_sent, packets);
-  EXPECT_EQ(read_wav(dir + "/heard_by_codes.wav"), as_written(decode_codes(live_->model, codes), dir));
-  const std::vector<float> heard_by_opus = opus_round_trip(
-      decode_codes(live_->model, encode_file(live_->model, golden_path("inputs/chirp_odd_24k.wav"), 6.0)));
-  EXPECT_EQ(read_wav(dir + "/heard_by_opus.wav"), as_written(heard_by_opus, dir));
-  const server::ServerStats stats = server_->stats();
-  EXPECT_EQ(stats.opus_in_frames, packets);
-  EXPECT_EQ(stats.opus_in_encoded_frames, codes.size());
-  EXPECT_EQ(stats.opus_in_malformed + stats.opus_in_concealed + stats.invalid_media, 0u);
 }
 
 // What needs the model: codes sent or received.
