@@ -642,56 +642,55 @@ struct Client::Impl {
     media->set_capture_time_us(capture_times_us[next_sequence % capture_times_us.size()]);
     media->set_kind(wire::PAYLOAD_KIND_OPUS);
     media->set_payload(packet, bytes);
-    payload_bytes_sent += bytes;
+    send_counted(*media);
+  }
+
+  // Sends the frame next_media() began, counting it.
+  void send_counted(const wire::Media& media) {
+    payload_bytes_sent += media.payload().size();
     ++frames_sent;
     ++next_sequence;
     send(media_out);
   }
 
-  void send_frame(const CodeFrame& code_frame, bool end_of_stream) {
-    const CodeFrame* frame = &code_frame;
+  void send_frame(const CodeFrame& frame, bool end_of_stream) {
     wire::Media* media = next_media(end_of_stream);
-    {
-      media->set_num_codebooks(static_cast<uint32_t>(frame->num_codebooks));
-      media->set_capture_time_us(capture_times_us[next_sequence % capture_times_us.size()]);
-      if (options.lm && lm_codes_now()) {
-        const bool new_context = !lm_encoder || lm_context_wanted ||
-                                 frames_in_context >= options.lm_context_frames ||
-                                 lm_context_codebooks != frame->num_codebooks;
-        lm_context_wanted = false;
-        lm_bytes.clear();
-        if (new_context) {
-          // The same codebooks: the encoder starts over in its own buffers
-          // (its segment is already ended: nothing to append).
-          if (lm_encoder && lm_context_codebooks == frame->num_codebooks) {
-            lm_encoder->finish(&lm_bytes);
-          } else {
-            lm_encoder = std::make_unique<LmStreamEncoder>(*lm, frame->num_codebooks);
-          }
-          lm_context_start = next_sequence;
-          lm_context_codebooks = frame->num_codebooks;
-          frames_in_context = 0;
+    media->set_num_codebooks(static_cast<uint32_t>(frame.num_codebooks));
+    media->set_capture_time_us(capture_times_us[next_sequence % capture_times_us.size()]);
+    if (options.lm && lm_codes_now()) {
+      const bool new_context = !lm_encoder || lm_context_wanted ||
+                               frames_in_context >= options.lm_context_frames ||
+                               lm_context_codebooks != frame.num_codebooks;
+      lm_context_wanted = false;
+      lm_bytes.clear();
+      if (new_context) {
+        // The same codebooks: the encoder starts over in its own buffers
+        // (its segment is already ended: nothing to append).
+        if (lm_encoder && lm_context_codebooks == frame.num_codebooks) {
+          lm_encoder->finish(&lm_bytes);
+        } else {
+          lm_encoder = std::make_unique<LmStreamEncoder>(*lm, frame.num_codebooks);
         }
-        int64_t codes[kMaxStreamCodebooks];
-        for (int k = 0; k < frame->num_codebooks; ++k) codes[k] = frame->codes[k];
-        lm_encoder->push_frame(codes, &lm_bytes);
-        lm_encoder->end_segment(&lm_bytes);
-        ++frames_in_context;
-        ++frames_sent_lm;
-        media->set_kind(wire::PAYLOAD_KIND_LM_CODES);
-        media->set_lm_context_start(lm_context_start);
-        media->set_payload(lm_bytes);
-      } else {
-        const size_t bytes =
-            net::pack_raw_codes(frame->codes.data(), frame->num_codebooks, bits, payload_scratch.data());
-        media->set_kind(wire::PAYLOAD_KIND_RAW_CODES);
-        media->set_payload(payload_scratch.data(), bytes);
+        lm_context_start = next_sequence;
+        lm_context_codebooks = frame.num_codebooks;
+        frames_in_context = 0;
       }
-      payload_bytes_sent += media->payload().size();
-      ++frames_sent;
-      ++next_sequence;
+      int64_t codes[kMaxStreamCodebooks];
+      for (int k = 0; k < frame.num_codebooks; ++k) codes[k] = frame.codes[k];
+      lm_encoder->push_frame(codes, &lm_bytes);
+      lm_encoder->end_segment(&lm_bytes);
+      ++frames_in_context;
+      ++frames_sent_lm;
+      media->set_kind(wire::PAYLOAD_KIND_LM_CODES);
+      media->set_lm_context_start(lm_context_start);
+      media->set_payload(lm_bytes);
+    } else {
+      const size_t bytes =
+          net::pack_raw_codes(frame.codes.data(), frame.num_codebooks, bits, payload_scratch.data());
+      media->set_kind(wire::PAYLOAD_KIND_RAW_CODES);
+      media->set_payload(payload_scratch.data(), bytes);
     }
-    send(media_out);
+    send_counted(*media);
   }
 
   // --- playout -------------------------------------------------------------
