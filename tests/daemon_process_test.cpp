@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <regex>
 #include <sstream>
@@ -176,6 +177,36 @@ TEST_F(DaemonProcessTest, CallBetweenClientProcessesThenSigtermSaysGoodbyeAndExi
   const auto status = daemon_->wait(std::chrono::seconds(10));
   ASSERT_TRUE(status) << "encodecd still running after SIGTERM";
   EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << daemon_->log();
+}
+
+// `encodec-client --send-opus` is a peer without the model: it starts with no
+// checkpoint anywhere (an empty --model-dir), calls a client that runs the model,
+// and hears it as the server's Opus (whole 20 ms frames of the decode).
+TEST_F(DaemonProcessTest, ClientProcessWithoutTheModelSendsAndHearsOpus) {
+  const std::string empty = dir_ + "/no-models";
+  std::filesystem::create_directories(empty);
+  Process opus({ENCODEC_CLIENT_PATH, "--server", "127.0.0.1:" + std::to_string(udp_port_), "--model-dir", empty,
+                "--send-opus", "--input", golden_path("inputs/speech_24k.wav"), "--output", dir_ + "/opus.wav",
+                "--as-fast-as-possible", "--wait-for", "2", "call", "mixed"},
+               dir_ + "/opus.log");
+  Process codes(client({"--input", golden_path("inputs/chirp_odd_24k.wav"), "--output", dir_ + "/codes.wav",
+                        "--as-fast-as-possible", "--wait-for", "2", "call", "mixed"}),
+                dir_ + "/codes.log");
+  for (Process* process : {&opus, &codes}) {
+    const auto status = process->wait(std::chrono::seconds(30));
+    ASSERT_TRUE(status) << process->log();
+    EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << process->log();
+  }
+  const LiveModel* live = golden_live_model();
+  const size_t decoded =
+      decode_codes(live->model, encode_file(live->model, golden_path("inputs/chirp_odd_24k.wav"), 6.0)).size();
+  EXPECT_EQ(read_wav(dir_ + "/opus.wav").size(), decoded / 480 * 480);
+  // 2.5 s of speech (60000 samples) in 125 packets of 20 ms reached the other side as
+  // codes: as many frames as the file's own codes, so as long a decode.
+  EXPECT_NE(opus.log().find("sent 125 frames"), std::string::npos) << opus.log();
+  EXPECT_EQ(read_wav(dir_ + "/codes.wav").size(),
+            decode_codes(live->model, encode_file(live->model, golden_path("inputs/speech_24k.wav"), 6.0)).size())
+      << codes.log();
 }
 
 // SIGKILL leaves no goodbye: the daemon notices the silence and ends the

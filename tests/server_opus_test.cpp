@@ -10,6 +10,7 @@
 // test makes (the reorder windows do not care how frames came out of order).
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <set>
 #include <string>
 #include <thread>
@@ -300,6 +301,129 @@ TEST_F(ServerOpusTest, OpusFromAPeerWithoutTheModelReachesCodeMembersAsStreaming
   EXPECT_EQ(stats.reorder_duplicates, 1u);
   EXPECT_EQ(stats.invalid_media, 1u);
   EXPECT_EQ(stats.send_dropped + stats.compute_dropped, 0u);
+}
+
+// An Opus sender whose Goodbye comes right behind its last packets (one TCP
+// write: the server reads them all before the compute thread has decoded the
+// first) is heard to its end: the session's removal waits for the packets
+// submitted before it, and its stream's last code frames still reach the room
+// it left. Once with the end mark on the last packet, as encodec-client sends
+// it, and once without (the removal ends the stream).
+TEST_F(ServerOpusTest, AnOpusSenderThatSaysGoodbyeRightAfterItsLastPacketIsHeardToItsEnd) {
+  const std::vector<float> signal = read_wav(golden_path("inputs/speech_24k.wav"));
+  std::string error;
+  net::OpusFrameOptions options;
+  options.bitrate_bps = kOpusBitrate;
+  auto opus_encoder = net::OpusFrameEncoder::create(options, &error);
+  auto opus_decoder = net::OpusFrameDecoder::create(24000, kOpusFrameSamples, &error);
+  ASSERT_TRUE(opus_encoder && opus_decoder) << error;
+  std::vector<std::string> packets;
+  std::vector<float> pcm;
+  for (size_t at = 0; at + kOpusFrameSamples <= signal.size(); at += kOpusFrameSamples) {
+    uint8_t packet[1500];
+    const size_t bytes = opus_encoder->encode(signal.data() + at, packet, sizeof packet);
+    ASSERT_GT(bytes, 0u);
+    packets.emplace_back(reinterpret_cast<const char*>(packet), bytes);
+    std::vector<float> frame(kOpusFrameSamples);
+    ASSERT_TRUE(opus_decoder->decode(packet, bytes, frame.data()));
+    pcm.insert(pcm.end(), frame.begin(), frame.end());
+  }
+  const std::vector<CodeFrame> expected = encode_samples(live_->model, pcm, 6.0);
+
+  for (const bool end_mark : {true, false}) {
+    SCOPED_TRACE(end_mark ? "with the end mark" : "without the end mark");
+    const std::string room = end_mark ? "bye-marked" : "bye-unmarked";
+    RawPeer sender(server_->tcp_port(), /*tcp=*/true), codes(server_->tcp_port(), true);
+    ASSERT_NE(sender.hello(net::kProtocolVersion, /*with_model=*/false), 0u);
+    ASSERT_NE(codes.hello(), 0u);
+    expect_joined(sender, join(room, wire::ROLE_SEND, true, wire::PAYLOAD_KIND_OPUS));
+    expect_joined(codes, join(room, wire::ROLE_LISTEN, false));
+
+    std::string burst;
+    for (size_t i = 0; i < packets.size(); ++i) {
+      wire::Envelope envelope;
+      wire::Media* media = envelope.mutable_media();
+      media->set_sequence(static_cast<uint32_t>(i));
+      media->set_timestamp_samples(uint64_t{kOpusFrameSamples} * i);
+      media->set_kind(wire::PAYLOAD_KIND_OPUS);
+      media->set_payload(packets[i]);
+      media->set_end_of_stream(end_mark && i + 1 == packets.size());
+      burst += sender.serialize(envelope);
+    }
+    wire::Envelope goodbye;
+    goodbye.mutable_goodbye()->set_reason("done");
+    burst += sender.serialize(goodbye);
+    const server::ServerStats before = server_->stats();
+    sender.send_bytes(burst);
+
+    expect_same_codes(unpack_stream(receive_stream(codes)), expected);
+    const server::ServerStats stats = server_->stats();
+    EXPECT_EQ(stats.opus_in_frames - before.opus_in_frames, packets.size());
+    EXPECT_EQ(stats.opus_in_encoded_frames - before.opus_in_encoded_frames, expected.size());
+    EXPECT_EQ(stats.compute_dropped + stats.compute_discarded + stats.opus_in_concealed, 0u);
+  }
+}
+
+// encodec-client without the model (Opus both ways) in a call with a client
+// that runs it, over TCP: the model's client hears exactly the streaming
+// decode of the codes a local StreamingEncoder gives for libopus's decode of
+// the Opus client's packets (its file in 20 ms frames, the last one padded with
+// silence); the Opus client hears exactly libopus run on the decode of the
+// other's codes.
+TEST_F(ServerOpusTest, AClientWithoutTheModelCallsAClientWithIt) {
+  const std::string dir = ::testing::TempDir() + "/opus_client_call";
+  std::filesystem::create_directories(dir);
+  const auto member = [&](const std::string& input, const std::string& output) {
+    client::ClientOptions options;
+    options.server = "127.0.0.1:" + std::to_string(server_->tcp_port());
+    options.tcp = true;
+    options.mode = client::Mode::kCall;
+    options.room = "mixed";
+    options.input = golden_path("inputs/" + input);
+    options.output = dir + "/" + output;
+    options.as_fast_as_possible = true;
+    options.wait_for_members = 2;
+    return options;
+  };
+  client::ClientOptions opus_options = member("long_24k.wav", "heard_by_opus.wav");
+  opus_options.send_opus = opus_options.receive_opus = true;
+  opus_options.opus_bitrate_bps = kOpusBitrate;
+  ASSERT_FALSE(client::needs_model(opus_options));
+  const client::ClientOptions codes_options = member("chirp_odd_24k.wav", "heard_by_codes.wav");
+  ASSERT_TRUE(client::needs_model(codes_options));
+  ClientRun opus_run(opus_options), codes_run(codes_options);
+  const client::ClientReport opus_report = opus_run.get();
+  codes_run.get();
+
+  // The Opus client's packets as its libopus makes them, and the server's decode of them.
+  std::vector<float> signal = read_wav(golden_path("inputs/long_24k.wav"));
+  const size_t packets = (signal.size() + kOpusFrameSamples - 1) / kOpusFrameSamples;
+  signal.resize(packets * kOpusFrameSamples, 0.0f);
+  std::string error;
+  net::OpusFrameOptions sent_options;
+  sent_options.bitrate_bps = kOpusBitrate;
+  auto opus_encoder = net::OpusFrameEncoder::create(sent_options, &error);
+  auto opus_decoder = net::OpusFrameDecoder::create(24000, kOpusFrameSamples, &error);
+  ASSERT_TRUE(opus_encoder && opus_decoder) << error;
+  std::vector<float> pcm(signal.size());
+  for (size_t at = 0; at < signal.size(); at += kOpusFrameSamples) {
+    uint8_t packet[1500];
+    const size_t bytes = opus_encoder->encode(signal.data() + at, packet, sizeof packet);
+    ASSERT_GT(bytes, 0u);
+    ASSERT_TRUE(opus_decoder->decode(packet, bytes, pcm.data() + at));
+  }
+  const std::vector<CodeFrame> codes = encode_samples(live_->model, pcm, 6.0);
+
+  EXPECT_EQ(opus_report.frames_sent, packets);
+  EXPECT_EQ(read_wav(dir + "/heard_by_codes.wav"), as_written(decode_codes(live_->model, codes), dir));
+  const std::vector<float> heard_by_opus = opus_round_trip(
+      decode_codes(live_->model, encode_file(live_->model, golden_path("inputs/chirp_odd_24k.wav"), 6.0)));
+  EXPECT_EQ(read_wav(dir + "/heard_by_opus.wav"), as_written(heard_by_opus, dir));
+  const server::ServerStats stats = server_->stats();
+  EXPECT_EQ(stats.opus_in_frames, packets);
+  EXPECT_EQ(stats.opus_in_encoded_frames, codes.size());
+  EXPECT_EQ(stats.opus_in_malformed + stats.opus_in_concealed + stats.invalid_media, 0u);
+  EXPECT_EQ(stats.compute_dropped + stats.compute_discarded, 0u);
 }
 
 // What needs the model: codes sent or received.

@@ -76,6 +76,7 @@ const CounterField kCounterFields[] = {
     {&ServerStats::encoded_frames, "encoded_frames", "Code frames made for ROLE_ENCODE sessions"},
     {&ServerStats::compute_ticks, "compute_ticks", "Batched model ticks of the compute thread"},
     {&ServerStats::compute_dropped, "compute_dropped", "Work refused on a full compute queue"},
+    {&ServerStats::compute_discarded, "compute_discarded", "Media the compute thread had no stream for"},
     {&ServerStats::reorder_duplicates, "reorder_duplicates", "Duplicate frames dropped before decoding"},
     {&ServerStats::reorder_late, "reorder_late", "Frames that came after their slot was concealed"},
     {&ServerStats::transcode_concealed, "transcode_concealed", "Code frames concealed for Opus members (lost)"},

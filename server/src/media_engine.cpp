@@ -63,6 +63,9 @@ struct MediaEngine::Control {
   double bandwidth_kbps = 0.0;
   int bitrate_bps = 0;
   int frame_samples = 0;
+  // Applied once this many jobs have been taken: every job submitted before the
+  // control (its count, like the jobs', is taken before the push).
+  uint64_t after_jobs = 0;
 };
 
 // A room member's Opus packets on their way to the encoder.
@@ -135,6 +138,10 @@ void MediaEngine::set_code_forwarder(CodeForwarder forwarder) {
   forward_codes_ = std::move(forwarder);
 }
 
+void MediaEngine::set_removal_listener(RemovalListener listener) {
+  removal_listener_ = std::move(listener);
+}
+
 void MediaEngine::start() {
   if (running_.exchange(true)) return;
   thread_ = std::thread([this] { run(); });
@@ -153,8 +160,7 @@ void MediaEngine::open_encoder(uint64_t session, std::shared_ptr<Peer> peer,
   control->session = session;
   control->peer = std::move(peer);
   control->bandwidth_kbps = bandwidth_kbps;
-  std::lock_guard<std::mutex> lock(control_mutex_);
-  controls_.push_back(std::move(control));
+  push_control(std::move(control));
 }
 
 void MediaEngine::open_opus_sender(uint64_t session, int frame_samples, double bandwidth_kbps) {
@@ -163,8 +169,7 @@ void MediaEngine::open_opus_sender(uint64_t session, int frame_samples, double b
   control->session = session;
   control->frame_samples = frame_samples;
   control->bandwidth_kbps = bandwidth_kbps;
-  std::lock_guard<std::mutex> lock(control_mutex_);
-  controls_.push_back(std::move(control));
+  push_control(std::move(control));
 }
 
 void MediaEngine::add_opus_receiver(uint64_t sender, uint32_t sender_stream_id, uint64_t receiver,
@@ -178,20 +183,33 @@ void MediaEngine::add_opus_receiver(uint64_t sender, uint32_t sender_stream_id, 
   control->peer = std::move(peer);
   control->bitrate_bps = bitrate_bps;
   control->frame_samples = frame_samples;
-  std::lock_guard<std::mutex> lock(control_mutex_);
-  controls_.push_back(std::move(control));
+  push_control(std::move(control));
 }
 
 void MediaEngine::remove_session(uint64_t session) {
   auto control = std::make_unique<Control>();
   control->kind = Control::Kind::kRemoveSession;
   control->session = session;
-  std::lock_guard<std::mutex> lock(control_mutex_);
-  controls_.push_back(std::move(control));
+  push_control(std::move(control));
+}
+
+void MediaEngine::push_control(std::unique_ptr<Control> control) {
+  {
+    std::lock_guard<std::mutex> lock(control_mutex_);
+    // Read under the lock, so that the waiting controls' counts never decrease.
+    control->after_jobs = jobs_submitted_.load();
+    controls_.push_back(std::move(control));
+    controls_submitted_.store(true);
+  }
+  wake_.notify_one();
 }
 
 void MediaEngine::enqueue(Job* job) {
   counters_.queued_jobs.fetch_add(1, std::memory_order_relaxed);
+  // Counted before the push: a control that counted this job is applied only
+  // after it is taken (the queue is FIFO, so every job pushed before the
+  // control was read is among the first after_jobs taken).
+  jobs_submitted_.fetch_add(1);
   jobs_.push(job);
 }
 
@@ -266,7 +284,7 @@ bool MediaEngine::submit_opus(uint64_t sender, uint32_t sequence, uint64_t captu
 void MediaEngine::run() {
   at::set_num_threads(threads_);
   while (running_.load()) {
-    bool worked = drain_controls();
+    bool worked = apply_due_controls();
     worked |= drain_jobs();
     while (has_frame_pending()) {
       tick();
@@ -275,121 +293,159 @@ void MediaEngine::run() {
     finish_ended_streams();
     if (!worked) {
       // Woken by the next submit; the timeout only bounds a wake-up lost to the
-      // unlocked notify.
+      // unlocked notify (and a control waiting for a job still being pushed).
       std::unique_lock<std::mutex> lock(wake_mutex_);
       wake_.wait_for(lock, std::chrono::milliseconds(2));
     }
   }
 }
 
-bool MediaEngine::drain_controls() {
-  {
-    std::lock_guard<std::mutex> lock(control_mutex_);
-    if (controls_.empty()) return false;
-    controls_taken_.swap(controls_);
+bool MediaEngine::apply_due_controls() {
+  if (controls_submitted_.load()) {
+    {
+      std::lock_guard<std::mutex> lock(control_mutex_);
+      controls_taken_.swap(controls_);
+      controls_submitted_.store(false);
+    }
+    for (auto& control : controls_taken_) controls_waiting_.push_back(std::move(control));
+    controls_taken_.clear();
   }
-  for (auto& control : controls_taken_) {
-    switch (control->kind) {
-      case Control::Kind::kOpenEncoder:
-      case Control::Kind::kOpenOpusSender: {
-        auto encoder = std::make_unique<Encoder>();
-        encoder->session = control->session;
-        encoder->stream = batcher_->open_stream();
-        batcher_->set_bandwidth(encoder->stream, control->bandwidth_kbps);
-        encoder->peer = control->peer;
-        encoder->bandwidth_kbps = control->bandwidth_kbps;
-        if (control->kind == Control::Kind::kOpenOpusSender) {
-          std::string error;
-          auto input = std::make_unique<OpusInput>();
-          input->decoder = net::OpusFrameDecoder::create(model_.sample_rate_hz(),
-                                                         control->frame_samples, &error);
-          if (!input->decoder) {
-            spdlog::warn("Opus decoder for session {:x}: {}", control->session, error);
-            batcher_->close_stream(encoder->stream);
-            break;
-          }
-          input->reorder = make_reorder_window(
-              1e6 * control->frame_samples / model_.sample_rate_hz(), kMaxOpusPacketBytes,
-              reorder_window_frames_);
-          input->pcm.resize(static_cast<size_t>(control->frame_samples));
-          encoder->opus = std::move(input);
-        }
-        auto old = encoders_.find(control->session);
-        if (old != encoders_.end()) batcher_->close_stream(old->second->stream);
-        encoders_[control->session] = std::move(encoder);
-        break;
-      }
-      case Control::Kind::kAddOpusReceiver: {
-        std::unique_ptr<Decoder>& decoder = decoders_[control->session];
-        if (!decoder) {
-          decoder = std::make_unique<Decoder>();
-          decoder->stream = batcher_->open_stream();
-          decoder->sender_stream_id = control->sender_stream_id;
-          decoder->reorder = make_reorder_window(1e6 * hop_ / model_.sample_rate_hz(),
-                                                 sizeof(int32_t) * kMaxStreamCodebooks,
-                                                 reorder_window_frames_);
-        }
-        OpusReceiver receiver;
-        receiver.session = control->receiver;
-        receiver.peer = control->peer;
-        receiver.bitrate_bps = control->bitrate_bps;
-        net::OpusFrameOptions options;
-        options.sample_rate_hz = model_.sample_rate_hz();
-        options.frame_samples = control->frame_samples;
-        options.bitrate_bps = control->bitrate_bps;
+  bool applied = false;
+  while (!controls_waiting_.empty() && controls_waiting_.front()->after_jobs <= jobs_taken_) {
+    const std::unique_ptr<Control> control = std::move(controls_waiting_.front());
+    controls_waiting_.pop_front();
+    apply(*control);
+    applied = true;
+  }
+  return applied;
+}
+
+void MediaEngine::apply(const Control& control) {
+  switch (control.kind) {
+    case Control::Kind::kOpenEncoder:
+    case Control::Kind::kOpenOpusSender: {
+      auto encoder = std::make_unique<Encoder>();
+      encoder->session = control.session;
+      encoder->stream = batcher_->open_stream();
+      batcher_->set_bandwidth(encoder->stream, control.bandwidth_kbps);
+      encoder->peer = control.peer;
+      encoder->bandwidth_kbps = control.bandwidth_kbps;
+      if (control.kind == Control::Kind::kOpenOpusSender) {
         std::string error;
-        receiver.encoder = net::OpusFrameEncoder::create(options, &error);
-        if (!receiver.encoder) {
-          spdlog::warn("Opus encoder for session {:x}: {}", control->receiver, error);
+        auto input = std::make_unique<OpusInput>();
+        input->decoder = net::OpusFrameDecoder::create(model_.sample_rate_hz(),
+                                                       control.frame_samples, &error);
+        if (!input->decoder) {
+          spdlog::warn("Opus decoder for session {:x}: {}", control.session, error);
+          batcher_->close_stream(encoder->stream);
           break;
         }
-        receiver.pending.reserve(static_cast<size_t>(control->frame_samples) * 4 + 4096);
-        receiver.pending_first_sample = decoder->samples_out;
-        decoder->receivers.push_back(std::move(receiver));
+        input->reorder = make_reorder_window(
+            1e6 * control.frame_samples / model_.sample_rate_hz(), kMaxOpusPacketBytes,
+            reorder_window_frames_);
+        input->pcm.resize(static_cast<size_t>(control.frame_samples));
+        encoder->opus = std::move(input);
+      }
+      auto old = encoders_.find(control.session);
+      if (old != encoders_.end()) batcher_->close_stream(old->second->stream);
+      encoders_[control.session] = std::move(encoder);
+      break;
+    }
+    case Control::Kind::kAddOpusReceiver: {
+      std::unique_ptr<Decoder>& decoder = decoders_[control.session];
+      if (!decoder) {
+        decoder = std::make_unique<Decoder>();
+        decoder->stream = batcher_->open_stream();
+        decoder->sender_stream_id = control.sender_stream_id;
+        decoder->reorder = make_reorder_window(1e6 * hop_ / model_.sample_rate_hz(),
+                                               sizeof(int32_t) * kMaxStreamCodebooks,
+                                               reorder_window_frames_);
+      }
+      OpusReceiver receiver;
+      receiver.session = control.receiver;
+      receiver.peer = control.peer;
+      receiver.bitrate_bps = control.bitrate_bps;
+      net::OpusFrameOptions options;
+      options.sample_rate_hz = model_.sample_rate_hz();
+      options.frame_samples = control.frame_samples;
+      options.bitrate_bps = control.bitrate_bps;
+      std::string error;
+      receiver.encoder = net::OpusFrameEncoder::create(options, &error);
+      if (!receiver.encoder) {
+        spdlog::warn("Opus encoder for session {:x}: {}", control.receiver, error);
         break;
       }
-      case Control::Kind::kRemoveSession: {
-        auto encoder = encoders_.find(control->session);
-        if (encoder != encoders_.end()) {
-          batcher_->close_stream(encoder->second->stream);
-          encoders_.erase(encoder);
-        }
-        auto decoder = decoders_.find(control->session);
-        if (decoder != decoders_.end()) {
-          batcher_->close_stream(decoder->second->stream);
-          decoders_.erase(decoder);
-        }
-        for (auto it = decoders_.begin(); it != decoders_.end();) {
-          auto& receivers = it->second->receivers;
-          receivers.erase(std::remove_if(receivers.begin(), receivers.end(),
-                                         [&](const OpusReceiver& receiver) {
-                                           return receiver.session == control->session;
-                                         }),
-                          receivers.end());
-          if (receivers.empty()) {
-            batcher_->close_stream(it->second->stream);
-            it = decoders_.erase(it);
-          } else {
-            ++it;
-          }
-        }
-        break;
-      }
+      receiver.pending.reserve(static_cast<size_t>(control.frame_samples) * 4 + 4096);
+      receiver.pending_first_sample = decoder->samples_out;
+      decoder->receivers.push_back(std::move(receiver));
+      break;
+    }
+    case Control::Kind::kRemoveSession:
+      remove(control.session);
+      if (removal_listener_) removal_listener_(control.session);
+      break;
+  }
+}
+
+void MediaEngine::remove(uint64_t session) {
+  auto encoder = encoders_.find(session);
+  if (encoder != encoders_.end()) {
+    Encoder& stream = *encoder->second;
+    // An Opus sender's last packets may have come just before its Goodbye:
+    // what its window holds is encoded and its last codes go to the room.
+    if (stream.opus && (stream.opus->started || stream.ending)) {
+      if (!stream.ending) encode_in_order(stream, /*stream_ended=*/true);
+      stream.ending = true;
+      while (stream.pending_samples >= hop_) tick();
+      finish_encoder_stream(stream);
+    }
+    batcher_->close_stream(stream.stream);
+    encoders_.erase(encoder);
+  }
+  auto decoder = decoders_.find(session);
+  if (decoder != decoders_.end()) {
+    Decoder& stream = *decoder->second;
+    // A code sender's last frames still reach its Opus receivers.
+    if (stream.started || stream.ending) {
+      if (!stream.ending) decode_in_order(stream, /*stream_ended=*/true);
+      stream.ending = true;
+      while (stream.pending_frames > 0) tick();
+      finish_decoder_stream(stream);
+    }
+    batcher_->close_stream(stream.stream);
+    decoders_.erase(decoder);
+  }
+  for (auto it = decoders_.begin(); it != decoders_.end();) {
+    auto& receivers = it->second->receivers;
+    receivers.erase(std::remove_if(receivers.begin(), receivers.end(),
+                                   [&](const OpusReceiver& receiver) {
+                                     return receiver.session == session;
+                                   }),
+                    receivers.end());
+    if (receivers.empty()) {
+      batcher_->close_stream(it->second->stream);
+      it = decoders_.erase(it);
+    } else {
+      ++it;
     }
   }
-  controls_taken_.clear();
-  return true;
 }
 
 bool MediaEngine::drain_jobs() {
   bool any = false;
   Job* job = nullptr;
-  while (jobs_.pop(job)) {
+  for (;;) {
+    // Controls whose place has come go before the next job.
+    apply_due_controls();
+    if (!jobs_.pop(job)) break;
+    ++jobs_taken_;
     counters_.queued_jobs.fetch_sub(1, std::memory_order_relaxed);
     any = true;
-    // A stream opened just before its first job may still be a control: take
-    // the controls and try once more (no lock taken while the streams are known).
-    if (!handle(*job) && drain_controls()) handle(*job);
+    // A job for a stream not (or no longer) open: its session left, or (rarely)
+    // it overtook its stream's opening in the queue.
+    if (!handle(*job) && !(apply_due_controls() && handle(*job))) {
+      counters_.discarded_jobs.fetch_add(1);
+    }
     free_jobs_.push(job);
     // Tick between jobs when a frame is ready, so that a fast sender's audio
     // does not pile up in the batcher's queues.
@@ -425,6 +481,7 @@ namespace {
 void count_insert(net::JitterBuffer::Insert result, EngineCounters& counters) {
   if (result == net::JitterBuffer::Insert::kDuplicate) counters.reorder_duplicates.fetch_add(1);
   if (result == net::JitterBuffer::Insert::kLate) counters.reorder_late.fetch_add(1);
+  if (result == net::JitterBuffer::Insert::kTooLarge) counters.discarded_jobs.fetch_add(1);
 }
 
 // One frame into a stream's reorder window (a Decoder's or an OpusInput's).
@@ -681,6 +738,28 @@ void MediaEngine::collect_audio(Decoder& decoder) {
   decoder.samples_out += count;
 }
 
+void MediaEngine::finish_encoder_stream(Encoder& encoder) {
+  batcher_->finish_audio(encoder.stream);
+  collect_codes(encoder, /*last=*/true);
+}
+
+void MediaEngine::finish_decoder_stream(Decoder& decoder) {
+  batcher_->finish_codes(decoder.stream);
+  collect_audio(decoder);
+  // The Opus streams end too (their last partial frame is dropped, as a
+  // partial frame cannot be an Opus packet).
+  for (OpusReceiver& receiver : decoder.receivers) {
+    wire::Envelope* envelope = &out_;
+    wire::Media* media = net::reuse_media(envelope);
+    media->set_stream_id(decoder.sender_stream_id);
+    media->set_sequence(receiver.next_sequence);
+    media->set_kind(wire::PAYLOAD_KIND_OPUS);
+    media->set_end_of_stream(true);
+    receiver.peer->send(*envelope);
+    receiver.next_sequence = 0;
+  }
+}
+
 void MediaEngine::finish_ended_streams() {
   for (auto it = encoders_.begin(); it != encoders_.end();) {
     Encoder& encoder = *it->second;
@@ -688,8 +767,7 @@ void MediaEngine::finish_ended_streams() {
       ++it;
       continue;
     }
-    batcher_->finish_audio(encoder.stream);
-    collect_codes(encoder, /*last=*/true);
+    finish_encoder_stream(encoder);
     batcher_->close_stream(encoder.stream);
     if (!encoder.opus) {
       it = encoders_.erase(it);
@@ -712,20 +790,7 @@ void MediaEngine::finish_ended_streams() {
   for (auto it = decoders_.begin(); it != decoders_.end(); ++it) {
     Decoder& decoder = *it->second;
     if (!decoder.ending || decoder.pending_frames > 0) continue;
-    batcher_->finish_codes(decoder.stream);
-    collect_audio(decoder);
-    // The Opus streams end too (their last partial frame is dropped, as a
-    // partial frame cannot be an Opus packet).
-    for (OpusReceiver& receiver : decoder.receivers) {
-      wire::Envelope* envelope = &out_;
-      wire::Media* media = net::reuse_media(envelope);
-      media->set_stream_id(decoder.sender_stream_id);
-      media->set_sequence(receiver.next_sequence);
-      media->set_kind(wire::PAYLOAD_KIND_OPUS);
-      media->set_end_of_stream(true);
-      receiver.peer->send(*envelope);
-      receiver.next_sequence = 0;
-    }
+    finish_decoder_stream(decoder);
     // A fresh stream for the sender's next stream (same receivers).
     batcher_->close_stream(decoder.stream);
     decoder.stream = batcher_->open_stream();

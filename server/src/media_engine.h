@@ -14,8 +14,12 @@
 // I/O threads hand work over through a lock-free queue of preallocated jobs
 // (no allocation, no lock, never blocking: a full queue refuses the job and it
 // is counted); the rare control calls (a session opens or leaves) go through a
-// mutex-protected list. The compute thread owns the batcher, the Opus encoders
-// and every per-stream buffer; it sends its results itself (Peer::send never blocks).
+// mutex-protected list. A control takes effect in its place among the jobs: after
+// every job submitted before it and before any submitted after it, so that a
+// member that leaves right after its last packets (an Opus sender's Goodbye)
+// has those packets encoded, and its stream finished, before it is removed.
+// The compute thread owns the batcher, the Opus encoders and every per-stream
+// buffer; it sends its results itself (Peer::send never blocks).
 #pragma once
 
 #include <array>
@@ -23,6 +27,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -60,6 +65,9 @@ struct EngineCounters {
   std::atomic<uint64_t> encoded_frames{0};
   std::atomic<uint64_t> transcoded_frames{0};
   std::atomic<uint64_t> dropped_jobs{0};
+  // Media the compute thread had no stream for (its session had left), or that
+  // a reorder window refused as too large: dropped.
+  std::atomic<uint64_t> discarded_jobs{0};
   std::atomic<uint64_t> media_out{0};
   std::atomic<uint64_t> send_dropped{0};
   // The reorder windows (code frames before the transcoder, Opus senders' packets):
@@ -89,6 +97,9 @@ class MediaEngine {
   // sender's room as it forwards a code-sending member's frames. Called on the
   // compute thread; must not block or allocate after warm-up.
   using CodeForwarder = std::function<void(uint64_t sender, const wire::Media& media)>;
+  // Told (on the compute thread) when a session's removal has taken effect:
+  // whatever the session's streams still held has been sent by then.
+  using RemovalListener = std::function<void(uint64_t session)>;
 
   // After the start, a missing frame is concealed once reorder_window_frames
   // later frames are in (ServerOptions::transcode_reorder_frames).
@@ -96,6 +107,7 @@ class MediaEngine {
   ~MediaEngine();
   // Before start().
   void set_code_forwarder(CodeForwarder forwarder);
+  void set_removal_listener(RemovalListener listener);
   void start();
   void stop();
 
@@ -106,7 +118,10 @@ class MediaEngine {
   void open_opus_sender(uint64_t session, int frame_samples, double bandwidth_kbps);
   void add_opus_receiver(uint64_t sender, uint32_t sender_stream_id, uint64_t receiver,
                          std::shared_ptr<Peer> peer, int bitrate_bps, int frame_samples);
-  // Removes the session as encoder, sender and receiver.
+  // Removes the session as encoder, sender and receiver, once the jobs
+  // submitted before are done. An Opus sender's stream and a code sender's
+  // transcode are finished first (their last frames go out, with the end mark);
+  // a ROLE_ENCODE session's codes are not (nobody is left to receive them).
   void remove_session(uint64_t session);
 
   // Media (any thread; no allocation, no lock). False: the queue is full (counted).
@@ -142,8 +157,13 @@ class MediaEngine {
 
   Job* take_free_job();
   void enqueue(Job* job);
+  void push_control(std::unique_ptr<Control> control);
   void run();
-  bool drain_controls();
+  // Moves newly submitted controls to controls_waiting_, then applies those
+  // whose place among the jobs has come. True when one was applied.
+  bool apply_due_controls();
+  void apply(const Control& control);
+  void remove(uint64_t session);
   bool drain_jobs();
   // False when the job's stream is unknown (perhaps not opened yet: its
   // control may still be waiting).
@@ -160,6 +180,9 @@ class MediaEngine {
   void collect_codes(Encoder& encoder, bool last);
   void send_codes(Encoder& encoder, const CodeFrame* frame, bool end_of_stream);
   void collect_audio(Decoder& decoder);
+  // The stream's last frames out, with the end mark (the stream stays open).
+  void finish_encoder_stream(Encoder& encoder);
+  void finish_decoder_stream(Decoder& decoder);
   void finish_ended_streams();
 
   EncodecModel model_;
@@ -168,14 +191,18 @@ class MediaEngine {
   int hop_;
   EngineCounters& counters_;
   CodeForwarder forward_codes_;
+  RemovalListener removal_listener_;
   std::unique_ptr<StreamBatcher> batcher_;
 
   std::vector<Job> job_pool_;
   boost::lockfree::queue<Job*, boost::lockfree::capacity<kQueueJobs>> free_jobs_;
   boost::lockfree::queue<Job*, boost::lockfree::capacity<kQueueJobs>> jobs_;
 
+  // Jobs ever enqueued (counted before the push): a control's place among them.
+  std::atomic<uint64_t> jobs_submitted_{0};
   std::mutex control_mutex_;
-  std::vector<std::unique_ptr<Control>> controls_;
+  std::vector<std::unique_ptr<Control>> controls_;  // under control_mutex_
+  std::atomic<bool> controls_submitted_{false};     // controls_ is not empty
   std::vector<std::unique_ptr<Control>> controls_taken_;
 
   std::mutex wake_mutex_;
@@ -184,6 +211,8 @@ class MediaEngine {
   std::thread thread_;
 
   // Owned by the compute thread.
+  uint64_t jobs_taken_ = 0;
+  std::deque<std::unique_ptr<Control>> controls_waiting_;  // in submission order
   std::unordered_map<uint64_t, std::unique_ptr<Encoder>> encoders_;  // ROLE_ENCODE, Opus senders
   std::unordered_map<uint64_t, std::unique_ptr<Decoder>> decoders_;  // by sender session
   wire::Envelope out_;  // reused for every message sent

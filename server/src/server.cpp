@@ -79,6 +79,7 @@ struct Server::Impl {
     engine.set_code_forwarder([this](uint64_t sender, const wire::Media& media) {
       forward_encoded_frame(sender, media);
     });
+    engine.set_removal_listener([this](uint64_t session) { engine_removed(session); });
   }
 
   // Configuration and the model.
@@ -103,6 +104,8 @@ struct Server::Impl {
   // sends happen outside it).
   std::mutex mutex;
   std::unordered_map<uint64_t, std::shared_ptr<Session>> sessions;
+  // Senders that left while the engine still held their stream (engine_removed).
+  std::unordered_map<uint64_t, std::shared_ptr<Session>> departed;
   std::map<udp::endpoint, uint64_t> udp_sessions;
   std::map<std::string, std::shared_ptr<Room>> rooms;
   std::mt19937_64 random;
@@ -758,22 +761,24 @@ struct Server::Impl {
             opus_pairs.emplace_back(member, session);
           }
         }
+        // The engine's streams open under the lock, before any member can send
+        // to them: a control takes effect after the jobs submitted before it.
+        // A sender that receives Opus sends Opus (a peer without the model has
+        // no other choice): its packets are decoded and encoded into codes for the room.
+        if (is_sender_role(join.role()) && kind == wire::PAYLOAD_KIND_OPUS) {
+          engine.open_opus_sender(session->id, session->opus_frame_samples,
+                                  opus_sender_bandwidth(format));
+        }
+        for (const auto& [sender, receiver] : opus_pairs) {
+          engine.add_opus_receiver(sender->id, sender->stream_id, receiver->id, receiver->peer,
+                                   receiver->opus_bitrate_bps, receiver->opus_frame_samples);
+        }
       }
     }
     if (refusal) {
       reject(*session, refusal->first, refusal->second,
              refusal->first == wire::ERROR_UNKNOWN_ROOM ? &counters.unknown_room : nullptr);
       return;
-    }
-    // A sender that receives Opus sends Opus (a peer without the model has no
-    // other choice): its packets are decoded and encoded into codes for the room.
-    if (is_sender_role(join.role()) && kind == wire::PAYLOAD_KIND_OPUS) {
-      engine.open_opus_sender(session->id, session->opus_frame_samples,
-                              opus_sender_bandwidth(format));
-    }
-    for (const auto& [sender, receiver] : opus_pairs) {
-      engine.add_opus_receiver(sender->id, sender->stream_id, receiver->id, receiver->peer,
-                               receiver->opus_bitrate_bps, receiver->opus_frame_samples);
     }
     send_to(*session, joined_reply);
     for (const auto& other : others) send_to(*other, update);
@@ -937,8 +942,8 @@ struct Server::Impl {
       std::lock_guard<std::mutex> lock(mutex);
       session->role = wire::ROLE_ENCODE;
       session->encode_bandwidth_kbps = bandwidth;
+      engine.open_encoder(session->id, session->peer, bandwidth);
     }
-    engine.open_encoder(session->id, session->peer, bandwidth);
     wire::Envelope reply;
     reply.mutable_joined()->set_stream_id(0);
     send_to(*session, reply);
@@ -988,16 +993,34 @@ struct Server::Impl {
   }
 
   // An Opus sender's code frame, made on the compute thread: forwarded as the
-  // frames of a member that sends codes are.
+  // frames of a member that sends codes are. A sender that has left (its
+  // Goodbye came right behind its last packets) is found among the departed
+  // until the engine has removed it.
   void forward_encoded_frame(uint64_t sender, const wire::Media& media) {
     std::shared_ptr<Session> session;
     {
       std::lock_guard<std::mutex> lock(mutex);
-      auto found = sessions.find(sender);
-      if (found == sessions.end()) return;
-      session = found->second;
+      auto departed_sender = departed.find(sender);
+      if (departed_sender != departed.end()) {
+        session = departed_sender->second;
+      } else {
+        auto found = sessions.find(sender);
+        if (found == sessions.end()) return;
+        session = found->second;
+      }
     }
     forward_media(session, media, engine_forwarding);
+  }
+
+  // The engine has finished and dropped a session's streams.
+  void engine_removed(uint64_t session_id) {
+    std::lock_guard<std::mutex> lock(mutex);
+    auto found = departed.find(session_id);
+    if (found == departed.end()) return;
+    Session& session = *found->second;
+    if (--session.engine_removals_pending > 0) return;
+    session.departed_room.reset();
+    departed.erase(found);
   }
 
   // The server does not run the LM, so members that asked for raw codes, for
@@ -1056,7 +1079,10 @@ struct Server::Impl {
     int room_codebooks = n_q;
     {
       std::lock_guard<std::mutex> lock(mutex);
-      const std::shared_ptr<Room> room = session->room.lock();
+      // The engine's frames of a sender that has left go to the room it left.
+      const std::shared_ptr<Room> room = &forwarding == &engine_forwarding && session->departed_room
+                                             ? session->departed_room
+                                             : session->room.lock();
       if (!room) return;
       room_codebooks = room->max_codebooks;
       sender_stream_id = session->stream_id;
@@ -1196,6 +1222,13 @@ struct Server::Impl {
         auto& members = room->members;
         was_member = std::find(members.begin(), members.end(), session) != members.end();
         members.erase(std::remove(members.begin(), members.end(), session), members.end());
+        if (was_member && is_sender(*session)) {
+          // The engine may still hold this sender's last frames (Opus packets to
+          // encode): they go to this room before the engine drops the session.
+          session->departed_room = room;
+          ++session->engine_removals_pending;
+          departed[session->id] = session;
+        }
         if (room->sender == session.get()) room->sender = nullptr;
         wire::RoomUpdate* room_update = update.mutable_room_update();
         room_update->set_room(room->name);
@@ -1209,8 +1242,9 @@ struct Server::Impl {
         if (members.empty() && !room->preconfigured) rooms.erase(room->name);
       }
       session->role = wire::ROLE_UNSPECIFIED;
+      // Under the lock, so that engine_removed comes after departed is set.
+      if (was_member || was_encoding) engine.remove_session(session->id);
     }
-    if (was_member || was_encoding) engine.remove_session(session->id);
     if (notify) {
       for (const auto& other : others) send_to(*other, update);
     }
@@ -1316,6 +1350,7 @@ struct Server::Impl {
     stats.compute_tick_seconds = static_cast<double>(engine_counters.tick_time.total_ns.load()) * 1e-9;
     stats.compute_queue_depth = static_cast<uint64_t>(std::max<int64_t>(0, engine_counters.queued_jobs.load()));
     stats.compute_dropped = counters.compute_dropped.load() + engine_counters.dropped_jobs.load();
+    stats.compute_discarded = engine_counters.discarded_jobs.load();
     stats.reorder_duplicates = engine_counters.reorder_duplicates.load();
     stats.reorder_late = engine_counters.reorder_late.load();
     stats.transcode_concealed = engine_counters.transcode_concealed.load();

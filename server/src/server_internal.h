@@ -98,6 +98,11 @@ struct Session {
   int opus_frame_samples = 480;
   int opus_bitrate_bps = 6000;
   double encode_bandwidth_kbps = 0.0;
+  // A sender that left a room while the compute thread still held its stream
+  // (an Opus sender's last packets): that room, where the stream's last code
+  // frames still go, until the engine has removed the session.
+  std::shared_ptr<Room> departed_room;
+  int engine_removals_pending = 0;
   // Senders' stream ids whose LM context this member has had from a context start.
   std::vector<uint32_t> lm_synced;
   // When this sender was last asked to send raw codes (Server: ask_for_raw_codes).

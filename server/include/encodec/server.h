@@ -118,6 +118,7 @@ struct ServerStats {
   double compute_tick_seconds = 0.0;
   uint64_t compute_queue_depth = 0;  // work waiting for the compute thread now
   uint64_t compute_dropped = 0;     // work refused because the compute queue was full
+  uint64_t compute_discarded = 0;   // media the compute thread had no stream for: dropped
   // The compute thread's reorder windows (code frames before the Opus
   // transcode, Opus senders' packets): frames dropped as duplicates, and as
   // late (after their slot was concealed, or older than the window keeps).
