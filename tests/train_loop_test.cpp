@@ -353,6 +353,31 @@ TEST(Trainer, LatentPenaltyShrinksTheLatent) {
   EXPECT_LT(with, 0.5 * without) << with << " vs " << without;
 }
 
+// zero_conv_biases: every convolution's bias starts at 0, the LSTMs' gate
+// biases keep their random init; without the option the conv biases are random.
+TEST(Trainer, ZeroConvBiasesLeavesTheLstmAlone) {
+  TrainConfig config = tiny_config();
+  config.weights.adversarial = config.weights.feature = 0;
+  for (bool zero : {false, true}) {
+    config.zero_conv_biases = zero;
+    Trainer trainer(config);
+    int conv_biases = 0, lstm_biases = 0;
+    for (const auto& item : trainer.impl().model->named_parameters()) {
+      const std::string& name = item.key();
+      const bool all_zero = item.value().eq(0).all().item<bool>();
+      if (ends_with(name, ".bias")) {
+        ++conv_biases;
+        EXPECT_EQ(all_zero, zero) << name;
+      } else if (name.find(".bias_") != std::string::npos) {
+        ++lstm_biases;
+        EXPECT_FALSE(all_zero) << name;
+      }
+    }
+    EXPECT_GT(conv_biases, 10);
+    EXPECT_GT(lstm_biases, 0);
+  }
+}
+
 // Evaluation of a model on a folder: one row per bandwidth with the mean of
 // the per-file metrics, computed here from the model's own forward pass.
 TEST(Trainer, EvaluateAveragesOverTheFiles) {

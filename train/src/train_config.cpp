@@ -128,6 +128,7 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
   r.read("kmeans_segments", c.kmeans_segments);
   r.read("warmup_noise", c.warmup_noise);
   r.read("latent_penalty", c.latent_penalty);
+  r.read("zero_conv_biases", c.zero_conv_biases);
   r.read("discriminator_update_probability", c.discriminator_update_probability);
   r.read("data_dir", c.data_dir);
   r.read("checkpoint_path", c.checkpoint_path);

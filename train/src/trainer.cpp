@@ -49,6 +49,13 @@ Trainer::Impl::Impl(const TrainConfig& config_in)
       random(config_in.seed) {
   torch::manual_seed(config.seed);
   model = TrainableEncodec(config.model, config.codebooks);
+  if (config.zero_conv_biases) {
+    torch::NoGradGuard no_grad;
+    for (auto& item : model->named_parameters()) {
+      const std::string& name = item.key();
+      if (name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0) item.value().zero_();
+    }
+  }
   model->to(device);
   generator_optimizer = std::make_unique<torch::optim::Adam>(model->parameters(), adam_options(config));
   if (uses_discriminator()) {

@@ -103,6 +103,12 @@ struct TrainConfig {
   // the offset near 0.
   double warmup_noise = 0;
   double latent_penalty = 0;
+  // Start every convolution's bias at 0 (PyTorch draws them like the weights).
+  // The audio is small (mean |x| ~0.06) and each default-initialized layer
+  // shrinks its input, so random biases dominate the signal from the first
+  // layer on: the latent is then mostly the biases' constant, and the decoder
+  // learns an output that does not depend on its input at all.
+  bool zero_conv_biases = false;
   // The discriminator updates on a batch with this probability (2/3 at 24 kHz in the paper).
   double discriminator_update_probability = 2.0 / 3.0;
 
