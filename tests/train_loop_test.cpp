@@ -284,6 +284,100 @@ TEST(SiSnr, WorkedByHand) {
   EXPECT_LT(si_snr_db(x, y), -100.0);
 }
 
+// The warm-up: its steps leave the quantizer out (no codebook initialized, no
+// codebook used, the evaluation runs the autoencoder alone); run() then fits
+// every codebook, also those no step has used yet, on the encoder's latents
+// before the first quantized step; and codebooks fitted on the latents give
+// distinct audio distinct codes (a collapsed quantizer gives one code).
+TEST(Trainer, WarmUpBypassesTheQuantizerThenInitializesEveryCodebook) {
+  const std::string dir = ::encodec::testing::make_temp_dir("train_warmup");
+  TrainConfig config = tiny_config();
+  config.weights.adversarial = config.weights.feature = 0;
+  config.model.target_bandwidths = {0.6, 1.2};  // 2 or 4 of the 4 codebooks per step
+  const torch::Tensor audio = test_batch(config, 4);
+  for (int i = 0; i < 4; ++i) {
+    ::encodec::testing::write_pcm16(dir + "/" + std::to_string(i) + ".wav", audio[i], 24000);
+  }
+  config.warmup_steps = 3;
+  config.kmeans_segments = 4;
+  config.data_dir = dir;
+  {
+    Trainer trainer(config);
+    for (int i = 0; i < 3; ++i) EXPECT_EQ(trainer.step(audio.narrow(0, 0, 2)).n_q, 0) << i;
+    EXPECT_FALSE(trainer.codebooks_initialized());
+    for (int i = 0; i < 4; ++i) {
+      EXPECT_EQ(trainer.impl().model->quantizer()->layer(i)->codebook()->inited.item<float>(), 0.0f) << i;
+    }
+    const std::vector<Trainer::Evaluation> unquantized = trainer.evaluate(dir);
+    ASSERT_EQ(unquantized.size(), 1u);
+    EXPECT_TRUE(unquantized[0].distinct_codes.empty());
+    EXPECT_EQ(unquantized[0].files, 4);
+
+    trainer.init_codebooks(audio);
+    const std::vector<Trainer::Evaluation> rows = trainer.evaluate(dir);
+    ASSERT_EQ(rows.size(), 2u);
+    ASSERT_EQ(rows[1].distinct_codes.size(), 4u);
+    for (int q = 0; q < 4; ++q) {
+      EXPECT_GT(rows[1].distinct_codes[q], 4) << q;
+      EXPECT_GT(rows[1].perplexity[q], 3.0) << q;
+    }
+  }
+  config.steps = 4;
+  Trainer trainer(config);
+  std::vector<int64_t> n_q;
+  trainer.run([&](const StepStats& stats) { n_q.push_back(stats.n_q); });
+  ASSERT_EQ(n_q.size(), 4u);
+  EXPECT_EQ(n_q[2], 0);
+  EXPECT_GT(n_q[3], 0);
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(trainer.impl().model->quantizer()->layer(i)->codebook()->inited.item<float>(), 1.0f) << i;
+  }
+}
+
+// The latent penalty pulls the encoder's output toward 0: the same step from
+// the same state, with and without it, leaves a smaller mean square latent with it.
+TEST(Trainer, LatentPenaltyShrinksTheLatent) {
+  TrainConfig config = tiny_config();
+  config.weights.adversarial = config.weights.feature = 0;
+  config.warmup_steps = 10;
+  const torch::Tensor audio = test_batch(config, 2);
+  auto latent_after_steps = [&](double penalty) {
+    TrainConfig c = config;
+    c.latent_penalty = penalty;
+    Trainer trainer(c);
+    for (int i = 0; i < 5; ++i) trainer.step(audio);
+    torch::NoGradGuard no_grad;
+    return trainer.impl().model->encoder()->forward(audio).pow(2).mean().item<double>();
+  };
+  const double without = latent_after_steps(0), with = latent_after_steps(100);
+  EXPECT_LT(with, 0.5 * without) << with << " vs " << without;
+}
+
+// zero_conv_biases: every convolution's bias starts at 0, the LSTMs' gate
+// biases keep their random init; without the option the conv biases are random.
+TEST(Trainer, ZeroConvBiasesLeavesTheLstmAlone) {
+  TrainConfig config = tiny_config();
+  config.weights.adversarial = config.weights.feature = 0;
+  for (bool zero : {false, true}) {
+    config.zero_conv_biases = zero;
+    Trainer trainer(config);
+    int conv_biases = 0, lstm_biases = 0;
+    for (const auto& item : trainer.impl().model->named_parameters()) {
+      const std::string& name = item.key();
+      const bool all_zero = item.value().eq(0).all().item<bool>();
+      if (ends_with(name, ".bias")) {
+        ++conv_biases;
+        EXPECT_EQ(all_zero, zero) << name;
+      } else if (name.find(".bias_") != std::string::npos) {
+        ++lstm_biases;
+        EXPECT_FALSE(all_zero) << name;
+      }
+    }
+    EXPECT_GT(conv_biases, 10);
+    EXPECT_GT(lstm_biases, 0);
+  }
+}
+
 // Evaluation of a model on a folder: one row per bandwidth with the mean of
 // the per-file metrics, computed here from the model's own forward pass.
 TEST(Trainer, EvaluateAveragesOverTheFiles) {

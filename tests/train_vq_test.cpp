@@ -167,6 +167,51 @@ TEST(ResidualVectorQuantizer, CommitmentLossAndStraightThrough) {
   expect_close(grad.view(-1), torch::tensor({0.0, 0.75}), 1e-6, "commitment gradient");
 }
 
+// Usage of a codebook worked by hand: codes 0, 0, 1, 1 use two entries
+// equally (perplexity 2); 0, 0, 0, 1 has frequencies 3/4, 1/4, perplexity
+// exp(-(3/4 ln 3/4 + 1/4 ln 1/4)) = 1.7548; one code everywhere is 1.
+TEST(CodebookUsage, DistinctCodesAndPerplexityByHand) {
+  CodebookUsage even = codebook_usage(torch::tensor({0, 0, 1, 1}), 8);
+  EXPECT_EQ(even.distinct_codes, 2);
+  EXPECT_NEAR(even.perplexity, 2.0, 1e-12);
+  CodebookUsage skewed = codebook_usage(torch::tensor({{0, 0}, {0, 1}}), 8);
+  EXPECT_EQ(skewed.distinct_codes, 2);
+  EXPECT_NEAR(skewed.perplexity, std::exp(-(0.75 * std::log(0.75) + 0.25 * std::log(0.25))), 1e-12);
+  CodebookUsage collapsed = codebook_usage(torch::full({5}, 7, torch::kLong), 8);
+  EXPECT_EQ(collapsed.distinct_codes, 1);
+  EXPECT_NEAR(collapsed.perplexity, 1.0, 1e-12);
+}
+
+// The init after the warm-up: latents 1-D, a + b with a in {0, 100} and b in
+// {-1, +1}, each combination 3 times. Two codebooks of 2 entries: the first
+// must find a's values (the means of {-1, 1} and {99, 101}: 0 and 100, from any
+// start, the gaps being so unequal), the second the residuals b = -1, +1, so
+// that every latent is then quantized exactly. Each entry takes 6 of the 12
+// vectors; with training batches of 6 vectors its EMA count starts at 3.
+TEST(ResidualVectorQuantizer, InitCodebooksFitsEachOnTheResidualsBefore) {
+  torch::manual_seed(5);
+  CodebookOptions options;
+  options.kmeans_iters = 10;
+  ResidualVectorQuantizer rvq(1, 2, 2, options);
+  std::vector<float> values;
+  for (int repeat = 0; repeat < 3; ++repeat) {
+    for (float v : {-1.f, 1.f, 99.f, 101.f}) values.push_back(v);
+  }
+  const torch::Tensor x = torch::tensor(values).view({1, 1, -1});  // [B, D, T]
+  rvq->init_codebooks(x, /*vectors_per_step=*/6);
+  for (int i = 0; i < 2; ++i) EXPECT_EQ(rvq->layer(i)->codebook()->inited.item<float>(), 1.0f) << i;
+  auto sorted = [](const torch::Tensor& embed) { return std::get<0>(embed.view(-1).sort()); };
+  expect_close(sorted(rvq->layer(0)->codebook()->embed), torch::tensor({0.0, 100.0}), 1e-5, "first codebook");
+  expect_close(sorted(rvq->layer(1)->codebook()->embed), torch::tensor({-1.0, 1.0}), 1e-5, "second codebook");
+  expect_close(rvq->layer(1)->codebook()->cluster_size, torch::tensor({3.0, 3.0}), 0, "second codebook's counts");
+  // embed_avg holds sums: the means times the counts.
+  expect_close(rvq->layer(0)->codebook()->embed_avg / rvq->layer(0)->codebook()->cluster_size.unsqueeze(1),
+               rvq->layer(0)->codebook()->embed, 1e-5, "embed_avg / cluster_size");
+  rvq->eval();
+  torch::NoGradGuard no_grad;
+  expect_close(rvq->forward(x, 2).quantized, x, 1e-5, "quantized with both codebooks");
+}
+
 TEST(ResidualVectorQuantizer, EvalModeSumsTheCodewords) {
   CodebookOptions options;
   options.kmeans_init = false;

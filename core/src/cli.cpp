@@ -22,6 +22,7 @@
 #include "encodec/audio_io.h"
 #include "encodec/audio_stream.h"
 #include "encodec/compress.h"
+#include "encodec/demo_model.h"
 #include "encodec/encodec.h"
 #include "encodec/file_coding.h"
 #include "encodec/lm.h"
@@ -53,6 +54,8 @@ struct CliOptions {
   std::string checkpoint;
   std::string lm_checkpoint;
   std::string model_dir;
+  // Fetch the official 24 kHz checkpoint when it is not cached instead of using the demo model.
+  bool download = false;
   int threads = 0;
   // The fast kernels (the default); --reference clears it for the Python
   // package's own operations. --fast is accepted and changes nothing.
@@ -220,6 +223,26 @@ EncodecModel load_weights(const CliOptions& options, const std::string& model_na
   ModelStoreOptions store;
   if (!options.model_dir.empty()) store.model_dir = options.model_dir;
   store.show_progress = !options.quiet;
+  // No official model at hand and no folder named for it: the demo model
+  // rather than a download, so that a fresh machine (perhaps offline) works.
+  // A model folder given (--model-dir, $ENCODEC_MODEL_DIR) means the official
+  // model is wanted, and its absence stays an error.
+  if (model_name == kModelName24kHz && !options.download && !store.model_dir &&
+      std::getenv("ENCODEC_MODEL_DIR") == nullptr && !official_checkpoint_in_hub_cache(kCheckpoint24kHz)) {
+    if (const std::optional<std::string> demo = find_demo_checkpoint()) {
+      if (!options.quiet) {
+        std::cerr << "encodec: using the demo model " << *demo << " (no official " << kCheckpoint24kHz
+                  << " in " << default_hub_cache_dir()
+                  << "): a small model trained by this project, far below the official quality, "
+                     "whose files decode only with it; --download fetches the official model\n";
+      }
+      try {
+        return EncodecModel::from_checkpoint(*demo, model_name, kernel_set);
+      } catch (const std::exception& error) {
+        throw CliError("cannot load the demo model " + *demo + ": " + error_text(error));
+      }
+    }
+  }
   if (model_name == kModelName24kHz) return EncodecModel::encodec_model_24khz(store, kernel_set);
   if (model_name == kModelName48kHz) return EncodecModel::encodec_model_48khz(store, kernel_set);
   throw CliError("the audio was compressed with an unsupported model '" + model_name + "'");
@@ -461,7 +484,11 @@ constexpr const char* kFooter =
     "An existing OUTPUT is never replaced without -f; outputs appear only when complete.\n"
     "Models: the official checkpoints come from --model-dir, else $ENCODEC_MODEL_DIR, else the "
     "torch hub cache ($TORCH_HOME/hub/checkpoints, downloaded on first use); --checkpoint "
-    "and --lm-checkpoint replace them.\n"
+    "and --lm-checkpoint replace them. When the official 24 kHz model is not cached (and no "
+    "--model-dir or $ENCODEC_MODEL_DIR is given), the demo model shipped with encodec-cpp "
+    "(models/encodec_demo_24khz.th, or $ENCODEC_DEMO_MODEL) is used instead of a download: "
+    "a small model trained by this project, far below the official quality; --download "
+    "fetches the official one.\n"
     "Exit status: 0 on success, 1 on errors, 2 on invalid arguments.";
 
 }  // namespace
@@ -516,6 +543,9 @@ int run_encodec_cli(int argc, const char* const* argv) {
                  "Look up the official checkpoint names in this folder instead of the torch hub "
                  "cache, with no download (default: $ENCODEC_MODEL_DIR)")
       ->check(CLI::ExistingDirectory);
+  app.add_flag("--download", options.download,
+               "When the official 24 kHz checkpoint is not in the torch hub cache, download it "
+               "instead of using the demo model");
   CLI::Option* reference_flag = app.add_flag("--reference", options.reference,
                "Run the Python package's own operations (LibTorch's, in its order) instead of "
                "the fast kernels: codes, .ecdc bytes and decoded WAV bytes identical to the "

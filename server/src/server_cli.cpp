@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include "encodec/demo_model.h"
 #include "encodec/http_endpoint.h"
 #include "encodec/live_model.h"
 #include "encodec/server.h"
@@ -96,7 +97,9 @@ int run_encodecd(int argc, const char* const* argv) {
                  "defaults; errors name the line and field)");
   app.add_option("--checkpoint", checkpoint,
                  "The codec from this checkpoint file (any width); default: the official "
-                 "encodec_24khz checkpoint when it is in the torch hub cache or --model-dir");
+                 "encodec_24khz checkpoint when it is in the torch hub cache or --model-dir, else "
+                 "(no --model-dir) the demo model shipped with encodec-cpp: a small model trained by "
+                 "this project, far below the official quality");
   app.add_option("--model-dir", model_dir, "Look for the official checkpoint here instead of the hub cache");
   app.add_option("--threads", threads, "Compute threads for the model (default 1 or the config's)")
       ->check(CLI::Range(1, 64));
@@ -139,7 +142,10 @@ int run_encodecd(int argc, const char* const* argv) {
                  config.tcp_listen().substr(0, config.tcp_listen().rfind(':')), server.tcp_port());
     std::unique_ptr<HttpEndpoint> http_endpoint;
     if (!config.http_listen().empty()) {
-      http_endpoint = std::make_unique<HttpEndpoint>(server, to_http_options(config, model_dir, random_weights));
+      HttpOptions http_options = to_http_options(config, model_dir, random_weights);
+      // The HTTP transcoder uses the same demo model as the live streams.
+      if (live.demo) http_options.models.checkpoint_24khz = find_demo_checkpoint().value_or("");
+      http_endpoint = std::make_unique<HttpEndpoint>(server, std::move(http_options));
       http_endpoint->start();
       spdlog::info("serving HTTP (/healthz, /metrics, /v1/encode, /v1/decode, /v1/jobs) on {}:{}",
                    config.http_listen().substr(0, config.http_listen().rfind(':')), http_endpoint->port());

@@ -1,7 +1,9 @@
 #include "encodec/live_model.h"
 
 #include <filesystem>
+#include <optional>
 
+#include "encodec/demo_model.h"
 #include "encodec/model_store.h"
 
 namespace encodec {
@@ -40,11 +42,17 @@ LiveModel load_live_model(const LiveModelOptions& options) {
             "random-weights-0", "random weights (official size)"};
   }
   std::string path = options.checkpoint;
+  bool demo = false;
   if (path.empty()) {
     try {
       path = cached_official_checkpoint(kCheckpoint24kHz, options.model_dir);
     } catch (const LiveModelError& error) {
-      throw LiveModelError(std::string("no model: ") + error.what() + ", so pass --checkpoint FILE");
+      // Without a model folder named for the official file, the demo model
+      // keeps a fresh machine working (as the `encodec` command does).
+      std::optional<std::string> demo_path = options.model_dir.empty() ? find_demo_checkpoint() : std::nullopt;
+      if (!demo_path) throw LiveModelError(std::string("no model: ") + error.what() + ", so pass --checkpoint FILE");
+      path = *demo_path;
+      demo = true;
     }
   }
   EncodecModel model = [&] {
@@ -54,7 +62,11 @@ LiveModel load_live_model(const LiveModelOptions& options) {
       throw LiveModelError("cannot load encodec_24khz from " + path + ": " + error.what());
     }
   }();
-  return {std::move(model), sha256_file_remembered(path), path};
+  std::string source = demo ? "the demo model " + path +
+                                   " (no official checkpoint cached; a small model trained by this project, far "
+                                   "below the official quality)"
+                            : path;
+  return {std::move(model), sha256_file_remembered(path), std::move(source), demo};
 }
 
 std::shared_ptr<const LmModel> load_live_lm(const std::string& checkpoint,

@@ -12,12 +12,30 @@
 
 namespace encodec::train {
 
+namespace {
+
+// One line per bandwidth: losses, SI-SNR, and per codebook "distinct codes/perplexity".
+void print_evaluation(const std::string& label, const std::vector<Trainer::Evaluation>& rows) {
+  for (const Trainer::Evaluation& row : rows) {
+    std::printf("%s  %.1f kbps  files %lld  l1 %.5f  mel %.5f  SI-SNR %.2f dB  codes/perplexity", label.c_str(),
+                row.bandwidth_kbps, static_cast<long long>(row.files), row.time_l1, row.mel, row.si_snr_db);
+    for (size_t q = 0; q < row.perplexity.size(); ++q) {
+      std::printf(" %lld/%.1f", static_cast<long long>(row.distinct_codes[q]), row.perplexity[q]);
+    }
+    std::printf("\n");
+  }
+  std::fflush(stdout);
+}
+
+}  // namespace
+
 int train_main(int argc, char** argv) {
   CLI::App app{"encodec-train: trains an EnCodec model on a folder of audio files and writes checkpoints in "
                "the official state_dict layout (load them with `encodec --checkpoint FILE`)."};
   std::string config_path, data_dir, checkpoint_path, device;
   bool resume = false, quiet = false, no_adversarial = false;
-  int64_t steps = -1, batch_size = -1, save_every = -1, log_every = 50;
+  int64_t steps = -1, batch_size = -1, save_every = -1, log_every = 50, warmup_steps = -1, eval_every = 500;
+  std::string heldout_dir;
   double segment_s = -1, learning_rate = -1;
   int threads = -1, n_filters = -1, dimension = -1, n_q = -1, bins = -1, lstm_layers = -1;
   int64_t seed = -1;
@@ -27,6 +45,12 @@ int train_main(int argc, char** argv) {
   app.add_option("-o,--checkpoint", checkpoint_path, "checkpoint to write (and FILE.trainer beside it)");
   app.add_flag("--resume", resume, "continue from --checkpoint and its .trainer file");
   app.add_option("--steps", steps, "train until this step count");
+  app.add_option("--warmup-steps", warmup_steps,
+                 "steps without quantizer before the k-means init of the codebooks on the encoder's latents");
+  app.add_option("--heldout", heldout_dir,
+                 "while training, evaluate on the audio files of this folder every --eval-every steps "
+                 "(losses, SI-SNR, codebook usage)");
+  app.add_option("--eval-every", eval_every, "steps between --heldout evaluations");
   app.add_option("--batch-size", batch_size, "segments per batch");
   app.add_option("--segment", segment_s, "segment length in seconds");
   app.add_option("--lr", learning_rate, "Adam learning rate (both networks)");
@@ -61,6 +85,7 @@ int train_main(int argc, char** argv) {
     if (!device.empty()) config.device = device;
     if (steps >= 0) config.steps = steps;
     if (batch_size > 0) config.batch_size = batch_size;
+    if (warmup_steps >= 0) config.warmup_steps = warmup_steps;
     if (segment_s > 0) config.segment_s = segment_s;
     if (learning_rate > 0) config.learning_rate = learning_rate;
     if (n_filters > 0) config.model.n_filters = n_filters;
@@ -108,10 +133,7 @@ int train_main(int argc, char** argv) {
     Trainer trainer(config);
     if (!evaluate_dir.empty()) {
       trainer.load_weights(config.checkpoint_path);
-      for (const Trainer::Evaluation& row : trainer.evaluate(evaluate_dir)) {
-        std::printf("%s  %.1f kbps  files %lld  l1 %.5f  mel %.5f  SI-SNR %.2f dB\n", config.checkpoint_path.c_str(),
-                    row.bandwidth_kbps, static_cast<long long>(row.files), row.time_l1, row.mel, row.si_snr_db);
-      }
+      print_evaluation(config.checkpoint_path, trainer.evaluate(evaluate_dir));
       return 0;
     }
     if (resume) trainer.resume(config.checkpoint_path);
@@ -120,6 +142,9 @@ int train_main(int argc, char** argv) {
               << ", device " << (torch::cuda::is_available() && config.device != "cpu" ? "cuda" : "cpu")
               << ", threads " << torch::get_num_threads() << ", from step " << trainer.step_count() << "\n";
     trainer.run([&](const StepStats& s) {
+      if (!heldout_dir.empty() && eval_every > 0 && s.step % eval_every == 0) {
+        print_evaluation("step " + std::to_string(s.step), trainer.evaluate(heldout_dir));
+      }
       if (log_every <= 0 || s.step % log_every != 0) return;
       std::printf("step %lld  bw %.1f  l1 %.5f  mel %.5f  commit %.5f  adv %.4f  feat %.4f  disc %.4f  %.2f s\n",
                   static_cast<long long>(s.step), s.bandwidth_kbps, s.time_l1, s.mel, s.commitment, s.adversarial,

@@ -124,6 +124,11 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
   r.read("batch_size", c.batch_size);
   r.read("segment_s", c.segment_s);
   r.read("steps", c.steps);
+  r.read("warmup_steps", c.warmup_steps);
+  r.read("kmeans_segments", c.kmeans_segments);
+  r.read("warmup_noise", c.warmup_noise);
+  r.read("latent_penalty", c.latent_penalty);
+  r.read("zero_conv_biases", c.zero_conv_biases);
   r.read("discriminator_update_probability", c.discriminator_update_probability);
   r.read("data_dir", c.data_dir);
   r.read("checkpoint_path", c.checkpoint_path);
@@ -183,6 +188,8 @@ void validate(const TrainConfig& c) {
   if (c.learning_rate <= 0 || c.batch_size < 1 || c.segment_s <= 0 || c.steps < 0) {
     fail("learning_rate, batch_size, segment_s must be positive and steps >= 0");
   }
+  if (c.warmup_steps < 0 || c.kmeans_segments < 1) fail("warmup_steps must be >= 0 and kmeans_segments >= 1");
+  if (c.warmup_noise < 0 || c.latent_penalty < 0) fail("warmup_noise and latent_penalty must be >= 0");
   const double segment = c.segment_s * m.sample_rate_hz;
   for (int64_t n_fft : d.n_ffts) {
     if (w.adversarial + w.feature > 0 && segment < static_cast<double>(n_fft)) {

@@ -19,7 +19,17 @@ TrainableEncodecImpl::Output TrainableEncodecImpl::forward(const torch::Tensor& 
   torch::Tensor embeddings = encoder_->forward(x);
   ResidualVectorQuantizerImpl::Output quantized = quantizer_->forward(embeddings, n_q_used);
   torch::Tensor audio = decoder_->forward(quantized.quantized);
-  return {audio.narrow(-1, 0, std::min(audio.size(-1), x.size(-1))), quantized.codes, quantized.penalty};
+  return {audio.narrow(-1, 0, std::min(audio.size(-1), x.size(-1))), quantized.codes, quantized.penalty, embeddings};
+}
+
+TrainableEncodecImpl::Output TrainableEncodecImpl::forward_unquantized(const torch::Tensor& x, double noise_std) {
+  TORCH_CHECK(x.dim() == 3 && x.size(1) == config_.channels, "expected audio of shape [B, ", config_.channels,
+              ", T], got ", x.sizes());
+  torch::Tensor embeddings = encoder_->forward(x);
+  torch::Tensor noisy = noise_std > 0 ? embeddings + noise_std * torch::randn_like(embeddings) : embeddings;
+  torch::Tensor audio = decoder_->forward(noisy);
+  return {audio.narrow(-1, 0, std::min(audio.size(-1), x.size(-1))), torch::Tensor(), torch::zeros({}, x.options()),
+          embeddings};
 }
 
 StateDict TrainableEncodecImpl::state_dict() const {

@@ -22,10 +22,16 @@ class TrainableEncodecImpl : public torch::nn::Module {
     torch::Tensor audio;    // [B, channels, T], trimmed to the input's length
     torch::Tensor codes;    // [n_q_used, B, frames]
     torch::Tensor penalty;  // the commitment loss (mean over the codebooks used)
+    torch::Tensor latent;   // [B, dimension, frames]: the encoder's output, before quantization
   };
   // x: [B, channels, T] through `n_q_used` codebooks. Training mode updates
   // the codebooks and passes gradients straight through the quantizer.
   Output forward(const torch::Tensor& x, int64_t n_q_used);
+
+  // x straight from the encoder to the decoder, no quantizer (the trainer's
+  // warm-up), with Gaussian noise of `noise_std` added to the latent: codes
+  // empty, penalty 0.
+  Output forward_unquantized(const torch::Tensor& x, double noise_std = 0);
 
   // Parameters and buffers by their official names (CPU copies).
   StateDict state_dict() const;

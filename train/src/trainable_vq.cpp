@@ -32,8 +32,10 @@ std::pair<torch::Tensor, torch::Tensor> kmeans(const torch::Tensor& samples, int
   torch::Tensor means = sample_vectors(samples, num_clusters);
   torch::Tensor bins;
   for (int i = 0; i < iterations; ++i) {
-    torch::Tensor diffs = samples.unsqueeze(1) - means.unsqueeze(0);  // [N, C, D]
-    torch::Tensor buckets = std::get<1>((-diffs.pow(2).sum(-1)).max(-1));
+    // The distance expanded as |x|^2 - 2 x.m + |m|^2 (as nearest() does) rather
+    // than the reference's [N, C, D] differences: the warm-up init clusters
+    // thousands of vectors into 1024 codes, where those would take gigabytes.
+    torch::Tensor buckets = nearest(samples, means);
     bins = torch::bincount(buckets, /*weights=*/{}, num_clusters);
     torch::Tensor zero_mask = bins.eq(0);
     torch::Tensor new_means = torch::zeros({num_clusters, dim}, samples.options())
@@ -61,11 +63,30 @@ EuclideanCodebookImpl::EuclideanCodebookImpl(int64_t dim, int64_t bins, const Co
   embed_avg = register_buffer("embed_avg", initial.clone());
 }
 
+CodebookUsage codebook_usage(const torch::Tensor& codes, int64_t bins) {
+  torch::Tensor counts = torch::bincount(codes.flatten().to(torch::kCPU, torch::kLong), /*weights=*/{}, bins)
+                             .to(torch::kFloat64);
+  CodebookUsage usage;
+  usage.distinct_codes = counts.gt(0).sum().item<int64_t>();
+  const double total = counts.sum().item<double>();
+  if (total <= 0) return usage;
+  torch::Tensor p = counts.masked_select(counts.gt(0)) / total;
+  usage.perplexity = std::exp(-(p * p.log()).sum().item<double>());
+  return usage;
+}
+
 torch::Tensor EuclideanCodebookImpl::quantize(const torch::Tensor& x) const { return nearest(x, embed); }
 
 void EuclideanCodebookImpl::init_embed(const torch::Tensor& x) {
   if (inited.item<float>() != 0.0f) return;
+  init_from(x);
+}
+
+void EuclideanCodebookImpl::init_from(const torch::Tensor& input, double count_scale) {
+  torch::NoGradGuard no_grad;
+  torch::Tensor x = input.detach();
   auto [means, counts] = kmeans(x, bins_, options_.kmeans_iters);
+  counts = counts * count_scale;
   embed.copy_(means);
   embed_avg.copy_(means * counts.unsqueeze(1));  // sums, so that embed_avg / cluster_size = means (see the header)
   cluster_size.copy_(counts);
@@ -132,6 +153,19 @@ ResidualVectorQuantizerImpl::ResidualVectorQuantizerImpl(int64_t dimension, int6
   auto vq = std::make_shared<torch::nn::Module>("ResidualVectorQuantization");
   vq->register_module("layers", layers_);
   register_module("vq", vq);
+}
+
+void ResidualVectorQuantizerImpl::init_codebooks(const torch::Tensor& x, int64_t vectors_per_step) {
+  torch::NoGradGuard no_grad;
+  const int64_t dim = x.size(1);
+  torch::Tensor residual = x.detach().transpose(1, 2).reshape({-1, dim});
+  const double count_scale =
+      vectors_per_step > 0 ? static_cast<double>(vectors_per_step) / static_cast<double>(residual.size(0)) : 1.0;
+  for (int64_t i = 0; i < n_q(); ++i) {
+    EuclideanCodebook codebook = layer(i)->codebook();
+    codebook->init_from(residual, count_scale);
+    residual = residual - torch::embedding(codebook->embed, codebook->quantize(residual));
+  }
 }
 
 ResidualVectorQuantizerImpl::Output ResidualVectorQuantizerImpl::forward(const torch::Tensor& x,

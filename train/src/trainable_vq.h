@@ -37,6 +37,16 @@ namespace encodec::train {
 std::pair<torch::Tensor, torch::Tensor> kmeans(const torch::Tensor& samples, int64_t num_clusters,
                                                int iterations);
 
+// How a codebook is used over some codes: the number of distinct entries and
+// the perplexity exp(entropy) of their frequencies (1: one code for everything,
+// `bins`: all equally often). A collapsed latent shows as values near 1.
+struct CodebookUsage {
+  int64_t distinct_codes = 0;
+  double perplexity = 0;
+};
+// codes: any shape, values in [0, bins).
+CodebookUsage codebook_usage(const torch::Tensor& codes, int64_t bins);
+
 class EuclideanCodebookImpl : public torch::nn::Module {
  public:
   EuclideanCodebookImpl(int64_t dim, int64_t bins, const CodebookOptions& options);
@@ -47,6 +57,11 @@ class EuclideanCodebookImpl : public torch::nn::Module {
   // dead-code replacement, EMA update). Returns the codewords of x's nearest
   // entries, chosen before the update, and their indices.
   std::pair<torch::Tensor, torch::Tensor> forward(const torch::Tensor& x);
+
+  // k-means on x [N, dim] now, whether or not the codebook was initialized
+  // (the trainer's init after its warm-up); sets `inited`. The cluster sizes
+  // are the k-means counts times count_scale (see init_codebooks).
+  void init_from(const torch::Tensor& x, double count_scale = 1.0);
 
   torch::Tensor inited, cluster_size, embed, embed_avg;  // the buffers
 
@@ -91,6 +106,18 @@ class ResidualVectorQuantizerImpl : public torch::nn::Module {
   // x: [B, D, T] through the first `n_q_used` codebooks. In training mode the
   // codebooks update; in eval mode this is the inference quantizer.
   Output forward(const torch::Tensor& x, int64_t n_q_used);
+
+  // k-means init of every codebook from latents x [B, D, T]: the first on x,
+  // each next one on the residuals the ones before leave (so that codebook i
+  // learns what 0..i-1 miss). The trainer calls it once, after the warm-up
+  // without quantizer, on the latents of the warmed-up encoder.
+  // `vectors_per_step` (the latent vectors of one training batch; 0: as many
+  // as x has) scales the k-means counts to what the EMA of the cluster sizes
+  // holds during training, so that the dead-code threshold means the same from
+  // the first step: counts from an init batch larger than the training batches
+  // would keep unused codes alive for hundreds of steps, and the latent drifts
+  // away from the codebook faster than that (then every vector takes one code).
+  void init_codebooks(const torch::Tensor& x, int64_t vectors_per_step = 0);
 
   int64_t n_q() const { return static_cast<int64_t>(layers_->size()); }
   std::shared_ptr<VectorQuantizationImpl> layer(int64_t i) const { return layers_->ptr<VectorQuantizationImpl>(i); }

@@ -49,6 +49,13 @@ Trainer::Impl::Impl(const TrainConfig& config_in)
       random(config_in.seed) {
   torch::manual_seed(config.seed);
   model = TrainableEncodec(config.model, config.codebooks);
+  if (config.zero_conv_biases) {
+    torch::NoGradGuard no_grad;
+    for (auto& item : model->named_parameters()) {
+      const std::string& name = item.key();
+      if (name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0) item.value().zero_();
+    }
+  }
   model->to(device);
   generator_optimizer = std::make_unique<torch::optim::Adam>(model->parameters(), adam_options(config));
   if (uses_discriminator()) {
@@ -81,10 +88,11 @@ StepStats Trainer::step(const torch::Tensor& batch) {
   const double bandwidth = bandwidths[std::uniform_int_distribution<size_t>(0, bandwidths.size() - 1)(s.random)];
   const int64_t n_q = std::min<int64_t>(s.config.model.num_codebooks(bandwidth), s.config.model.n_q);
 
-  TrainableEncodecImpl::Output out = s.model->forward(x, n_q);
+  const bool warming_up = s.step < s.config.warmup_steps;
+  TrainableEncodecImpl::Output out = warming_up ? s.model->forward_unquantized(x, s.config.warmup_noise) : s.model->forward(x, n_q);
   torch::Tensor y = out.audio;
   StepStats stats;
-  stats.n_q = n_q;
+  stats.n_q = warming_up ? 0 : n_q;
   stats.bandwidth_kbps = bandwidth;
   stats.adversarial = stats.feature = stats.discriminator = std::nan("");
 
@@ -110,9 +118,13 @@ StepStats Trainer::step(const torch::Tensor& batch) {
   }
 
   s.generator_optimizer->zero_grad();
-  if (s.config.weights.commitment > 0 && out.penalty.requires_grad()) {
-    (out.penalty * s.config.weights.commitment).backward({}, /*retain_graph=*/true);
+  torch::Tensor encoder_penalty;  // outside the balancer, straight to the encoder
+  if (s.config.weights.commitment > 0 && out.penalty.requires_grad()) encoder_penalty = out.penalty * s.config.weights.commitment;
+  if (s.config.latent_penalty > 0) {
+    torch::Tensor latent = out.latent.pow(2).mean() * s.config.latent_penalty;
+    encoder_penalty = encoder_penalty.defined() ? encoder_penalty + latent : latent;
   }
+  if (encoder_penalty.defined()) encoder_penalty.backward({}, /*retain_graph=*/true);
   s.balancer.backward(losses, y);
   s.generator_optimizer->step();
 
@@ -201,6 +213,20 @@ void Trainer::resume(const std::string& path) {
   torch::manual_seed(s.config.seed + static_cast<uint64_t>(s.step));
 }
 
+void Trainer::init_codebooks(const torch::Tensor& batch) {
+  Impl& s = *impl_;
+  torch::NoGradGuard no_grad;
+  torch::Tensor latents = s.model->encoder()->forward(batch.to(s.device, torch::kFloat32));
+  // Latent vectors per training step: batch_size segments of this many frames.
+  const int64_t frames_per_segment = latents.size(2) * static_cast<int64_t>(std::lround(
+      s.config.segment_s * s.config.model.sample_rate_hz)) / batch.size(2);
+  s.model->quantizer()->init_codebooks(latents, s.config.batch_size * frames_per_segment);
+}
+
+bool Trainer::codebooks_initialized() const {
+  return impl_->model->quantizer()->layer(0)->codebook()->inited.item<float>() != 0.0f;
+}
+
 void Trainer::load_weights(const std::string& path) { impl_->model->load_state_dict(load_checkpoint(path), path); }
 
 double si_snr_db(const torch::Tensor& reference, const torch::Tensor& estimate) {
@@ -221,13 +247,18 @@ std::vector<Trainer::Evaluation> Trainer::evaluate(const std::string& dir) {
   torch::NoGradGuard no_grad;
   s.model->eval();
   std::vector<Evaluation> rows;
+  const bool quantized = codebooks_initialized();
   for (double bandwidth : s.config.model.target_bandwidths) {
     Evaluation row;
     row.bandwidth_kbps = bandwidth;
     const int64_t n_q = std::min<int64_t>(s.config.model.num_codebooks(bandwidth), s.config.model.n_q);
+    std::vector<torch::Tensor> codes;  // per file [n_q, frames]
     for (size_t i = 0; i < data.num_files(); ++i) {
       torch::Tensor x = data.clip(i).unsqueeze(0).to(s.device);
-      torch::Tensor y = s.model->forward(x, n_q).audio;
+      // Before the codebooks exist (the warm-up), the autoencoder alone.
+      TrainableEncodecImpl::Output out = quantized ? s.model->forward(x, n_q) : s.model->forward_unquantized(x);
+      torch::Tensor y = out.audio;
+      if (quantized) codes.push_back(out.codes.select(1, 0).cpu());
       row.time_l1 += time_l1_loss(x, y).item<double>();
       row.mel += s.mel_loss(x.mean(1, true), y.mean(1, true)).item<double>();
       row.si_snr_db += si_snr_db(x.cpu(), y.cpu());
@@ -236,6 +267,16 @@ std::vector<Trainer::Evaluation> Trainer::evaluate(const std::string& dir) {
     row.time_l1 /= static_cast<double>(row.files);
     row.mel /= static_cast<double>(row.files);
     row.si_snr_db /= static_cast<double>(row.files);
+    if (!quantized) {
+      rows.push_back(row);  // no codes: distinct_codes and perplexity empty
+      break;                // and the same for every bandwidth
+    }
+    torch::Tensor all_codes = torch::cat(codes, 1);
+    for (int64_t q = 0; q < n_q; ++q) {
+      const CodebookUsage usage = codebook_usage(all_codes[q], s.config.model.bins);
+      row.distinct_codes.push_back(usage.distinct_codes);
+      row.perplexity.push_back(usage.perplexity);
+    }
     rows.push_back(row);
   }
   s.model->train();
@@ -249,6 +290,9 @@ void Trainer::run(const std::function<void(const StepStats&)>& on_step) {
   const int64_t segment_length = static_cast<int64_t>(std::lround(s.config.segment_s * s.config.model.sample_rate_hz));
   ProgressLine line(s.config.progress);
   while (s.step < s.config.steps) {
+    if (s.config.warmup_steps > 0 && s.step >= s.config.warmup_steps && !codebooks_initialized()) {
+      init_codebooks(data.sample_batch(s.config.kmeans_segments, segment_length, s.random));
+    }
     StepStats stats = step(data.sample_batch(s.config.batch_size, segment_length, s.random));
     if (on_step) on_step(stats);
     if (line.due()) {

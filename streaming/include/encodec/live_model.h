@@ -34,7 +34,8 @@ struct LiveModelOptions {
 struct LiveModel {
   EncodecModel model;
   std::string checksum;        // sha256 of the checkpoint file (or "random-weights-0")
-  std::string source;          // for logs: the file, or "random weights"
+  std::string source;          // for logs: the file, or "random weights"; names the demo model as such
+  bool demo = false;           // the shipped demo model (find_demo_checkpoint), no official one being cached
 };
 
 // The path of the official checkpoint `file_name` (kCheckpoint48kHz, ...) if it
@@ -44,7 +45,8 @@ std::string cached_official_checkpoint(const std::string& file_name, const std::
 
 // The codec from options.checkpoint, else the official encodec_24khz checkpoint
 // if it is already in the model directory or the torch hub cache (a server does
-// not download at start), else LiveModelError naming both and --checkpoint.
+// not download at start), else, when no model directory was given, the demo
+// model (encodec/demo_model.h), else LiveModelError naming both and --checkpoint.
 LiveModel load_live_model(const LiveModelOptions& options);
 
 // The LM for `codec`: from `checkpoint`, else the official one when cached;

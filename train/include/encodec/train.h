@@ -84,6 +84,31 @@ struct TrainConfig {
   int64_t batch_size = 8;
   double segment_s = 1.0;
   int64_t steps = 1000;  // run() stops when the step count reaches this
+  // The first warmup_steps steps bypass the quantizer (a plain autoencoder);
+  // then run() initializes every codebook by k-means on the latents of
+  // kmeans_segments random segments (init_codebooks). An encoder at its random
+  // init gives nearly constant latents, and codebooks fit on those collapse (one
+  // code for everything); a warmed-up encoder's latents spread. 0: the
+  // reference's behaviour, k-means on the first batch each codebook sees.
+  int64_t warmup_steps = 0;
+  int64_t kmeans_segments = 64;
+  // Left alone, the encoder's latent is a large offset (norm ~10-25 here) with
+  // the information in variations ~100x smaller, and the offset moves by more
+  // than those variations every few steps: no codebook can follow, every
+  // vector takes one code. Two terms keep the latent quantizable:
+  // warmup_noise, the standard deviation of Gaussian noise added to the
+  // latent during the warm-up (the decoder can only use variations larger
+  // than it), and latent_penalty, the weight of mean(latent^2) added to the
+  // encoder's gradient at every step (as the commitment loss is), which keeps
+  // the offset near 0.
+  double warmup_noise = 0;
+  double latent_penalty = 0;
+  // Start every convolution's bias at 0 (PyTorch draws them like the weights).
+  // The audio is small (mean |x| ~0.06) and each default-initialized layer
+  // shrinks its input, so random biases dominate the signal from the first
+  // layer on: the latent is then mostly the biases' constant, and the decoder
+  // learns an output that does not depend on its input at all.
+  bool zero_conv_biases = false;
   // The discriminator updates on a batch with this probability (2/3 at 24 kHz in the paper).
   double discriminator_update_probability = 2.0 / 3.0;
 
@@ -145,17 +170,28 @@ class Trainer {
   // CheckpointError or std::runtime_error naming the file at fault.
   void resume(const std::string& path);
 
+  // The k-means init of all codebooks (see warmup_steps) on the latents of
+  // `batch` [B, channels, T]; run() calls it when the warm-up ends.
+  void init_codebooks(const torch::Tensor& batch);
+  // Whether the first codebook has been initialized (by k-means or a checkpoint).
+  bool codebooks_initialized() const;
+
   // Loads only the model's weights and codebooks from a checkpoint (any
   // checkpoint of this architecture, e.g. to evaluate it).
   void load_weights(const std::string& path);
 
   // The model in eval mode on every file of `dir` (whole files, converted as
   // for training), at each of config().model.target_bandwidths: the mean time
-  // L1, multi-scale mel loss and SI-SNR over the files.
+  // L1, multi-scale mel loss and SI-SNR over the files. Before any codebook is
+  // initialized (during the warm-up) one row: the autoencoder without quantizer.
   struct Evaluation {
     double bandwidth_kbps = 0;
     double time_l1 = 0, mel = 0, si_snr_db = 0;
     int64_t files = 0;
+    // Per codebook used at this bandwidth, over the codes of all the files:
+    // distinct codes and perplexity (see codebook_usage in trainable_vq.h).
+    std::vector<int64_t> distinct_codes;
+    std::vector<double> perplexity;
   };
   std::vector<Evaluation> evaluate(const std::string& dir);
 
