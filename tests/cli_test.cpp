@@ -26,31 +26,15 @@
 #include "encodec/lm.h"
 #include "fast/cpu_tier.h"
 #include "golden_cases.h"
+#include "cli_run.h"
 #include "lm_test_util.h"
 
 namespace encodec {
 namespace {
 namespace fs = std::filesystem;
+using testing::CliRun;
+using testing::run_cli;
 
-struct CliRun {
-  int exit_code = -1;
-  std::string out;  // stdout
-  std::string err;  // stderr
-};
-
-CliRun run_cli(const std::vector<std::string>& args) {
-  std::vector<const char*> argv = {"encodec"};
-  for (const std::string& arg : args) argv.push_back(arg.c_str());
-  ::testing::internal::CaptureStdout();
-  ::testing::internal::CaptureStderr();
-  CliRun run;
-  run.exit_code = run_encodec_cli(static_cast<int>(argv.size()), argv.data());
-  std::cout.flush();
-  std::cerr.flush();
-  run.out = ::testing::internal::GetCapturedStdout();
-  run.err = ::testing::internal::GetCapturedStderr();
-  return run;
-}
 
 std::string checkpoint_24khz() { return testing::golden_path("encodec_24khz-random.th"); }
 std::string checkpoint_48khz() { return testing::golden_path("encodec_48khz-random.th"); }

@@ -21,38 +21,17 @@
 #include "encodec/live_model.h"
 #include "encodec/model_store.h"
 #include "golden.h"
+#include "cli_run.h"
+#include "scoped_env.h"
 
 namespace encodec {
 namespace {
 namespace fs = std::filesystem;
+using testing::CliRun;
+using testing::run_cli;
+using testing::ScopedEnv;
 
 const std::string kShippedDemo = std::string(ENCODEC_SOURCE_DIR) + "/models/" + kDemoCheckpoint24kHz;
-
-// Sets (or with nullopt unsets) an environment variable for one scope.
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, std::optional<std::string> value) : name_(name) {
-    if (const char* old = std::getenv(name)) old_value_ = old;
-    if (value) {
-      setenv(name, value->c_str(), 1);
-    } else {
-      unsetenv(name);
-    }
-  }
-  ~ScopedEnv() {
-    if (old_value_) {
-      setenv(name_, old_value_->c_str(), 1);
-    } else {
-      unsetenv(name_);
-    }
-  }
-  ScopedEnv(const ScopedEnv&) = delete;
-  ScopedEnv& operator=(const ScopedEnv&) = delete;
-
- private:
-  const char* name_;
-  std::optional<std::string> old_value_;
-};
 
 std::string file_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -61,24 +40,6 @@ std::string file_bytes(const std::string& path) {
   return bytes.str();
 }
 
-struct CliRun {
-  int exit_code = -1;
-  std::string err;
-};
-
-CliRun run_cli(const std::vector<std::string>& args) {
-  std::vector<const char*> argv = {"encodec"};
-  for (const std::string& arg : args) argv.push_back(arg.c_str());
-  ::testing::internal::CaptureStdout();
-  ::testing::internal::CaptureStderr();
-  CliRun run;
-  run.exit_code = run_encodec_cli(static_cast<int>(argv.size()), argv.data());
-  std::cout.flush();
-  std::cerr.flush();
-  ::testing::internal::GetCapturedStdout();
-  run.err = ::testing::internal::GetCapturedStderr();
-  return run;
-}
 
 // A second of two partials, amplitude 0.3.
 torch::Tensor test_audio() {

@@ -26,9 +26,11 @@
 #include <gtest/gtest.h>
 
 #include "golden.h"
+#include "scoped_env.h"
 
 namespace encodec {
 namespace {
+using testing::ScopedEnv;
 
 namespace fs = std::filesystem;
 using ::encodec::testing::make_temp_dir;
@@ -68,32 +70,6 @@ std::vector<std::string> directory_entries(const std::string& dir) {
 }
 
 std::string file_url(const std::string& dir) { return "file://" + fs::absolute(dir).string() + "/"; }
-
-// Sets (or unsets, with nullopt) an environment variable for one scope.
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, std::optional<std::string> value) : name_(name) {
-    if (const char* old = std::getenv(name)) old_value_ = old;
-    if (value) {
-      setenv(name, value->c_str(), 1);
-    } else {
-      unsetenv(name);
-    }
-  }
-  ~ScopedEnv() {
-    if (old_value_) {
-      setenv(name_, old_value_->c_str(), 1);
-    } else {
-      unsetenv(name_);
-    }
-  }
-  ScopedEnv(const ScopedEnv&) = delete;
-  ScopedEnv& operator=(const ScopedEnv&) = delete;
-
- private:
-  const char* name_;
-  std::optional<std::string> old_value_;
-};
 
 // Each test gets a served directory, a cache directory that does not exist
 // yet, and no ENCODEC_MODEL_DIR from the environment running the tests.
