@@ -107,12 +107,14 @@ int main(int argc, char** argv) {
   CLI::App app{"SI-SNR and mel distance of an EnCodec checkpoint and of libopus on folders of audio"};
   std::vector<std::string> sets;
   std::string checkpoint;
-  std::vector<double> bandwidths = {1.5, 3.0, 6.0};
+  std::vector<double> bandwidths;  // default: every official bandwidth the checkpoint has codebooks for
   std::vector<double> opus_kbps = {6.0, 12.0};
   int threads = 1;
   app.add_option("--set", sets, "NAME=DIR: a folder of audio files, reported as NAME (repeatable)")->required();
   app.add_option("--checkpoint", checkpoint, "EnCodec 24 kHz checkpoint (default: the demo model)");
-  app.add_option("--bandwidths", bandwidths, "EnCodec bandwidths in kbps")->delimiter(',');
+  app.add_option("--bandwidths", bandwidths,
+                 "EnCodec bandwidths in kbps (default: each of 1.5, 3, 6, 12, 24 the checkpoint has codebooks for)")
+      ->delimiter(',');
   app.add_option("--opus-kbps", opus_kbps, "Opus bitrates in kbps")->delimiter(',');
   app.add_option("--threads", threads, "LibTorch threads");
   CLI11_PARSE(app, argc, argv);
@@ -124,6 +126,11 @@ int main(int argc, char** argv) {
       checkpoint = *demo;
     }
     encodec::EncodecModel model = encodec::EncodecModel::from_checkpoint(checkpoint, "encodec_24khz");
+    if (bandwidths.empty()) {
+      for (double bandwidth : model.config().target_bandwidths) {
+        if (model.config().num_codebooks(bandwidth) <= model.config().n_q) bandwidths.push_back(bandwidth);
+      }
+    }
     encodec::train::MultiScaleMelLoss mel_loss(kRateHz);
     torch::NoGradGuard no_grad;
     std::printf("checkpoint %s, %d thread(s)\n", checkpoint.c_str(), threads);

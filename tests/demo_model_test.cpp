@@ -89,7 +89,13 @@ TEST_F(DemoModelTest, TheShippedFileIsFoundAndIsTheCausal24kHzLayout) {
 
 TEST_F(DemoModelTest, EnvironmentVariableChoosesTheFile) {
   ScopedEnv chosen("ENCODEC_DEMO_MODEL", path("elsewhere.th"));
-  EXPECT_FALSE(find_demo_checkpoint()) << "a missing chosen file is not replaced by another";
+  try {
+    find_demo_checkpoint();
+    ADD_FAILURE() << "a missing chosen file is neither an error nor replaced by another";
+  } catch (const DemoModelError& error) {
+    EXPECT_NE(std::string(error.what()).find("ENCODEC_DEMO_MODEL"), std::string::npos) << error.what();
+    EXPECT_NE(std::string(error.what()).find(path("elsewhere.th")), std::string::npos) << error.what();
+  }
   fs::copy_file(kShippedDemo, path("elsewhere.th"));
   EXPECT_EQ(find_demo_checkpoint(), path("elsewhere.th"));
 }
@@ -106,13 +112,16 @@ TEST_F(DemoModelTest, CliFallsBackToTheDemoModel) {
   EXPECT_NE(run.err.find("demo model"), std::string::npos) << run.err;
   EXPECT_NE(run.err.find(kShippedDemo), std::string::npos) << run.err;
 
-  const EncodecModel model = EncodecModel::from_checkpoint(kShippedDemo, "encodec_24khz");
+  const EncodecModel model = EncodecModel::from_checkpoint(kShippedDemo, kModelNameDemo24kHz);
   const std::string bytes = file_bytes(path("out.ecdc"));
   std::istringstream in(bytes);
   const EcdcHeader header = read_ecdc_header(in);
+  // Its own name: neither the official model nor the Python package takes
+  // the file for one of theirs.
+  EXPECT_EQ(header.model_name, kModelNameDemo24kHz);
   const std::vector<EncodedFrame> frames = read_ecdc_frames(in, header, model.config());
   ASSERT_EQ(frames.size(), 1u);
-  EncodecModel at_3kbps = EncodecModel::from_checkpoint(kShippedDemo, "encodec_24khz");
+  EncodecModel at_3kbps = EncodecModel::from_checkpoint(kShippedDemo, kModelNameDemo24kHz);
   at_3kbps.set_target_bandwidth(3.0);
   const torch::Tensor wav = read_audio(path("in.wav")).samples;
   const std::vector<EncodedFrame> expected = at_3kbps.encode(wav.unsqueeze(0));
@@ -125,6 +134,37 @@ TEST_F(DemoModelTest, CliFallsBackToTheDemoModel) {
   ASSERT_EQ(run.exit_code, 0) << run.err;
   EXPECT_NE(run.err.find("demo model"), std::string::npos) << run.err;
   EXPECT_EQ(read_audio(path("out.wav")).samples.size(-1), 24000);
+}
+
+// The demo model never decodes a file of the official model (it would give
+// noise), and a demo file needs the demo model.
+TEST_F(DemoModelTest, FilesDecodeOnlyWithTheModelTheyName) {
+  // An official-named file: made by a model loaded under the official name.
+  const EncodecModel as_official = EncodecModel::from_checkpoint(kShippedDemo, kModelName24kHz);
+  std::ofstream(path("official.ecdc"), std::ios::binary) << compress(as_official, test_audio());
+  CliRun run = run_cli({path("official.ecdc"), path("official.wav")});
+  EXPECT_EQ(run.exit_code, 1);
+  EXPECT_NE(run.err.find("official encodec_24khz"), std::string::npos) << run.err;
+  EXPECT_NE(run.err.find("--download"), std::string::npos) << run.err;
+  EXPECT_FALSE(fs::exists(path("official.wav"))) << "nothing half-written is left";
+
+  testing::write_pcm16(path("in.wav"), test_audio(), 24000);
+  ASSERT_EQ(run_cli({"-q", path("in.wav"), path("demo.ecdc")}).exit_code, 0);
+  {
+    ScopedEnv missing("ENCODEC_DEMO_MODEL", path("gone.th"));
+    run = run_cli({path("demo.ecdc"), path("demo.wav")});
+    EXPECT_EQ(run.exit_code, 1);
+    EXPECT_NE(run.err.find("$ENCODEC_DEMO_MODEL names " + path("gone.th")), std::string::npos) << run.err;
+    EXPECT_FALSE(fs::exists(path("demo.wav")));
+  }
+  // --checkpoint gives the demo model explicitly: the file names it, so it decodes.
+  run = run_cli({"--checkpoint", kShippedDemo, path("demo.ecdc"), path("demo.wav")});
+  EXPECT_EQ(run.exit_code, 0) << run.err;
+  // The demo model has no LM.
+  run = run_cli({"--lm", path("in.wav"), path("lm.ecdc")});
+  EXPECT_EQ(run.exit_code, 1);
+  EXPECT_NE(run.err.find("demo model has no LM"), std::string::npos) << run.err;
+  EXPECT_FALSE(fs::exists(path("lm.ecdc")));
 }
 
 TEST_F(DemoModelTest, CliSaysSoInItsHelpAndKeepsAnExplicitModelFolder) {
@@ -146,6 +186,7 @@ TEST_F(DemoModelTest, CliSaysSoInItsHelpAndKeepsAnExplicitModelFolder) {
 TEST_F(DemoModelTest, LiveModelFallsBackToTheDemoModel) {
   const LiveModel live = load_live_model({});
   EXPECT_TRUE(live.demo);
+  EXPECT_EQ(live.model.name(), kModelNameDemo24kHz);
   EXPECT_NE(live.source.find("demo model"), std::string::npos) << live.source;
   EXPECT_EQ(live.checksum, sha256_file(kShippedDemo));
   EXPECT_EQ(live.model.config().bins, 1024);

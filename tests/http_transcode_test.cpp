@@ -8,6 +8,7 @@
 #include <cmath>
 #include <filesystem>
 #include <map>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -16,6 +17,9 @@
 #include <nlohmann/json.hpp>
 
 #include "encodec/cli.h"
+#include "encodec/compress.h"
+#include "encodec/demo_model.h"
+#include "encodec/ecdc.h"
 #include "encodec/http_endpoint.h"
 #include "encodec/server.h"
 #include "golden.h"
@@ -185,6 +189,38 @@ TEST_F(HttpTranscodeTest, DecodeGivesTheCommandsWav) {
   for (const auto& entry : std::filesystem::directory_iterator(std::filesystem::temp_directory_path())) {
     EXPECT_EQ(entry.path().filename().string().rfind("encodecd-job-", 0), std::string::npos) << entry.path();
   }
+}
+
+// A server that runs the demo model encodes 24 kHz with it, as the command
+// does, and decodes files by the model they name.
+TEST_F(HttpTranscodeTest, ADemoServerEncodesWithTheDemoModelAndDecodesByTheFilesModel) {
+  const std::string demo = std::string(ENCODEC_SOURCE_DIR) + "/models/" + kDemoCheckpoint24kHz;
+  server::HttpOptions options = golden_options();
+  options.models.demo_checkpoint_24khz = demo;
+  start_http(options);
+  const std::string speech = golden_path("inputs/speech_24k.wav");
+  const std::string ecdc = dir_ + "/demo.ecdc", wav = dir_ + "/demo.wav";
+  const std::string expected = cli_output({"-b", "3", "--checkpoint", demo, speech, ecdc}, ecdc);
+  std::istringstream header_bytes(expected);
+  EXPECT_EQ(read_ecdc_header(header_bytes).model_name, kModelNameDemo24kHz);
+  HttpReply reply = http_request(port(), "/v1/encode?bandwidth=3", "POST", read_file_bytes(speech));
+  ASSERT_EQ(reply.status, 200) << reply.body.substr(0, 300);
+  EXPECT_EQ(reply.body, expected) << describe_byte_difference(reply.body, expected);
+
+  reply = http_request(port(), "/v1/decode", "POST", expected);
+  ASSERT_EQ(reply.status, 200) << reply.body.substr(0, 300);
+  const std::string expected_wav = cli_output({"--checkpoint", demo, ecdc, wav}, wav);
+  EXPECT_EQ(reply.body, expected_wav) << describe_byte_difference(reply.body, expected_wav);
+
+  // A file of the official name decodes with the official checkpoint.
+  const std::string official = cli_output({"--checkpoint", golden_path("encodec_24khz-random.th"), speech, ecdc}, ecdc);
+  reply = http_request(port(), "/v1/decode", "POST", official);
+  ASSERT_EQ(reply.status, 200) << reply.body.substr(0, 300);
+  EXPECT_EQ(reply.body, cli_output({"--checkpoint", golden_path("encodec_24khz-random.th"), ecdc, wav}, wav));
+
+  reply = http_request(port(), "/v1/encode?lm=1", "POST", read_file_bytes(speech));
+  EXPECT_EQ(reply.status, 400);
+  EXPECT_NE(error_of(reply).find("demo model"), std::string::npos) << error_of(reply);
 }
 
 TEST_F(HttpTranscodeTest, LongInputsBecomeJobsWithProgressThenTheResult) {

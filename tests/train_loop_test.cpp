@@ -9,6 +9,8 @@
 
 #include "dataset.h"
 #include "encodec/audio_io.h"
+#include "encodec/checkpoint.h"
+#include "encodec/checkpoint_writer.h"
 #include "golden.h"
 #include "trainer_impl.h"
 #include "train_test_util.h"
@@ -246,6 +248,25 @@ TEST(TrainMain, TrainsSavesAndResumes) {
   EXPECT_NE(table.find("0.6 kbps  files 1"), std::string::npos) << table;
   EXPECT_NE(table.find("1.2 kbps  files 1"), std::string::npos) << table;
   EXPECT_EQ(table.find("6.0 kbps"), std::string::npos) << table;
+
+  // --export-half: the same tensors rounded to float16, loadable as before, and smaller.
+  const std::string half = dir + "/out/tiny_half.th";
+  ASSERT_EQ(run_main({"-o", checkpoint, "--export-half", half}, &errors), 0) << errors;
+  const StateDict full_state = load_checkpoint(checkpoint), half_state = load_checkpoint(half);
+  ASSERT_EQ(half_state.size(), full_state.size());
+  for (const auto& [name, tensor] : full_state) {
+    ASSERT_TRUE(half_state.count(name)) << name;
+    EXPECT_EQ(half_state.at(name).scalar_type(), torch::kFloat16) << name;
+    EXPECT_TRUE(half_state.at(name).to(torch::kFloat32).equal(tensor.to(torch::kFloat16).to(torch::kFloat32))) << name;
+  }
+  EXPECT_LT(std::filesystem::file_size(half), std::filesystem::file_size(checkpoint));
+  EXPECT_EQ(EncodecModel::from_checkpoint(half, "encodec_24khz").config().n_q, 4);
+  StateDict too_large = full_state;
+  too_large.begin()->second = too_large.begin()->second * 0 + 1e6;
+  save_checkpoint(dir + "/large.th", too_large);
+  EXPECT_EQ(run_main({"-o", dir + "/large.th", "--export-half", dir + "/large_half.th"}, &errors), 1);
+  EXPECT_NE(errors.find("'" + too_large.begin()->first + "'"), std::string::npos) << errors;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/large_half.th"));
 }
 
 // Bad arguments: exit 2 for flags CLI11 refuses, 1 with the reason for the rest.

@@ -186,6 +186,39 @@ TEST(TrainerCheckpoint, ResumeContinuesExactly) {
   for (const auto& [name, tensor] : a) EXPECT_TRUE(torch::equal(tensor, b.at(name))) << name;
 }
 
+// The config's learning rate applies after a resume (not the saved Adam
+// state's): at a rate of 1e-30 a further step leaves every trained parameter
+// as saved to float precision (only the codebooks' EMA buffers move), at the
+// original rate it does not.
+TEST(TrainerCheckpoint, ResumeTakesTheConfigsLearningRate) {
+  TrainConfig config = tiny_config();
+  config.model.target_bandwidths = {config.model.target_bandwidths.back()};
+  config.codebooks.threshold_ema_dead_code = 0;
+  const torch::Tensor batch = test_batch(config, 2);
+  Trainer original(config);
+  original.step(batch);
+  const std::string path = ::encodec::testing::make_temp_dir("train_resume_lr") + "/resume.th";
+  original.save(path);
+  const StateDict saved = original.state_dict();
+
+  TrainConfig stopped = config;
+  stopped.learning_rate = 1e-30;
+  Trainer resumed(stopped);
+  resumed.resume(path);
+  resumed.step(batch);
+  original.step(batch);
+  int64_t parameters = 0;
+  for (const auto& [name, tensor] : resumed.state_dict()) {
+    if (name.find("._codebook.") != std::string::npos) continue;  // buffers, not trained by Adam
+    ++parameters;
+    EXPECT_TRUE(torch::allclose(tensor, saved.at(name), 1e-6, 1e-12)) << name << " moved at learning rate 1e-30";
+  }
+  EXPECT_GT(parameters, 10);
+  int64_t moved = 0;
+  for (const auto& [name, tensor] : original.state_dict()) moved += !torch::allclose(tensor, saved.at(name), 1e-6, 1e-12);
+  EXPECT_GT(moved, 10) << "the original rate moves the parameters";
+}
+
 TEST(TrainerCheckpoint, ResumeWithoutTheSideFileSaysWhy) {
   TrainConfig config = tiny_config();
   Trainer trainer(config);

@@ -196,11 +196,41 @@ std::string error_text(const std::exception& error) {
   return error.what();
 }
 
-// Loads the codec named `model_name`: from --checkpoint when given, otherwise
-// the official checkpoint through the model store (--model-dir, else
-// $ENCODEC_MODEL_DIR, else the hub cache with download).
+// What the model is loaded for: compression may fall back to the demo model;
+// a file's decompression needs the model named in its header.
+enum class ModelUse { kCompress, kDecompress };
+
+// Whether `path` is the demo checkpoint find_demo_checkpoint() finds.
+bool is_demo_checkpoint(const std::string& path) {
+  try {
+    const std::optional<std::string> demo = find_demo_checkpoint();
+    std::error_code error;
+    return demo && fs::equivalent(path, *demo, error);
+  } catch (const DemoModelError&) {
+    return false;  // $ENCODEC_DEMO_MODEL is wrong, but --checkpoint does not need it
+  }
+}
+
+EncodecModel load_demo_model(const std::string& path, KernelSet kernel_set, const CliOptions& options,
+                             const std::string& why) {
+  if (!options.quiet) {
+    std::cerr << "encodec: using the demo model " << path << " (" << why
+              << "): a small model trained by this project, far below the official quality, "
+                 "whose files decode only with it; --download fetches the official model\n";
+  }
+  try {
+    return EncodecModel::from_checkpoint(path, kModelNameDemo24kHz, kernel_set);
+  } catch (const std::exception& error) {
+    throw CliError("cannot load the demo model " + path + ": " + error_text(error));
+  }
+}
+
+// Loads the codec named `model_name`: from --checkpoint when given; the demo
+// model for a file naming it, or to compress when the official model is not
+// at hand (see below); otherwise the official checkpoint through the model
+// store (--model-dir, else $ENCODEC_MODEL_DIR, else the hub cache with download).
 EncodecModel load_weights(const CliOptions& options, const std::string& model_name,
-                          KernelSet kernel_set) {
+                          KernelSet kernel_set, ModelUse use) {
   if (options.random_weights) {
     if (model_name == kModelName24kHz) {
       return EncodecModel::with_random_weights(EncodecConfig::official_24khz(), 0, kernel_set);
@@ -210,8 +240,13 @@ EncodecModel load_weights(const CliOptions& options, const std::string& model_na
     }
   }
   if (!options.checkpoint.empty()) {
+    // Compressing with the demo file given as --checkpoint: its files carry its name.
+    const std::string name =
+        use == ModelUse::kCompress && model_name == kModelName24kHz && is_demo_checkpoint(options.checkpoint)
+            ? kModelNameDemo24kHz
+            : model_name;
     try {
-      return EncodecModel::from_checkpoint(options.checkpoint, model_name, kernel_set);
+      return EncodecModel::from_checkpoint(options.checkpoint, name, kernel_set);
     } catch (const std::exception& error) {
       // Say which file was meant for which model: a 24 kHz checkpoint given
       // for a 48 kHz file otherwise reads as a mere missing tensor.
@@ -219,6 +254,14 @@ EncodecModel load_weights(const CliOptions& options, const std::string& model_na
       throw CliError("cannot load " + model_name + " from --checkpoint " + options.checkpoint +
                      ": " + what);
     }
+  }
+  if (model_name == kModelNameDemo24kHz) {
+    const std::optional<std::string> demo = find_demo_checkpoint();
+    if (!demo) {
+      throw CliError(options.input + " was compressed with the demo model (" + kModelNameDemo24kHz +
+                     "), which this installation does not have: set $ENCODEC_DEMO_MODEL or pass --checkpoint");
+    }
+    return load_demo_model(*demo, kernel_set, options, "the file names it");
   }
   ModelStoreOptions store;
   if (!options.model_dir.empty()) store.model_dir = options.model_dir;
@@ -230,17 +273,11 @@ EncodecModel load_weights(const CliOptions& options, const std::string& model_na
   if (model_name == kModelName24kHz && !options.download && !store.model_dir &&
       std::getenv("ENCODEC_MODEL_DIR") == nullptr && !official_checkpoint_in_hub_cache(kCheckpoint24kHz)) {
     if (const std::optional<std::string> demo = find_demo_checkpoint()) {
-      if (!options.quiet) {
-        std::cerr << "encodec: using the demo model " << *demo << " (no official " << kCheckpoint24kHz
-                  << " in " << default_hub_cache_dir()
-                  << "): a small model trained by this project, far below the official quality, "
-                     "whose files decode only with it; --download fetches the official model\n";
-      }
-      try {
-        return EncodecModel::from_checkpoint(*demo, model_name, kernel_set);
-      } catch (const std::exception& error) {
-        throw CliError("cannot load the demo model " + *demo + ": " + error_text(error));
-      }
+      const std::string missing = "no official " + std::string(kCheckpoint24kHz) + " in " + default_hub_cache_dir();
+      if (use == ModelUse::kCompress) return load_demo_model(*demo, kernel_set, options, missing);
+      // The demo model would decode the official codes to noise.
+      throw CliError(options.input + " was compressed with the official " + kModelName24kHz + " model, and there is " +
+                     missing + ": --download fetches it (the demo model cannot decode this file)");
     }
   }
   if (model_name == kModelName24kHz) return EncodecModel::encodec_model_24khz(store, kernel_set);
@@ -255,13 +292,13 @@ EncodecModel load_weights(const CliOptions& options, const std::string& model_na
 // every large block gets its own mapping and goes back to the system when freed;
 // afterwards high thresholds keep per-chunk tensors in the heap, reused rather
 // than mapped and zeroed again for every chunk.
-EncodecModel load_model(const CliOptions& options, const std::string& model_name) {
+EncodecModel load_model(const CliOptions& options, const std::string& model_name, ModelUse use) {
   mallopt(M_MMAP_THRESHOLD, 128 * 1024);
   // bf16 builds its layers from the reference weights (and needs no fp32 fast copies).
   const bool bf16 = options.precision == "bf16";
   EncodecModel model = load_weights(
       options, model_name,
-      options.fast && !bf16 ? KernelSet::kFastOnly : KernelSet::kReferenceOnly);
+      options.fast && !bf16 ? KernelSet::kFastOnly : KernelSet::kReferenceOnly, use);
   if (bf16) model.set_precision(Precision::kBf16);
   mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
   mallopt(M_TRIM_THRESHOLD, 64 * 1024 * 1024);
@@ -305,6 +342,10 @@ LmModel load_lm(const CliOptions& options, const EncodecConfig& codec) {
       throw CliError("cannot load the LM of " + codec.name + " from --lm-checkpoint " +
                      options.lm_checkpoint + ": " + what);
     }
+  }
+  if (codec.name == kModelNameDemo24kHz) {
+    throw CliError("the demo model has no LM: --lm needs the official model (--download fetches it) or "
+                   "--lm-checkpoint");
   }
   ModelStoreOptions store;
   if (!options.model_dir.empty()) store.model_dir = options.model_dir;
@@ -370,11 +411,10 @@ void run_decompress(CliOptions& options) {
     // Checked before the model is loaded (perhaps downloaded) for nothing.
     if (!is_known_model_name(header.model_name)) {
       throw EcdcFormatError("the audio was compressed with an unsupported model '" +
-                            header.model_name + "' (known: " + kModelName24kHz + ", " +
-                            kModelName48kHz + ")");
+                            header.model_name + "' (known: " + known_model_names() + ")");
     }
     stream_if_long(options, header.model_name, header.audio_length);
-    const EncodecModel model = load_model(options, header.model_name);
+    const EncodecModel model = load_model(options, header.model_name, ModelUse::kDecompress);
     if (options.stream_block > 0 && !use_streaming(model, options)) {
       throw CliError("--stream-block needs the causal 24 kHz model; " + options.input +
                      " was compressed with " + header.model_name);
@@ -427,7 +467,7 @@ void run_compress(CliOptions& options) {
   stream_if_long(options, model_name, reader->length());
   std::optional<EncodecModel> loaded;
   try {
-    loaded = load_model(options, model_name);
+    loaded = load_model(options, model_name, ModelUse::kCompress);
   } catch (const CliError& error) {
     // The model follows --hq, not the checkpoint: say so for the likely mistake.
     if (options.checkpoint.empty() || options.hq) throw;

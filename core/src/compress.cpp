@@ -123,8 +123,16 @@ std::string lm_coder_mark(const LmModel& lm) {
   return lm.deterministic() ? kLmCoderDeterministic : "";
 }
 
+bool is_24khz_model_name(const std::string& model_name) {
+  return model_name == kModelName24kHz || model_name == kModelNameDemo24kHz;
+}
+
+std::string known_model_names() {
+  return std::string(kModelName24kHz) + ", " + kModelName48kHz + ", " + kModelNameDemo24kHz;
+}
+
 bool is_known_model_name(const std::string& model_name) {
-  return model_name == kModelName24kHz || model_name == kModelName48kHz;
+  return is_24khz_model_name(model_name) || model_name == kModelName48kHz;
 }
 
 EcdcStreamWriter::EcdcStreamWriter(std::ostream& out, const EcdcHeader& header,
@@ -210,8 +218,7 @@ void check_compress_input(const EncodecModel& model, const torch::Tensor& wav) {
     // The reader looks the header's name up, so a file naming another model
     // could never be decompressed (the reference refuses it too).
     throw std::invalid_argument("cannot compress with model '" + model.name() +
-                                "': .ecdc files only name " + kModelName24kHz + " or " +
-                                kModelName48kHz);
+                                "': .ecdc files only name " + known_model_names());
   }
   if (wav.dim() != 2 || wav.size(0) != model.channels()) {
     throw std::invalid_argument("compress with " + model.name() + " expects audio of shape [" +
@@ -353,8 +360,7 @@ DecompressedAudio decompress_from_stream(std::istream& in, const ModelProvider& 
   // Checked before the model is loaded (perhaps downloaded) for nothing.
   if (!is_known_model_name(header.model_name)) {
     throw EcdcFormatError("the audio was compressed with an unsupported model '" +
-                          header.model_name + "' (known: " + kModelName24kHz + ", " +
-                          kModelName48kHz + ")");
+                          header.model_name + "' (known: " + known_model_names() + ")");
   }
   const EncodecModel model = models(header.model_name);
   if (model.name() != header.model_name) {

@@ -11,7 +11,9 @@ std::optional<std::string> find_demo_checkpoint() {
   namespace fs = std::filesystem;
   if (const char* chosen = std::getenv("ENCODEC_DEMO_MODEL"); chosen != nullptr && *chosen != '\0') {
     if (fs::is_regular_file(chosen)) return std::string(chosen);
-    return std::nullopt;
+    throw DemoModelError(std::string("$ENCODEC_DEMO_MODEL names ") + chosen + ", which " +
+                         (fs::exists(chosen) ? "is not a file" : "does not exist") +
+                         " (unset it to use the shipped demo model)");
   }
   // Both folders are fixed at build time (core/CMakeLists.txt).
   for (const char* folder : {ENCODEC_INSTALLED_MODELS_DIR, ENCODEC_SOURCE_MODELS_DIR}) {

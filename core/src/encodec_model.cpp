@@ -4,6 +4,7 @@
 #include <stdexcept>
 #include <utility>
 
+#include "encodec/compress.h"
 #include "encodec/encodec.h"
 #include "fast/fast_quantizer.h"
 #include "model_weights.h"
@@ -33,13 +34,13 @@ EncodecConfig EncodecConfig::official_48khz() {
 EncodecConfig EncodecConfig::infer_from_state_dict(const std::string& name,
                                                    const StateDict& state) {
   EncodecConfig config;
-  if (name == "encodec_24khz") {
+  if (name == kModelName24kHz || name == kModelNameDemo24kHz) {
     config = official_24khz();
-  } else if (name == "encodec_48khz") {
+    config.name = name;
+  } else if (name == kModelName48kHz) {
     config = official_48khz();
   } else {
-    throw std::invalid_argument("unknown model '" + name +
-                                "' (expected encodec_24khz or encodec_48khz)");
+    throw std::invalid_argument("unknown model '" + name + "' (expected one of " + known_model_names() + ")");
   }
   const std::string first_conv = config.norm == "weight_norm"
                                      ? "encoder.model.0.conv.conv.weight_v"

@@ -32,7 +32,7 @@ class ProgressAudioSink : public AudioSink {
 bool streams_by_default(const EncodecConfig& config) { return config.causal && !config.segment_s; }
 
 bool too_long_for_whole_file(const std::string& model_name, int64_t audio_length) {
-  if (model_name != kModelName24kHz) return false;
+  if (!is_24khz_model_name(model_name)) return false;
   const double seconds =
       static_cast<double>(audio_length) / EncodecConfig::official_24khz().sample_rate_hz;
   return seconds > kWholeFileLimitSeconds;

@@ -144,7 +144,7 @@ int run_encodecd(int argc, const char* const* argv) {
     if (!config.http_listen().empty()) {
       HttpOptions http_options = to_http_options(config, model_dir, random_weights);
       // The HTTP transcoder uses the same demo model as the live streams.
-      if (live.demo) http_options.models.checkpoint_24khz = find_demo_checkpoint().value_or("");
+      if (live.demo) http_options.models.demo_checkpoint_24khz = find_demo_checkpoint().value_or("");
       http_endpoint = std::make_unique<HttpEndpoint>(server, std::move(http_options));
       http_endpoint->start();
       spdlog::info("serving HTTP (/healthz, /metrics, /v1/encode, /v1/decode, /v1/jobs) on {}:{}",

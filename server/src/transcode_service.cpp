@@ -175,8 +175,10 @@ EncodecModel TranscodeModels::codec(const std::string& model_name) {
       return EncodecModel::with_random_weights(
           hq ? EncodecConfig::official_48khz() : EncodecConfig::official_24khz(), 0, KernelSet::kFastOnly);
     }
-    std::string path = hq ? sources_.checkpoint_48khz : sources_.checkpoint_24khz;
+    const bool demo = model_name == kModelNameDemo24kHz;
+    std::string path = hq ? sources_.checkpoint_48khz : demo ? sources_.demo_checkpoint_24khz : sources_.checkpoint_24khz;
     try {
+      if (demo && path.empty()) throw std::runtime_error("this server has no demo model");
       if (path.empty()) path = cached_official_checkpoint(official_codec_file(model_name), sources_.model_dir);
       return EncodecModel::from_checkpoint(path, model_name, KernelSet::kFastOnly);
     } catch (const std::exception& error) {
@@ -266,9 +268,15 @@ std::shared_ptr<TranscodeJob> TranscodeService::check_encode(const std::string& 
     *error = HttpAnswer::json_error(400, "the request body is empty: send an audio file");
     return nullptr;
   }
+  // A server running the demo model encodes 24 kHz with it.
+  const bool demo = model == "24khz" && !options_.models.demo_checkpoint_24khz.empty();
+  if (demo && lm) {
+    *error = HttpAnswer::json_error(400, "query parameter lm: this server runs the demo model, which has no LM");
+    return nullptr;
+  }
   auto job = std::make_shared<TranscodeJob>();
   job->kind = TranscodeJob::Kind::kEncode;
-  job->model_name = official.name;
+  job->model_name = demo ? kModelNameDemo24kHz : official.name;
   job->bandwidth_kbps = bandwidth;
   job->lm = lm;
   try {
@@ -313,8 +321,7 @@ std::shared_ptr<TranscodeJob> TranscodeService::check_decode(const std::string& 
   }
   if (!is_known_model_name(header.model_name)) {
     *error = HttpAnswer::json_error(400, "the .ecdc file was made with an unsupported model '" +
-                                             header.model_name + "' (known: " + kModelName24kHz + ", " +
-                                             kModelName48kHz + ")");
+                                             header.model_name + "' (known: " + known_model_names() + ")");
     return nullptr;
   }
   auto job = std::make_shared<TranscodeJob>();

@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <optional>
 
+#include "encodec/compress.h"
 #include "encodec/demo_model.h"
 #include "encodec/model_store.h"
 
@@ -57,7 +58,7 @@ LiveModel load_live_model(const LiveModelOptions& options) {
   }
   EncodecModel model = [&] {
     try {
-      return EncodecModel::from_checkpoint(path, "encodec_24khz", KernelSet::kFastOnly);
+      return EncodecModel::from_checkpoint(path, demo ? kModelNameDemo24kHz : kModelName24kHz, KernelSet::kFastOnly);
     } catch (const std::exception& error) {
       throw LiveModelError("cannot load encodec_24khz from " + path + ": " + error.what());
     }

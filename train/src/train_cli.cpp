@@ -8,11 +8,29 @@
 
 #include <CLI/CLI.hpp>
 
+#include "encodec/checkpoint.h"
+#include "encodec/checkpoint_writer.h"
 #include "encodec/train.h"
 
 namespace encodec::train {
 
 namespace {
+
+// Writes `from`'s state_dict to `to` with float16 tensors. A value beyond
+// float16's range would become infinite: refused, naming the tensor.
+void export_half_precision(const std::string& from, const std::string& to) {
+  if (!std::filesystem::exists(from)) throw std::invalid_argument("--export-half: " + from + " does not exist");
+  StateDict state = load_checkpoint(from);
+  for (auto& [name, tensor] : state) {
+    if (!tensor.is_floating_point()) continue;
+    torch::Tensor half = tensor.to(torch::kFloat16);
+    if (!torch::isfinite(half).all().item<bool>()) {
+      throw std::invalid_argument("--export-half: tensor '" + name + "' of " + from + " does not fit in float16");
+    }
+    tensor = half;
+  }
+  save_checkpoint(to, state);
+}
 
 // One line per bandwidth: losses, SI-SNR, and per codebook "distinct codes/perplexity".
 void print_evaluation(const std::string& label, const std::vector<Trainer::Evaluation>& rows) {
@@ -71,6 +89,11 @@ int train_main(int argc, char** argv) {
   app.add_option("--evaluate", evaluate_dir,
                  "no training: evaluate --checkpoint on the audio files of this folder at each bandwidth "
                  "(time L1, mel loss, SI-SNR)");
+  std::string export_half_path;
+  app.add_option("--export-half", export_half_path,
+                 "no training: write --checkpoint to this file with its floating-point tensors in float16 (the "
+                 "same official layout at half the size; loaders convert back to float32; how the shipped demo "
+                 "model is made)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {
@@ -100,6 +123,11 @@ int train_main(int argc, char** argv) {
     if (threads > 0) config.threads = threads;
     if (quiet) config.progress = false;
     if (config.checkpoint_path.empty()) throw std::invalid_argument("no checkpoint to write: give --checkpoint FILE");
+    if (!export_half_path.empty()) {
+      export_half_precision(config.checkpoint_path, export_half_path);
+      std::cerr << "encodec-train: wrote " << export_half_path << " (float16)\n";
+      return 0;
+    }
     if ((resume || !evaluate_dir.empty()) && !std::filesystem::exists(config.checkpoint_path)) {
       if (!evaluate_dir.empty()) throw std::invalid_argument("--evaluate: " + config.checkpoint_path + " does not exist");
       throw std::invalid_argument("--resume: " + config.checkpoint_path + " does not exist");

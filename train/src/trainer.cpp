@@ -205,6 +205,14 @@ void Trainer::resume(const std::string& path) {
     }
     s.balancer.set_state(state);
     s.step = step.item<int64_t>();
+    // The saved Adam state carries its learning rate; the config's wins, so
+    // that a run can go on at a lower rate (--resume --lr) for its last stretch.
+    for (torch::optim::Optimizer* optimizer : {s.generator_optimizer.get(), s.discriminator_optimizer.get()}) {
+      if (optimizer == nullptr) continue;
+      for (auto& group : optimizer->param_groups()) {
+        static_cast<torch::optim::AdamOptions&>(group.options()).lr(s.config.learning_rate);
+      }
+    }
   } catch (const c10::Error& error) {
     throw std::runtime_error("cannot resume from " + side + ": " + error.what_without_backtrace());
   }

@@ -29,7 +29,15 @@ namespace encodec {
 // The model names a .ecdc header may carry (the reference's MODELS).
 inline constexpr const char* kModelName24kHz = "encodec_24khz";
 inline constexpr const char* kModelName48kHz = "encodec_48khz";
+// This project's demo model (demo_model.h): the 24 kHz layout under its own
+// name, so that its files are never decoded by the official model (or the
+// Python package) as noise, nor official files by it.
+inline constexpr const char* kModelNameDemo24kHz = "encodec_demo_24khz";
 bool is_known_model_name(const std::string& model_name);
+// "encodec_24khz, encodec_48khz, encodec_demo_24khz", for error messages.
+std::string known_model_names();
+// encodec_24khz or the demo model: the causal 24 kHz mono layout.
+bool is_24khz_model_name(const std::string& model_name);
 
 // An LM codes files of `codec` with `num_codebooks` codebooks if it predicts at
 // least that many codebooks of the codec's size. Returns "" or what is wrong.

@@ -12,16 +12,24 @@
 #pragma once
 
 #include <optional>
+#include <stdexcept>
 #include <string>
 
 namespace encodec {
 
 inline constexpr const char* kDemoCheckpoint24kHz = "encodec_demo_24khz.th";
 
-// The demo checkpoint: $ENCODEC_DEMO_MODEL when set (a path; nullopt when that
-// file does not exist), else the installed copy
-// (<prefix>/share/encodec-cpp/models/), else the source tree's models/ (a
-// build run in place). nullopt when none exists.
+// $ENCODEC_DEMO_MODEL names a file that is not there: an error rather than a
+// silent fall back to another model (or to none).
+class DemoModelError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// The demo checkpoint: $ENCODEC_DEMO_MODEL when set (a path; DemoModelError,
+// naming the variable and the path, when that is not a file), else the
+// installed copy (<prefix>/share/encodec-cpp/models/), else the source tree's
+// models/ (a build run in place). nullopt when none exists.
 std::optional<std::string> find_demo_checkpoint();
 
 // Whether the official `file_name` is in the torch hub cache

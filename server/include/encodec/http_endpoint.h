@@ -33,6 +33,11 @@ struct TranscodeModelSources {
   std::string lm_checkpoint_48khz;
   std::string model_dir;
   bool random_weights = false;  // official-size codecs with random weights (benchmarks)
+  // The demo model (demo_model.h), for a server without the official one:
+  // when set, 24 kHz encodes use it (their files name encodec_demo_24khz), and
+  // files naming it decode with it. Files naming encodec_24khz still need the
+  // official model.
+  std::string demo_checkpoint_24khz;
 };
 
 struct HttpOptions {
