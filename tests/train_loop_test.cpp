@@ -135,6 +135,36 @@ TEST(AudioFolder, SegmentsOfTheFilesAtTheModelRate) {
   EXPECT_GT(from_a, from_b);  // picked in proportion to length: 24000 against 2400 samples
 }
 
+// Items land at an RMS inside the range, unless the gain cap (a quiet item)
+// or the peak (a spiky one) stops them; silence stays silence.
+TEST(AudioFolder, LoudnessAugmentationScalesEachItemIntoTheRange) {
+  const int64_t n = 4800;
+  const torch::Tensor t = torch::arange(n, torch::kFloat64) / 24000;
+  const torch::Tensor sine = torch::sin(2 * M_PI * 440 * t).to(torch::kFloat32);  // RMS -3 dB
+  torch::Tensor batch = torch::zeros({5, 1, n});
+  batch[0][0] = 0.5 * sine;   // loud
+  batch[1][0] = 0.02 * sine;  // quiet: RMS -37 dB
+  batch[2][0] = 1e-4 * sine;  // near silence: -83 dB, held back by the 20 dB cap
+  batch[3][0][100] = 0.5;     // one spike: the peak limits the gain
+  const torch::Tensor original = batch.clone();
+  auto rms_db = [](const torch::Tensor& x) { return 20 * std::log10(x.to(torch::kFloat64).pow(2).mean().sqrt().item<double>()); };
+  for (uint64_t seed = 0; seed < 20; ++seed) {
+    torch::Tensor scaled = original.clone();
+    std::mt19937_64 random(seed);
+    scale_to_random_loudness(scaled, -26, -14, 20, random);
+    for (int64_t i : {0, 1}) {
+      EXPECT_GE(rms_db(scaled[i]), -26 - 1e-6) << "seed " << seed << " item " << i;
+      EXPECT_LE(rms_db(scaled[i]), -14 + 1e-6) << "seed " << seed << " item " << i;
+      // A gain, not another signal: proportional to the original.
+      const double gain = (scaled[i].abs().max() / original[i].abs().max()).item<double>();
+      EXPECT_TRUE(torch::allclose(scaled[i], original[i] * gain, 1e-5, 1e-7));
+    }
+    EXPECT_NEAR(rms_db(scaled[2]) - rms_db(original[2]), 20, 1e-4) << "seed " << seed;
+    EXPECT_NEAR(scaled[3].abs().max().item<double>(), 0.99, 1e-6) << "seed " << seed;
+    EXPECT_EQ(scaled[4].abs().max().item<float>(), 0.0f);
+  }
+}
+
 TEST(AudioFolder, AFolderWithoutAudioSaysSo) {
   const std::string dir = ::encodec::testing::make_temp_dir("train_audio_folder_empty");
   std::ofstream(dir + "/notes.txt") << "not audio\n";
@@ -150,7 +180,8 @@ TEST(TrainConfig, ReadsJsonAndRefusesUnknownKeys) {
   const TrainConfig config = parse_train_config(R"({
     "model": {"n_filters": 16, "dimension": 32, "n_q": 4, "bins": 256, "target_bandwidths": [1.2, 2.4]},
     "codebooks": {"decay": 0.9}, "weights": {"adversarial": 0},
-    "batch_size": 4, "segment_s": 0.5, "steps": 10, "device": "cpu"})");
+    "batch_size": 4, "segment_s": 0.5, "steps": 10, "device": "cpu", "normalize_segments": true,
+    "segment_rms_db_min": -30})");
   EXPECT_EQ(config.model.n_filters, 16);
   EXPECT_EQ(config.model.bins, 256);
   EXPECT_EQ(config.model.target_bandwidths, (std::vector<double>{1.2, 2.4}));
@@ -158,6 +189,9 @@ TEST(TrainConfig, ReadsJsonAndRefusesUnknownKeys) {
   EXPECT_EQ(config.weights.adversarial, 0.0);
   EXPECT_EQ(config.weights.feature, 3.0);  // untouched default
   EXPECT_EQ(config.batch_size, 4);
+  EXPECT_TRUE(config.normalize_segments);
+  EXPECT_EQ(config.segment_rms_db_min, -30.0);
+  EXPECT_EQ(config.segment_rms_db_max, -14.0);  // untouched default
   validate(config);
 
   try {
@@ -192,6 +226,10 @@ TEST(TrainConfig, ValidationNamesTheField) {
   config = tiny_config();
   config.segment_s = 0.004;
   EXPECT_NE(message(config).find("segment_s"), std::string::npos);
+  config = tiny_config();
+  config.segment_rms_db_min = -10;
+  config.segment_rms_db_max = -20;
+  EXPECT_NE(message(config).find("segment_rms_db_min"), std::string::npos);
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #include "dataset.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <stdexcept>
 
@@ -58,6 +59,21 @@ torch::Tensor AudioFolder::sample_batch(int64_t batch, int64_t segment_length, s
     out[b].narrow(1, 0, take).copy_(clip.narrow(1, offset, take));
   }
   return out;
+}
+
+void scale_to_random_loudness(torch::Tensor& batch, double min_db, double max_db, double max_gain_db,
+                              std::mt19937_64& generator) {
+  std::uniform_real_distribution<double> target_db(min_db, max_db);
+  for (int64_t b = 0; b < batch.size(0); ++b) {
+    torch::Tensor item = batch[b];
+    const double target = target_db(generator);  // drawn for every item: the stream does not depend on the audio
+    const double rms = item.to(torch::kFloat64).pow(2).mean().sqrt().item<double>();
+    const double peak = item.abs().max().item<double>();
+    if (rms <= 0 || peak <= 0) continue;
+    const double gain = std::min({std::pow(10.0, (target - 20 * std::log10(rms)) / 20), std::pow(10.0, max_gain_db / 20),
+                                  0.99 / peak});
+    item.mul_(gain);
+  }
 }
 
 }  // namespace encodec::train

@@ -36,4 +36,11 @@ class AudioFolder {
   size_t skipped_ = 0;
 };
 
+// Scales each item of `batch` [B, channels, T] in place to an RMS (over its
+// channels and samples) drawn uniformly in dB from [min_db, max_db], with the
+// gain at most max_gain_db and at most what takes the peak to 0.99. Silent
+// items stay silent. Draws one number per item from `generator`.
+void scale_to_random_loudness(torch::Tensor& batch, double min_db, double max_db, double max_gain_db,
+                              std::mt19937_64& generator);
+
 }  // namespace encodec::train

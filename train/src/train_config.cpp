@@ -129,6 +129,10 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
   r.read("warmup_noise", c.warmup_noise);
   r.read("latent_penalty", c.latent_penalty);
   r.read("zero_conv_biases", c.zero_conv_biases);
+  r.read("normalize_segments", c.normalize_segments);
+  r.read("segment_rms_db_min", c.segment_rms_db_min);
+  r.read("segment_rms_db_max", c.segment_rms_db_max);
+  r.read("max_segment_gain_db", c.max_segment_gain_db);
   r.read("discriminator_update_probability", c.discriminator_update_probability);
   r.read("data_dir", c.data_dir);
   r.read("checkpoint_path", c.checkpoint_path);
@@ -185,6 +189,9 @@ void validate(const TrainConfig& c) {
   const LossWeights& w = c.weights;
   if (w.time < 0 || w.frequency < 0 || w.adversarial < 0 || w.feature < 0 || w.commitment < 0) fail("weights must be >= 0");
   if (w.time + w.frequency + w.adversarial + w.feature <= 0) fail("weights: every balanced loss (time, frequency, adversarial, feature) is 0");
+  if (c.segment_rms_db_min > c.segment_rms_db_max || c.segment_rms_db_max > 0 || c.max_segment_gain_db < 0) {
+    fail("segment_rms_db_min must be <= segment_rms_db_max <= 0 and max_segment_gain_db >= 0");
+  }
   if (c.learning_rate <= 0 || c.batch_size < 1 || c.segment_s <= 0 || c.steps < 0) {
     fail("learning_rate, batch_size, segment_s must be positive and steps >= 0");
   }

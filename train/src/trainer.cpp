@@ -298,10 +298,18 @@ void Trainer::run(const std::function<void(const StepStats&)>& on_step) {
   const int64_t segment_length = static_cast<int64_t>(std::lround(s.config.segment_s * s.config.model.sample_rate_hz));
   ProgressLine line(s.config.progress);
   while (s.step < s.config.steps) {
+    auto sample = [&](int64_t count) {
+      torch::Tensor batch = data.sample_batch(count, segment_length, s.random);
+      if (s.config.normalize_segments) {
+        scale_to_random_loudness(batch, s.config.segment_rms_db_min, s.config.segment_rms_db_max,
+                                 s.config.max_segment_gain_db, s.random);
+      }
+      return batch;
+    };
     if (s.config.warmup_steps > 0 && s.step >= s.config.warmup_steps && !codebooks_initialized()) {
-      init_codebooks(data.sample_batch(s.config.kmeans_segments, segment_length, s.random));
+      init_codebooks(sample(s.config.kmeans_segments));
     }
-    StepStats stats = step(data.sample_batch(s.config.batch_size, segment_length, s.random));
+    StepStats stats = step(sample(s.config.batch_size));
     if (on_step) on_step(stats);
     if (line.due()) {
       std::ostringstream text;

@@ -109,6 +109,17 @@ struct TrainConfig {
   // layer on: the latent is then mostly the biases' constant, and the decoder
   // learns an output that does not depend on its input at all.
   bool zero_conv_biases = false;
+  // Loudness augmentation: each training segment scaled to an RMS drawn
+  // uniformly in dB from [segment_rms_db_min, segment_rms_db_max], the gain
+  // capped at max_segment_gain_db (near-silence is not raised into the range)
+  // and by the peak (at most 0.99 after scaling). The losses grow with the
+  // level (the mel L2 with its square), so without it loud material (music at
+  // RMS -17 to -13 dB here) outweighs quiet (speech at -29 to -20 dB), and
+  // the model learns mostly the former.
+  bool normalize_segments = false;
+  double segment_rms_db_min = -26;
+  double segment_rms_db_max = -14;
+  double max_segment_gain_db = 20;
   // The discriminator updates on a batch with this probability (2/3 at 24 kHz in the paper).
   double discriminator_update_probability = 2.0 / 3.0;
 
