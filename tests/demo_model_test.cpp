@@ -68,7 +68,7 @@ TEST_F(DemoModelTest, TheShippedFileIsFoundAndIsTheCausal24kHzLayout) {
   ASSERT_TRUE(found);
   // The installed copy, if this machine has one, must be the same file.
   EXPECT_EQ(file_bytes(*found), file_bytes(kShippedDemo)) << *found;
-  EXPECT_LT(fs::file_size(kShippedDemo), 10u << 20) << "the demo model should stay a few MB";
+  EXPECT_LT(fs::file_size(kShippedDemo), 5u << 20) << "the demo model should stay a few MB";
 
   const EncodecModel model = EncodecModel::from_checkpoint(kShippedDemo, "encodec_24khz");
   const EncodecConfig& config = model.config();

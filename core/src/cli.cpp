@@ -526,9 +526,10 @@ constexpr const char* kFooter =
     "torch hub cache ($TORCH_HOME/hub/checkpoints, downloaded on first use); --checkpoint "
     "and --lm-checkpoint replace them. When the official 24 kHz model is not cached (and no "
     "--model-dir or $ENCODEC_MODEL_DIR is given), the demo model shipped with encodec-cpp "
-    "(models/encodec_demo_24khz.th, or $ENCODEC_DEMO_MODEL) is used instead of a download: "
-    "a small model trained by this project, far below the official quality; --download "
-    "fetches the official one.\n"
+    "(models/encodec_demo_24khz.th, or $ENCODEC_DEMO_MODEL) compresses instead of a download: "
+    "a small model trained by this project, below the official quality; its files name it "
+    "(encodec_demo_24khz) and decompress only with it, as official files only with the official "
+    "model; --download fetches the official one.\n"
     "Exit status: 0 on success, 1 on errors, 2 on invalid arguments.";
 
 }  // namespace
