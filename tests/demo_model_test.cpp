@@ -111,6 +111,7 @@ TEST_F(DemoModelTest, CliFallsBackToTheDemoModel) {
   ASSERT_EQ(run.exit_code, 0) << run.err;
   EXPECT_NE(run.err.find("demo model"), std::string::npos) << run.err;
   EXPECT_NE(run.err.find(kShippedDemo), std::string::npos) << run.err;
+  EXPECT_NE(run.err.find("--download fetches the official model"), std::string::npos) << run.err;
 
   const EncodecModel model = EncodecModel::from_checkpoint(kShippedDemo, kModelNameDemo24kHz);
   const std::string bytes = file_bytes(path("out.ecdc"));
@@ -133,6 +134,8 @@ TEST_F(DemoModelTest, CliFallsBackToTheDemoModel) {
   run = run_cli({path("out.ecdc"), path("out.wav")});
   ASSERT_EQ(run.exit_code, 0) << run.err;
   EXPECT_NE(run.err.find("demo model"), std::string::npos) << run.err;
+  // The file names the demo model: the official one would not decode it.
+  EXPECT_EQ(run.err.find("--download"), std::string::npos) << run.err;
   EXPECT_EQ(read_audio(path("out.wav")).samples.size(-1), 24000);
 }
 

@@ -211,12 +211,15 @@ bool is_demo_checkpoint(const std::string& path) {
   }
 }
 
+// `instead_of_official`: the official model was wanted but is not at hand
+// (then --download is the way to it), rather than named by the file.
 EncodecModel load_demo_model(const std::string& path, KernelSet kernel_set, const CliOptions& options,
-                             const std::string& why) {
+                             const std::string& why, bool instead_of_official) {
   if (!options.quiet) {
     std::cerr << "encodec: using the demo model " << path << " (" << why
-              << "): a small model trained by this project, far below the official quality, "
-                 "whose files decode only with it; --download fetches the official model\n";
+              << "): a small model trained by this project, below the official quality, whose files "
+                 "decode only with it"
+              << (instead_of_official ? "; --download fetches the official model" : "") << "\n";
   }
   try {
     return EncodecModel::from_checkpoint(path, kModelNameDemo24kHz, kernel_set);
@@ -261,7 +264,7 @@ EncodecModel load_weights(const CliOptions& options, const std::string& model_na
       throw CliError(options.input + " was compressed with the demo model (" + kModelNameDemo24kHz +
                      "), which this installation does not have: set $ENCODEC_DEMO_MODEL or pass --checkpoint");
     }
-    return load_demo_model(*demo, kernel_set, options, "the file names it");
+    return load_demo_model(*demo, kernel_set, options, "the file names it", /*instead_of_official=*/false);
   }
   ModelStoreOptions store;
   if (!options.model_dir.empty()) store.model_dir = options.model_dir;
@@ -274,7 +277,9 @@ EncodecModel load_weights(const CliOptions& options, const std::string& model_na
       std::getenv("ENCODEC_MODEL_DIR") == nullptr && !official_checkpoint_in_hub_cache(kCheckpoint24kHz)) {
     if (const std::optional<std::string> demo = find_demo_checkpoint()) {
       const std::string missing = "no official " + std::string(kCheckpoint24kHz) + " in " + default_hub_cache_dir();
-      if (use == ModelUse::kCompress) return load_demo_model(*demo, kernel_set, options, missing);
+      if (use == ModelUse::kCompress) {
+        return load_demo_model(*demo, kernel_set, options, missing, /*instead_of_official=*/true);
+      }
       // The demo model would decode the official codes to noise.
       throw CliError(options.input + " was compressed with the official " + kModelName24kHz + " model, and there is " +
                      missing + ": --download fetches it (the demo model cannot decode this file)");
